@@ -1,0 +1,375 @@
+//! Stage two: sections of raw entries into the typed [`Config`], collecting
+//! every error with its location. This file owns the checks that span
+//! sections (duplicates, scopes, shared listen addresses) and `[global]`;
+//! `pool` builds one pool.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::directives::{self, Scope};
+use super::ini::{self, Document, Entry, Section};
+use super::{
+    Config, ConfigError, ConfigErrors, Global, ListenAddr, Location, LogLevel, pool, value,
+};
+
+/// Choices made on herd's command line rather than in the file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// `--allow-root`: let pools run workers as root (php-fpm's `-R`).
+    pub allow_root: bool,
+}
+
+/// Reads `path` and every file it includes.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let doc = ini::read_file(path).map_err(ConfigErrors)?;
+    refuse_unsupported(&doc)?;
+    build(doc, path, opts)
+}
+
+/// Reads `text` as if it were the file `origin`: locations name `origin`,
+/// and relative includes and paths are read against its directory.
+pub fn parse_str(text: &str, origin: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let doc = ini::read_str(text, origin).map_err(ConfigErrors)?;
+    refuse_unsupported(&doc)?;
+    build(doc, origin, opts)
+}
+
+/// Directives this version reads but cannot honour yet are refused, never
+/// accepted and ignored (see [`directives::NOT_YET`]).
+fn refuse_unsupported(doc: &Document) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    for entry in doc.sections.iter().flat_map(|s| &s.entries) {
+        let unsupported = if !directives::supported(&entry.key) {
+            Some(format!(
+                "'{}' is not supported by this version of herd yet",
+                entry.key
+            ))
+        } else if entry.key == "pm" && !entry.value.eq_ignore_ascii_case("static") {
+            Some(format!(
+                "pm = {} is not supported by this version of herd yet; use static",
+                entry.value
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = unsupported {
+            errors.push(ConfigError {
+                location: Some(entry.location.clone()),
+                message,
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// What every builder shares: where errors go and what paths are relative to.
+pub(super) struct Context<'a> {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<String>,
+    /// The main file's directory, made absolute so that paths keep their
+    /// meaning whatever directory herd or its workers later run in.
+    pub base: PathBuf,
+    pub opts: &'a LoadOptions,
+    pub is_root: bool,
+}
+
+impl Context<'_> {
+    pub fn error(&mut self, at: &Location, message: String) {
+        self.errors.push(ConfigError {
+            location: Some(at.clone()),
+            message,
+        });
+    }
+}
+
+fn build(doc: Document, origin: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let dir = origin
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut cx = Context {
+        errors: Vec::new(),
+        warnings: doc.warnings,
+        base: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        opts,
+        is_root: nix::unistd::geteuid().is_root(),
+    };
+    let (global_entries, pool_sections) = split_sections(&doc.sections, &mut cx);
+    let global = build_global(&Fields::new(global_entries, None, &mut cx), &mut cx);
+    if pool_sections.is_empty() {
+        let message = format!(
+            "{}: no pools defined; add a section such as [www]",
+            origin.display()
+        );
+        cx.errors.push(ConfigError {
+            location: None,
+            message,
+        });
+    }
+    let mut pools = Vec::new();
+    let mut listens: Vec<(ListenAddr, String, Location)> = Vec::new();
+    for section in pool_sections {
+        let fields = Fields::new(section.entries.iter().collect(), Some(section), &mut cx);
+        let Some(pool) = pool::build(section, &fields, &mut cx) else {
+            continue;
+        };
+        let at = fields
+            .location("listen")
+            .unwrap_or(&section.location)
+            .clone();
+        if let Some((_, other, first)) = listens.iter().find(|(addr, ..)| *addr == pool.listen) {
+            let msg = format!(
+                "listen address '{}' is already used by pool '{other}' (at {first})",
+                pool.listen
+            );
+            cx.error(&at, msg);
+        }
+        listens.push((pool.listen.clone(), pool.name.clone(), at));
+        pools.push(pool);
+    }
+    if !cx.errors.is_empty() {
+        // Checks run directive by directive; people read files line by line.
+        let key = |e: &ConfigError| e.location.as_ref().map(|l| (l.file.clone(), l.line));
+        cx.errors.sort_by_key(|e| (e.location.is_none(), key(e)));
+        return Err(ConfigErrors(cx.errors));
+    }
+    Ok(Config {
+        file: Some(origin.to_path_buf()),
+        global,
+        pools,
+        warnings: cx.warnings,
+    })
+}
+
+/// The entries of every `[global]` section, and each pool section; a name
+/// seen twice is an error naming both places.
+fn split_sections<'d>(
+    sections: &'d [Section],
+    cx: &mut Context,
+) -> (Vec<&'d Entry>, Vec<&'d Section>) {
+    let mut global = Vec::new();
+    let mut pools = Vec::new();
+    let mut seen: HashMap<&str, &Location> = HashMap::new();
+    for section in sections {
+        if section.implicit {
+            global.extend(&section.entries);
+            continue;
+        }
+        if let Some(first) = seen.get(section.name.as_str()) {
+            let msg = match section.name.as_str() {
+                "global" => format!("duplicate [global] section (first at {first})"),
+                name => format!("duplicate pool '{name}' (first defined at {first})"),
+            };
+            cx.error(&section.location, msg);
+            continue;
+        }
+        seen.insert(&section.name, &section.location);
+        if section.name == "global" {
+            global.extend(&section.entries);
+        } else {
+            pools.push(section);
+        }
+    }
+    (global, pools)
+}
+
+/// One section's entries, checked against the directive table, with
+/// `$pool` expanded in pool values.
+pub(super) struct Fields<'a> {
+    /// "pool 'www'" or "[global]", for messages.
+    pub what: String,
+    singles: HashMap<&'static str, (&'a Entry, String)>,
+    /// Array entries in file order, with their directive's table name.
+    arrays: Vec<(&'static str, &'a Entry, String)>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(entries: Vec<&'a Entry>, pool: Option<&Section>, cx: &mut Context) -> Fields<'a> {
+        let (scope, what) = match pool {
+            Some(s) => (Scope::Pool, format!("pool '{}'", s.name)),
+            None => (Scope::Global, "[global]".to_string()),
+        };
+        let mut fields = Fields {
+            what,
+            singles: HashMap::new(),
+            arrays: Vec::new(),
+        };
+        let mut named: HashMap<String, &Location> = HashMap::new();
+        for entry in entries {
+            let key = entry.full_key();
+            let Some(d) = fields.directive(entry, scope, cx) else {
+                continue;
+            };
+            // php-fpm expands `$pool` in every pool value.
+            let value = match pool {
+                Some(s) => entry.value.replace("$pool", &s.name),
+                None => entry.value.clone(),
+            };
+            let first = match entry.index.as_deref() {
+                Some("") => None,
+                Some(_) => named.insert(key.clone(), &entry.location).cloned(),
+                // The first value stands, so one slip is reported once.
+                None => match fields.singles.get(d.name) {
+                    Some((first, _)) => Some(first.location.clone()),
+                    None => fields
+                        .singles
+                        .insert(d.name, (entry, value.clone()))
+                        .and(None),
+                },
+            };
+            match first {
+                Some(first) => cx.error(
+                    &entry.location,
+                    format!("'{key}' set twice in {} (first at {first})", fields.what),
+                ),
+                None if entry.index.is_some() => fields.arrays.push((d.name, entry, value)),
+                None => {}
+            }
+        }
+        fields
+    }
+
+    /// The table row for `entry`, or an error saying why there is none.
+    fn directive(
+        &self,
+        entry: &Entry,
+        scope: Scope,
+        cx: &mut Context,
+    ) -> Option<&'static directives::Directive> {
+        let key = entry.full_key();
+        let message = match directives::find(&entry.key) {
+            None => format!("unknown directive '{}' in {}", entry.key, self.what),
+            Some(d) if d.scope != scope && scope == Scope::Global => {
+                format!(
+                    "'{}' is a pool directive; it belongs in a pool section, not in [global]",
+                    entry.key
+                )
+            }
+            Some(d) if d.scope != scope => {
+                format!("'{}' belongs in [global], not in {}", entry.key, self.what)
+            }
+            Some(d) if d.is_array() && entry.index.is_none() => {
+                format!("'{key}' needs brackets: write '{}'", d.name)
+            }
+            Some(d) if d.name.ends_with("[NAME]") && entry.index.as_deref() == Some("") => {
+                format!("'{key}' needs a name in the brackets: write '{}'", d.name)
+            }
+            Some(d) if !d.is_array() && entry.index.is_some() => {
+                format!("'{}' does not take brackets", entry.key)
+            }
+            Some(d) => return Some(d),
+        };
+        cx.error(&entry.location, message);
+        None
+    }
+
+    pub fn location(&self, name: &str) -> Option<&'a Location> {
+        self.singles.get(name).map(|(e, _)| &e.location)
+    }
+
+    /// The parsed value of `name`; `None` when it is absent or invalid
+    /// (the error is recorded, so a default may stand in for it).
+    pub fn get<T>(
+        &self,
+        cx: &mut Context,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        debug_assert!(
+            directives::find(name).is_some(),
+            "'{name}' is not in the directive table"
+        );
+        let (entry, value) = self.singles.get(name)?;
+        parse(value)
+            .map_err(|expected| invalid(cx, entry, value, &expected))
+            .ok()
+    }
+
+    pub fn or<T>(
+        &self,
+        cx: &mut Context,
+        name: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        self.get(cx, name, parse).unwrap_or(default)
+    }
+
+    /// Like `get`, with an error at the section header when `name` is absent.
+    pub fn required<T>(
+        &self,
+        cx: &mut Context,
+        at: &Location,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        if !self.singles.contains_key(name) {
+            cx.error(
+                at,
+                format!("{}: missing required directive '{name}'", self.what),
+            );
+        }
+        self.get(cx, name, parse)
+    }
+
+    /// Every entry of the array directives `names` (as in the table), in
+    /// file order.
+    pub fn array(&self, names: &[&str]) -> impl Iterator<Item = (&'a Entry, &str)> {
+        self.arrays
+            .iter()
+            .filter(|(n, ..)| names.contains(n))
+            .map(|(_, e, v)| (*e, v.as_str()))
+    }
+}
+
+pub(super) fn invalid(cx: &mut Context, entry: &Entry, value: &str, expected: &str) {
+    let message = format!(
+        "invalid value '{value}' for '{}': {expected}",
+        entry.full_key()
+    );
+    cx.error(&entry.location, message);
+}
+
+/// A path relative to the config file's directory; empty means unset, as
+/// an empty string does in php-fpm.
+pub(super) fn path_in(base: &Path) -> impl Fn(&str) -> Result<Option<PathBuf>, String> + '_ {
+    |v| Ok((!v.is_empty()).then(|| value::join(base, v)))
+}
+
+fn build_global(f: &Fields, cx: &mut Context) -> Global {
+    let base = cx.base.clone();
+    let path = path_in(&base);
+    let dur = value::duration;
+    if f.get(cx, "daemonize", value::boolean) == Some(true) {
+        let at = f.location("daemonize").expect("just read");
+        let msg = "herd runs in the foreground; run it under systemd or another supervisor (daemonize = yes is not supported)";
+        cx.error(at, msg.into());
+    }
+    let error_log = f.get(cx, "error_log", |v| match v {
+        "syslog" => {
+            Err("a file: syslog is not supported; leave error_log unset to log to stderr".into())
+        }
+        v => path(v),
+    });
+    Global {
+        pid: f.get(cx, "pid", &path).flatten(),
+        error_log: error_log.flatten(),
+        log_level: f.or(cx, "log_level", LogLevel::Notice, value::log_level),
+        process_control_timeout: f.or(cx, "process_control_timeout", Duration::from_secs(10), dur),
+        emergency_restart_threshold: f.or(cx, "emergency_restart_threshold", 0, value::whole),
+        emergency_restart_interval: f.or(cx, "emergency_restart_interval", Duration::ZERO, dur),
+        socket_dir: f.get(cx, "worker.socket_dir", &path).flatten(),
+        control_listen: f.get(cx, "control.listen", &path).flatten(),
+        process_max: f.or(cx, "process.max", 0, value::whole),
+        shutdown_depool_delay: f.or(cx, "shutdown.depool_delay", Duration::ZERO, dur),
+    }
+}
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

@@ -1,0 +1,230 @@
+//! The one table of every directive: its scope, default and meaning. The
+//! builder rejects names that are not here, and the README's reference is
+//! generated from (and checked against) [`reference_markdown`].
+
+/// Where a directive may be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Global,
+    Pool,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::Pool => "pool",
+        }
+    }
+}
+
+/// One row of the reference. Array directives are written as they appear
+/// in a file: `env[NAME]` takes a name, `warmup.request[]` repeats.
+#[derive(Clone, Copy, Debug)]
+pub struct Directive {
+    pub name: &'static str,
+    pub scope: Scope,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+impl Directive {
+    /// The name without its brackets: `env` for `env[NAME]`.
+    pub fn key(&self) -> &'static str {
+        self.name.split_once('[').map_or(self.name, |(key, _)| key)
+    }
+
+    /// Whether the directive is written with brackets.
+    pub fn is_array(&self) -> bool {
+        self.name.contains('[')
+    }
+}
+
+/// The directive written as `key` (without brackets), if there is one.
+pub fn find(key: &str) -> Option<&'static Directive> {
+    ALL.iter().find(|d| d.key() == key)
+}
+
+const fn global(name: &'static str, default: &'static str, doc: &'static str) -> Directive {
+    Directive {
+        name,
+        scope: Scope::Global,
+        default,
+        doc,
+    }
+}
+
+const fn pool(name: &'static str, default: &'static str, doc: &'static str) -> Directive {
+    Directive {
+        name,
+        scope: Scope::Pool,
+        default,
+        doc,
+    }
+}
+
+#[rustfmt::skip]
+pub const ALL: &[Directive] = &[
+    global("pid", "none", "php-fpm: pid file, written at start and removed at exit."),
+    global("error_log", "stderr", "php-fpm: the master's log file. `syslog` is not supported: leave it unset and let the service manager collect stderr."),
+    global("log_level", "notice", "php-fpm: least severe level logged: alert, error, warning, notice or debug."),
+    global("process_control_timeout", "10s", "php-fpm: how long a stop or reload lets workers finish their requests before killing them. herd's default is 10s: php-fpm's 0 aborts in-flight requests on every reload and stop."),
+    global("emergency_restart_threshold", "0", "php-fpm: this many workers dying of SIGSEGV or SIGBUS within `emergency_restart_interval` restarts every pool; 0 = off."),
+    global("emergency_restart_interval", "0", "php-fpm: the window for `emergency_restart_threshold`; 0 = off."),
+    global("process.max", "0", "php-fpm: cap on workers across all pools; 0 = no cap."),
+    global("worker.socket_dir", "a private directory under $XDG_RUNTIME_DIR or /tmp; /run/herd as root", "herd: directory for the sockets between herd and its workers."),
+    global("control.listen", "`herd.sock` beside the pid file when `pid` is set, else in the socket directory", "herd: unix socket for herd's control commands."),
+    global("shutdown.depool_delay", "0", "herd: on stop, keep accepting this long after the signal so load balancers can take the host out first."),
+    global("daemonize", "no", "php-fpm: fork into the background. herd always runs in the foreground: `no` is accepted, `yes` is an error."),
+    global("include", "none", "php-fpm: read the files matching this glob here, in name order; relative to the including file; allowed in any section; at most 5 nested files."),
+
+    pool("listen", "required", "php-fpm: where the pool accepts FastCGI connections: a unix socket path (any value with a `/`), `host:port`, `[ipv6]:port`, `*:port` or a bare port. A bare port listens on 127.0.0.1 only, where php-fpm takes every address."),
+    pool("listen.backlog", "511", "php-fpm: listen(2) backlog; -1 = the kernel's maximum."),
+    pool("listen.owner", "herd's user", "php-fpm: owner of the unix socket."),
+    pool("listen.group", "herd's group", "php-fpm: group of the unix socket."),
+    pool("listen.mode", "0660", "php-fpm: octal permissions of the unix socket."),
+    pool("listen.allowed_clients", "any", "php-fpm: comma-separated IPv4/IPv6 addresses allowed to connect over TCP; others are closed at once."),
+    pool("listen.max_connections", "8192", "herd: open client connections per listener; past it a new connection is closed at once, with one log line."),
+    pool("user", "herd's user", "php-fpm: user the workers run as. Required when herd runs as root (unless --allow-root); ignored, with a warning, when it does not."),
+    pool("group", "the user's primary group", "php-fpm: group the workers run as."),
+    pool("command", "required", "herd: the worker program. Without a `/` it is looked up in PATH; `herd` means this herd binary."),
+    pool("args", "none", "herd: arguments for `command`, split into words like a shell: quotes group, backslashes escape."),
+    pool("chdir", "herd's working directory", "php-fpm: the workers' working directory, used as given (inside `chroot` when set)."),
+    pool("chroot", "none", "php-fpm: absolute directory the workers chroot(2) into; needs root. `command` is then an absolute path inside it."),
+    pool("clear_env", "yes", "php-fpm: start workers with an empty environment plus `env[]`, USER and HOME."),
+    pool("env[NAME]", "none", "php-fpm: set NAME for the workers; a value that is exactly `$VAR` copies VAR from herd's environment. An empty value is an error."),
+    pool("rlimit_files", "inherited", "php-fpm: the workers' open file limit (RLIMIT_NOFILE)."),
+    pool("rlimit_core", "inherited", "php-fpm: the workers' core file size limit in bytes, or `unlimited`."),
+    pool("php_value[NAME]", "none", "php-fpm: a php.ini setting for the workers, passed as `-d NAME=value` after `args`."),
+    pool("php_flag[NAME]", "none", "php-fpm: a boolean php.ini setting, normalised to 1 or 0 and passed as `-d`."),
+    pool("php_admin_value[NAME]", "none", "php-fpm: like `php_value`, but locked against ini_set(). herd passes it as `-d` too, so the lock is not enforced."),
+    pool("php_admin_flag[NAME]", "none", "php-fpm: like `php_flag`, but locked against ini_set(). herd passes it as `-d` too, so the lock is not enforced."),
+    pool("catch_workers_output", "yes", "php-fpm: log the workers' stdout and stderr line by line, else discard them. herd's default is yes, not php-fpm's no, so start failures are visible."),
+    pool("pm", "required", "php-fpm: how the worker count is chosen: static, dynamic or ondemand."),
+    pool("pm.max_children", "required", "php-fpm: static: the number of workers; dynamic and ondemand: the most at once."),
+    pool("pm.start_servers", "min_spare + (max_spare - min_spare) / 2", "php-fpm: dynamic: workers started at first; within [min_spare, max_spare]."),
+    pool("pm.min_spare_servers", "required for dynamic", "php-fpm: dynamic: the fewest idle workers kept."),
+    pool("pm.max_spare_servers", "required for dynamic", "php-fpm: dynamic: the most idle workers kept."),
+    pool("pm.max_spawn_rate", "32", "php-fpm: dynamic: the most workers started at once."),
+    pool("pm.process_idle_timeout", "10s", "php-fpm: ondemand: a worker idle this long is stopped; at least 1s."),
+    pool("pm.max_requests", "0", "php-fpm: replace a worker after this many requests; 0 = never."),
+    pool("pm.max_queue", "1024", "herd: requests waiting for a free worker; past it new requests are refused."),
+    pool("pm.status_path", "none", "php-fpm: URI answered with the pool's status. Starts with `/`; letters, digits and `/_-.~` only."),
+    pool("ping.path", "none", "php-fpm: URI answered with `ping.response`, for liveness checks. Same rule as `pm.status_path`."),
+    pool("ping.response", "pong", "php-fpm: body of the ping answer."),
+    pool("access.log", "none", "php-fpm: the access log file."),
+    pool("access.format", "`%R - %u %t \"%m %r\" %s`", "php-fpm: format of an access log line."),
+    pool("slowlog", "none", "php-fpm: file for slow request reports; required with `request_slowlog_timeout`."),
+    pool("request_slowlog_timeout", "0", "php-fpm: report a request running longer than this to `slowlog`; 0 = off."),
+    pool("request_terminate_timeout", "0", "php-fpm: kill the worker of a request running longer than this; 0 = off."),
+    pool("request.queue_timeout", "30s", "herd: the longest a request waits for a free worker before it is refused."),
+    pool("request.read_timeout", "30s", "herd: a client request whose next bytes take longer than this is dropped."),
+    pool("request.max_params_size", "128K", "herd: the largest FastCGI params block accepted from a client."),
+    pool("worker.start_timeout", "30s", "herd: the longest a new worker may take to become ready, warm-up included."),
+    pool("worker.min_lifetime", "5s", "herd: a worker exiting sooner than this counts as a failed start."),
+    pool("worker.stop_signal", "TERM", "herd: signal that stops a worker, by name (TERM, QUIT, INT, HUP, USR1, USR2, KILL) or number."),
+    pool("worker.kill_timeout", "5s", "herd: time between `worker.stop_signal` and SIGKILL."),
+    pool("worker.max_memory", "none", "herd: replace a worker whose resident memory grows past this size, e.g. 256M; 0 = no limit."),
+    pool("worker.fatal_exit_codes", "none", "herd: worker exit codes, comma-separated, that mean a retry cannot help (e.g. a config error), so herd stops restarting."),
+    pool("warmup.request[]", "none", "herd: `[METHOD] /uri` sent to each new worker before it takes traffic; repeat the line for several."),
+    pool("warmup.timeout", "30s", "herd: the longest one worker's warm-up requests may take."),
+    pool("rollout.surge", "25%", "herd: extra workers started beside the old generation during a rollout: a count or a percentage of `pm.max_children`, at least 1."),
+    pool("rollout.max_failures", "3", "herd: failed worker starts after which a rollout is abandoned and the old generation kept."),
+    pool("rollout.timeout", "5m", "herd: the longest a rollout may take before it is abandoned."),
+];
+
+/// Directives in the table whose behaviour this version does not have yet.
+/// They are refused with a clear error rather than accepted and ignored,
+/// and left out of the reference.
+pub const NOT_YET: &[&str] = &[
+    "emergency_restart_threshold",
+    "emergency_restart_interval",
+    "process.max",
+    "control.listen",
+    "shutdown.depool_delay",
+    "pm.start_servers",
+    "pm.min_spare_servers",
+    "pm.max_spare_servers",
+    "pm.max_spawn_rate",
+    "pm.process_idle_timeout",
+    "pm.status_path",
+    "ping.path",
+    "ping.response",
+    "access.log",
+    "access.format",
+    "slowlog",
+    "request_slowlog_timeout",
+    "request_terminate_timeout",
+    "worker.max_memory",
+    "worker.fatal_exit_codes",
+    "rollout.surge",
+    "rollout.max_failures",
+    "rollout.timeout",
+];
+
+/// Whether this version implements the directive written as `key`.
+pub fn supported(key: &str) -> bool {
+    !NOT_YET.contains(&key)
+}
+
+/// The reference table for the README, one row per directive.
+pub fn reference_markdown() -> String {
+    let mut out = String::from("| directive | scope | default | meaning |\n|---|---|---|---|\n");
+    for d in ALL.iter().filter(|d| supported(d.key())) {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            d.name,
+            d.scope.as_str(),
+            d.default,
+            d.doc
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique() {
+        let mut seen = HashSet::new();
+        for d in ALL {
+            assert!(
+                seen.insert(d.key()),
+                "directive '{}' is listed twice",
+                d.name
+            );
+        }
+    }
+
+    #[test]
+    fn rows_are_complete_and_fit_a_table() {
+        for d in ALL {
+            assert!(!d.default.is_empty() && !d.doc.is_empty(), "{}", d.name);
+            assert!(
+                !d.doc.contains('|') && !d.default.contains('|'),
+                "{}",
+                d.name
+            );
+            assert!(
+                d.doc.starts_with("php-fpm: ") || d.doc.starts_with("herd: "),
+                "{}",
+                d.name
+            );
+        }
+        let table = reference_markdown();
+        assert_eq!(table.lines().count(), ALL.len() - NOT_YET.len() + 2);
+        assert!(NOT_YET.iter().all(|k| find(k).is_some()));
+        assert!(table.contains("| `env[NAME]` | pool | none |"));
+    }
+
+    #[test]
+    fn find_strips_brackets() {
+        assert_eq!(find("env").unwrap().name, "env[NAME]");
+        assert!(find("warmup.request").unwrap().is_array());
+        assert!(!find("pm").unwrap().is_array());
+        assert!(find("pm.bogus").is_none());
+    }
+}

@@ -1,0 +1,245 @@
+//! Configuration: php-fpm's ini dialect read in two stages.
+//!
+//! Stage one (`ini`) turns files into sections of raw entries, each with its
+//! `file:line`, following `include = glob` lines. Stage two (`build`) turns
+//! those entries into the typed [`Config`] below, collecting every error with
+//! its location instead of stopping at the first; `pool` builds one pool,
+//! `value` parses scalars and `resolve` checks names against the system.
+//! `directives` is the one table of every directive, its scope, default and
+//! meaning; the README's reference is checked against it.
+
+mod build;
+pub mod directives;
+mod ini;
+mod pool;
+mod resolve;
+mod value;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use build::{LoadOptions, load, parse_str};
+
+/// Where a section or entry was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// One problem found in a config, with the place it was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub location: Option<Location>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(loc) => write!(f, "{loc}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Every problem found in a config; never empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The whole configuration of one master.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The main file, or `None` for the embedded default.
+    pub file: Option<PathBuf>,
+    pub global: Global,
+    pub pools: Vec<PoolConfig>,
+    /// Problems that do not stop herd (an include matching nothing, `user`
+    /// without root), each starting with `file:line: `.
+    pub warnings: Vec<String>,
+}
+
+/// The `[global]` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Global {
+    pub pid: Option<PathBuf>,
+    /// `None`: stderr.
+    pub error_log: Option<PathBuf>,
+    pub log_level: LogLevel,
+    pub process_control_timeout: Duration,
+    pub emergency_restart_threshold: u32,
+    pub emergency_restart_interval: Duration,
+    /// Directory for the workers' private sockets; `None`: chosen at start.
+    pub socket_dir: Option<PathBuf>,
+    /// `control.listen`: the control socket; `None`: beside the pid file.
+    pub control_listen: Option<PathBuf>,
+    /// `process.max`: cap on workers across all pools; 0 = none.
+    pub process_max: u32,
+    pub shutdown_depool_delay: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Alert,
+    Error,
+    Warning,
+    Notice,
+    Debug,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Unix(p) => write!(f, "{}", p.display()),
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PmMode {
+    Static,
+    Dynamic,
+    Ondemand,
+}
+
+impl PmMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PmMode::Static => "static",
+            PmMode::Dynamic => "dynamic",
+            PmMode::Ondemand => "ondemand",
+        }
+    }
+}
+
+/// One `warmup.request[]` entry: `[METHOD] URI`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WarmupRequest {
+    pub method: String,
+    pub uri: String,
+}
+
+/// One pool section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Where the section header was written.
+    pub defined_at: Location,
+
+    // Listener.
+    pub listen: ListenAddr,
+    pub listen_backlog: i32,
+    pub listen_owner: Option<String>,
+    pub listen_group: Option<String>,
+    pub listen_mode: u32,
+    /// `None`: any client.
+    pub listen_allowed_clients: Option<Vec<IpAddr>>,
+    pub listen_max_connections: usize,
+
+    // Worker identity and environment.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// Resolved through `PATH` when written without a slash; `herd` names
+    /// the running herd binary.
+    pub command: PathBuf,
+    pub args: Vec<String>,
+    pub chdir: Option<PathBuf>,
+    pub chroot: Option<PathBuf>,
+    pub clear_env: bool,
+    /// `env[NAME] = value`, in file order.
+    pub env: Vec<(String, String)>,
+    pub rlimit_files: Option<u64>,
+    pub rlimit_core: Option<u64>,
+    /// `php_value[k]`, `php_flag[k]`, `php_admin_value[k]`, `php_admin_flag[k]`,
+    /// in file order; passed to the worker as `-d k=v` arguments after `args`.
+    pub php_defines: Vec<(String, String)>,
+    /// Worker stdout/stderr are logged by the master line by line; otherwise
+    /// they go to /dev/null.
+    pub catch_workers_output: bool,
+
+    // Process manager.
+    pub pm: PmMode,
+    pub max_children: u32,
+    pub start_servers: u32,
+    pub min_spare_servers: u32,
+    pub max_spare_servers: u32,
+    pub max_spawn_rate: u32,
+    pub process_idle_timeout: Duration,
+    /// 0 = never recycle.
+    pub max_requests: u64,
+    pub max_queue: usize,
+
+    // Requests.
+    pub request_queue_timeout: Duration,
+    pub request_read_timeout: Duration,
+    pub request_max_params_size: usize,
+    /// Zero = off.
+    pub request_terminate_timeout: Duration,
+    /// Zero = off.
+    pub request_slowlog_timeout: Duration,
+    pub slowlog: Option<PathBuf>,
+    pub access_log: Option<PathBuf>,
+    pub access_format: String,
+    pub status_path: Option<String>,
+    pub ping_path: Option<String>,
+    pub ping_response: String,
+
+    // Worker lifecycle.
+    pub worker_start_timeout: Duration,
+    pub worker_min_lifetime: Duration,
+    pub worker_stop_signal: i32,
+    pub worker_kill_timeout: Duration,
+    /// Bytes of resident memory; `None` = no limit.
+    pub worker_max_memory: Option<u64>,
+    pub worker_fatal_exit_codes: Vec<i32>,
+
+    // Generations.
+    pub warmup_requests: Vec<WarmupRequest>,
+    pub warmup_timeout: Duration,
+    pub rollout_surge: u32,
+    pub rollout_max_failures: u32,
+    pub rollout_timeout: Duration,
+}
+
+impl Config {
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The directory relative paths in the main file are read against.
+    pub fn base_dir(&self) -> &Path {
+        self.file
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."))
+    }
+}

@@ -1,0 +1,350 @@
+//! One pool section into a [`PoolConfig`]: defaults, values, and php-fpm's
+//! cross-checks between `pm` settings, with every error recorded in the
+//! build context rather than returned at the first.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::build::{Context, Fields, invalid, path_in};
+use super::ini::Section;
+use super::value::{self, Surge};
+use super::{Location, PmMode, PoolConfig, resolve};
+
+/// herd's default access line is php-fpm's.
+const ACCESS_FORMAT: &str = r#"%R - %u %t "%m %r" %s"#;
+
+/// `None` when a required directive is missing or unusable; the reasons
+/// are in `cx`.
+pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<PoolConfig> {
+    let name = section.name.clone();
+    let at = &section.location;
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        cx.error(
+            at,
+            format!("invalid pool name '{name}': use only letters, digits, '_', '.' and '-'"),
+        );
+    }
+    let base = cx.base.clone();
+    let path = path_in(&base);
+    let dur = value::duration;
+    let secs = Duration::from_secs;
+
+    let listen = f.required(cx, at, "listen", |v| value::listen(v, &base));
+    let user = user(f, cx, at);
+    let chroot = f.get(cx, "chroot", absolute).flatten();
+    let command = f.required(cx, at, "command", |v| {
+        resolve::command(v, &base, chroot.as_deref())
+    });
+    let pm = pm(f, cx, at);
+    let max_children = pm.as_ref().map_or(1, |pm| pm.max_children);
+
+    let slowlog_timeout = f.or(cx, "request_slowlog_timeout", Duration::ZERO, dur);
+    let slowlog = f.get(cx, "slowlog", &path).flatten();
+    if !slowlog_timeout.is_zero() && slowlog.is_none() {
+        let at = f
+            .location("request_slowlog_timeout")
+            .expect("non-zero means set");
+        cx.error(
+            at,
+            format!(
+                "{}: 'slowlog' must be set to use 'request_slowlog_timeout'",
+                f.what
+            ),
+        );
+    }
+    let idle_timeout = f.or(cx, "pm.process_idle_timeout", secs(10), dur);
+    if idle_timeout < secs(1) {
+        let at = f
+            .location("pm.process_idle_timeout")
+            .expect("below the default means set");
+        cx.error(
+            at,
+            format!(
+                "{}: pm.process_idle_timeout({idle_timeout:?}) must be at least 1s",
+                f.what
+            ),
+        );
+    }
+    let spawn_rate = f.or(cx, "pm.max_spawn_rate", 32, value::whole);
+    if spawn_rate == 0 {
+        let at = f.location("pm.max_spawn_rate").expect("zero means set");
+        cx.error(
+            at,
+            format!("{}: pm.max_spawn_rate must be a positive value", f.what),
+        );
+    }
+    let args = f.get(cx, "args", value::words).unwrap_or_default();
+
+    // Every directive is read before a missing required one returns `None`,
+    // so its errors are reported too: the `?`s come last.
+    Some(PoolConfig {
+        listen_backlog: f.or(cx, "listen.backlog", 511, value::backlog),
+        listen_owner: f
+            .get(cx, "listen.owner", resolve::user)
+            .map(|(name, _)| name),
+        listen_group: f.get(cx, "listen.group", resolve::group),
+        listen_mode: f.or(cx, "listen.mode", 0o660, value::mode),
+        listen_allowed_clients: f
+            .get(cx, "listen.allowed_clients", value::ip_list)
+            .flatten(),
+        listen_max_connections: f.or(cx, "listen.max_connections", 8192, value::whole),
+        user,
+        group: f.get(cx, "group", resolve::group),
+        args,
+        chdir: f
+            .get(cx, "chdir", |v| {
+                Ok((!v.is_empty()).then(|| PathBuf::from(v)))
+            })
+            .flatten(),
+        chroot,
+        clear_env: f.or(cx, "clear_env", true, value::boolean),
+        env: env(f, cx),
+        rlimit_files: f.get(cx, "rlimit_files", value::whole),
+        rlimit_core: f.get(cx, "rlimit_core", value::rlimit),
+        php_defines: php_defines(f, cx),
+        catch_workers_output: f.or(cx, "catch_workers_output", true, value::boolean),
+        max_spawn_rate: spawn_rate,
+        process_idle_timeout: idle_timeout,
+        max_requests: f.or(cx, "pm.max_requests", 0, value::whole),
+        max_queue: f.or(cx, "pm.max_queue", 1024, value::whole),
+        request_queue_timeout: f.or(cx, "request.queue_timeout", secs(30), dur),
+        request_read_timeout: f.or(cx, "request.read_timeout", secs(30), dur),
+        request_max_params_size: f.or(cx, "request.max_params_size", 128 << 10, |v| {
+            value::size(v)
+                .and_then(|n| usize::try_from(n).map_err(|_| "expected a smaller size".into()))
+        }),
+        request_terminate_timeout: f.or(cx, "request_terminate_timeout", Duration::ZERO, dur),
+        request_slowlog_timeout: slowlog_timeout,
+        slowlog,
+        access_log: f.get(cx, "access.log", &path).flatten(),
+        access_format: f.or(cx, "access.format", ACCESS_FORMAT.into(), |v| {
+            Ok(v.to_string())
+        }),
+        status_path: f.get(cx, "pm.status_path", value::uri_path),
+        ping_path: f.get(cx, "ping.path", value::uri_path),
+        ping_response: f.or(cx, "ping.response", "pong".into(), |v| Ok(v.to_string())),
+        worker_start_timeout: f.or(cx, "worker.start_timeout", secs(30), dur),
+        worker_min_lifetime: f.or(cx, "worker.min_lifetime", secs(5), dur),
+        worker_stop_signal: f.or(cx, "worker.stop_signal", libc::SIGTERM, value::signal),
+        worker_kill_timeout: f.or(cx, "worker.kill_timeout", secs(5), dur),
+        worker_max_memory: f
+            .get(cx, "worker.max_memory", value::size)
+            .filter(|n| *n > 0),
+        worker_fatal_exit_codes: f.or(cx, "worker.fatal_exit_codes", Vec::new(), value::exit_codes),
+        warmup_requests: f
+            .array(&["warmup.request[]"])
+            .filter_map(|(entry, v)| value::warmup(v).map_err(|e| invalid(cx, entry, v, &e)).ok())
+            .collect(),
+        warmup_timeout: f.or(cx, "warmup.timeout", secs(30), dur),
+        rollout_surge: f
+            .or(cx, "rollout.surge", Surge::Percent(25), value::surge)
+            .resolve(max_children),
+        rollout_max_failures: f.or(cx, "rollout.max_failures", 3, value::whole),
+        rollout_timeout: f.or(cx, "rollout.timeout", secs(300), dur),
+
+        name,
+        defined_at: at.clone(),
+        listen: listen?,
+        command: command?,
+        pm: pm.as_ref()?.mode,
+        max_children,
+        start_servers: pm.as_ref()?.start_servers,
+        min_spare_servers: pm.as_ref()?.min_spare_servers,
+        max_spare_servers: pm?.max_spare_servers,
+    })
+}
+
+/// `chroot` must be absolute (php-fpm); empty means unset.
+fn absolute(v: &str) -> Result<Option<PathBuf>, String> {
+    match v {
+        "" => Ok(None),
+        v if v.starts_with('/') => Ok(Some(PathBuf::from(v))),
+        _ => Err("expected an absolute path".into()),
+    }
+}
+
+/// `user`, with php-fpm's rule that a root master needs it (`-R` aside):
+/// a pool left without it would run the application as root.
+fn user(f: &Fields, cx: &mut Context, at: &Location) -> Option<String> {
+    let user = f.get(cx, "user", resolve::user);
+    if cx.is_root && !cx.opts.allow_root {
+        let why = match (&user, f.location("user")) {
+            (None, None) => Some((at, "set 'user'")),
+            (Some((_, true)), Some(line)) => Some((line, "set 'user' to an unprivileged user")),
+            _ => None,
+        };
+        if let Some((at, fix)) = why {
+            let msg = format!(
+                "{}: workers would run as root; {fix} (or start herd with --allow-root)",
+                f.what
+            );
+            cx.error(at, msg);
+        }
+    }
+    if !cx.is_root
+        && let Some(line) = f.location("user")
+    {
+        // php-fpm warns too: only root can switch users.
+        cx.warnings.push(format!(
+            "{line}: {}: 'user' is ignored because herd does not run as root",
+            f.what
+        ));
+    }
+    user.map(|(name, _)| name)
+}
+
+/// `env[NAME]`; a value that is exactly `$VAR` copies VAR from herd's own
+/// environment, and an empty value is an error, both as in php-fpm.
+fn env(f: &Fields, cx: &mut Context) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for (entry, v) in f.array(&["env[NAME]"]) {
+        let name = entry.index.clone().expect("array entries have an index");
+        let var = v
+            .strip_prefix('$')
+            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        let value = match var {
+            _ if v.is_empty() => {
+                Err("expected a value (php-fpm does not allow an empty one)".to_string())
+            }
+            Some(var) => std::env::var(var)
+                .map_err(|_| format!("expected '{var}' to be set in herd's environment")),
+            None => Ok(v.to_string()),
+        };
+        match value {
+            Ok(value) => env.push((name, value)),
+            Err(expected) => invalid(cx, entry, v, &expected),
+        }
+    }
+    env
+}
+
+/// The four `php_*` arrays in file order; flags become `1` or `0`.
+fn php_defines(f: &Fields, cx: &mut Context) -> Vec<(String, String)> {
+    let names = [
+        "php_value[NAME]",
+        "php_flag[NAME]",
+        "php_admin_value[NAME]",
+        "php_admin_flag[NAME]",
+    ];
+    let mut defines = Vec::new();
+    for (entry, v) in f.array(&names) {
+        let name = entry.index.clone().expect("array entries have an index");
+        if !entry.key.ends_with("_flag") {
+            defines.push((name, v.to_string()));
+            continue;
+        }
+        match value::boolean(v) {
+            Ok(on) => defines.push((name, if on { "1" } else { "0" }.to_string())),
+            Err(expected) => invalid(cx, entry, v, &expected),
+        }
+    }
+    defines
+}
+
+/// The process manager settings after php-fpm's checks.
+struct Pm {
+    mode: PmMode,
+    max_children: u32,
+    start_servers: u32,
+    min_spare_servers: u32,
+    max_spare_servers: u32,
+}
+
+fn pm(f: &Fields, cx: &mut Context, at: &Location) -> Option<Pm> {
+    let mode = f.required(cx, at, "pm", value::pm_mode);
+    let max_children = f.required(cx, at, "pm.max_children", value::whole);
+    let min_spare = f.get(cx, "pm.min_spare_servers", value::whole);
+    let max_spare = f.get(cx, "pm.max_spare_servers", value::whole);
+    let start = f.get(cx, "pm.start_servers", value::whole);
+    let (mode, max_children) = (mode?, max_children?);
+    if max_children == 0 {
+        let line = f.location("pm.max_children").expect("required");
+        cx.error(
+            line,
+            format!("{}: pm.max_children must be a positive value", f.what),
+        );
+    }
+    let mut pm = Pm {
+        mode,
+        max_children,
+        start_servers: max_children,
+        min_spare_servers: 0,
+        max_spare_servers: 0,
+    };
+    match mode {
+        PmMode::Static => {}
+        PmMode::Ondemand => pm.start_servers = 0,
+        PmMode::Dynamic => {
+            for name in ["pm.min_spare_servers", "pm.max_spare_servers"] {
+                if f.location(name).is_none() {
+                    cx.error(
+                        at,
+                        format!(
+                            "{}: missing required directive '{name}' (pm = dynamic needs it)",
+                            f.what
+                        ),
+                    );
+                }
+            }
+            let (min, max) = (min_spare?, max_spare?);
+            (pm.min_spare_servers, pm.max_spare_servers) = (min, max);
+            pm.start_servers = start.unwrap_or(min + max.saturating_sub(min) / 2);
+            check_dynamic(f, cx, at, &pm);
+        }
+    }
+    Some(pm)
+}
+
+/// php-fpm's rules for dynamic pools, with its messages, each at the line
+/// of the value at fault.
+fn check_dynamic(f: &Fields, cx: &mut Context, at: &Location, pm: &Pm) {
+    let (min, max, start, children) = (
+        pm.min_spare_servers,
+        pm.max_spare_servers,
+        pm.start_servers,
+        pm.max_children,
+    );
+    let line = |name| f.location(name).unwrap_or(at);
+    let what = &f.what;
+    let problem = if min == 0 {
+        Some((
+            line("pm.min_spare_servers"),
+            format!("pm.min_spare_servers({min}) must be a positive value"),
+        ))
+    } else if max == 0 {
+        Some((
+            line("pm.max_spare_servers"),
+            format!("pm.max_spare_servers({max}) must be a positive value"),
+        ))
+    } else if min > children || max > children {
+        let culprit = if max > children {
+            "pm.max_spare_servers"
+        } else {
+            "pm.min_spare_servers"
+        };
+        let msg = format!(
+            "pm.min_spare_servers({min}) and pm.max_spare_servers({max}) cannot be greater than pm.max_children({children})"
+        );
+        Some((line(culprit), msg))
+    } else if max < min {
+        Some((
+            line("pm.max_spare_servers"),
+            format!(
+                "pm.max_spare_servers({max}) must not be less than pm.min_spare_servers({min})"
+            ),
+        ))
+    } else if start < min || start > max {
+        let msg = format!(
+            "pm.start_servers({start}) must not be less than pm.min_spare_servers({min}) and not greater than pm.max_spare_servers({max})"
+        );
+        Some((line("pm.start_servers"), msg))
+    } else {
+        None
+    };
+    if let Some((at, msg)) = problem {
+        cx.error(at, format!("{what}: {msg}"));
+    }
+}

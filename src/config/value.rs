@@ -1,0 +1,475 @@
+//! Scalar values of the php-fpm dialect: booleans, whole numbers, durations,
+//! sizes, modes, signals, lists and shell-like words.
+//!
+//! Each parser takes the trimmed value and returns what it expected on
+//! failure ("a whole number"); `build` turns that into
+//! "invalid value 'x' for 'key': expected …" with the entry's location.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::{ListenAddr, LogLevel, PmMode, WarmupRequest};
+
+/// What a value should have looked like, e.g. "expected a whole number".
+pub type Expected = String;
+
+/// `v` read against `base` when relative, without `.` components; symlinks
+/// are left alone, since they may change between reloads.
+pub fn join(base: &Path, v: &str) -> PathBuf {
+    base.join(v).components().collect()
+}
+
+/// php's ini booleans; an empty value is false, as in php.
+pub fn boolean(v: &str) -> Result<bool, Expected> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "on" | "true" | "1" => Ok(true),
+        "no" | "off" | "false" | "0" | "" => Ok(false),
+        _ => Err("expected yes or no".into()),
+    }
+}
+
+/// Digits only: php-fpm allows a leading `-`, but none of herd's counts can
+/// be negative, so a sign is a mistake worth reporting.
+pub fn whole<T: FromStr>(v: &str) -> Result<T, Expected> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a whole number".into());
+    }
+    v.parse()
+        .map_err(|_| "expected a smaller whole number".into())
+}
+
+/// `listen.backlog`: -1 asks the kernel for its maximum (php-fpm on BSD).
+pub fn backlog(v: &str) -> Result<i32, Expected> {
+    match v.parse::<i32>() {
+        Ok(n) if n >= -1 => Ok(n),
+        _ => Err("expected a whole number or -1".into()),
+    }
+}
+
+/// A bare number is seconds (php-fpm); units `ms`, `s`, `m`, `h`, `d`, and
+/// herd also accepts compound forms like `1m30s`.
+pub fn duration(v: &str) -> Result<Duration, Expected> {
+    let expected = || "expected a duration like 30s, 5m or 1m30s".to_string();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return v.parse().map(Duration::from_secs).map_err(|_| expected());
+    }
+    if v.is_empty() {
+        return Err(expected());
+    }
+    let mut rest = v;
+    let mut millis: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit_len = rest[digits..]
+            .bytes()
+            .take_while(u8::is_ascii_alphabetic)
+            .count();
+        let (number, unit) = (&rest[..digits], &rest[digits..digits + unit_len]);
+        let scale: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(expected()),
+        };
+        let n: u64 = number.parse().map_err(|_| expected())?;
+        millis = n
+            .checked_mul(scale)
+            .and_then(|ms| millis.checked_add(ms))
+            .ok_or_else(expected)?;
+        rest = &rest[digits + unit_len..];
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+/// Bytes with an optional binary `K`, `M` or `G` suffix, as php.ini writes them.
+pub fn size(v: &str) -> Result<u64, Expected> {
+    let expected = || "expected a size like 512K or 256M".to_string();
+    let (number, scale) = match v.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&v[..v.len() - 1], 1u64 << 10),
+        Some(b'M') => (&v[..v.len() - 1], 1 << 20),
+        Some(b'G') => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    let n: u64 = whole(number).map_err(|_| expected())?;
+    n.checked_mul(scale).ok_or_else(expected)
+}
+
+/// `rlimit_core` also takes `unlimited` (RLIM_INFINITY), as php-fpm does.
+pub fn rlimit(v: &str) -> Result<u64, Expected> {
+    if v.eq_ignore_ascii_case("unlimited") {
+        return Ok(u64::MAX);
+    }
+    whole(v).map_err(|_| "expected a whole number or 'unlimited'".into())
+}
+
+/// An octal permission mode such as `0660`.
+pub fn mode(v: &str) -> Result<u32, Expected> {
+    let expected = || "expected an octal mode like 0660".to_string();
+    if v.is_empty() || v.len() > 5 || !v.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(expected());
+    }
+    u32::from_str_radix(v, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(expected)
+}
+
+/// A signal name with or without `SIG`, or its number.
+pub fn signal(v: &str) -> Result<i32, Expected> {
+    let upper = v.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let number = match name {
+        "TERM" => libc::SIGTERM,
+        "QUIT" => libc::SIGQUIT,
+        "INT" => libc::SIGINT,
+        "HUP" => libc::SIGHUP,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "KILL" => libc::SIGKILL,
+        _ => match whole::<i32>(v) {
+            Ok(n) if (1..=libc::SIGRTMAX()).contains(&n) => n,
+            _ => return Err("expected a signal name like TERM or QUIT, or its number".into()),
+        },
+    };
+    Ok(number)
+}
+
+pub fn log_level(v: &str) -> Result<LogLevel, Expected> {
+    match v.to_ascii_lowercase().as_str() {
+        "alert" => Ok(LogLevel::Alert),
+        "error" => Ok(LogLevel::Error),
+        "warning" => Ok(LogLevel::Warning),
+        "notice" => Ok(LogLevel::Notice),
+        "debug" => Ok(LogLevel::Debug),
+        _ => Err("expected alert, error, warning, notice or debug".into()),
+    }
+}
+
+pub fn pm_mode(v: &str) -> Result<PmMode, Expected> {
+    match v {
+        "static" => Ok(PmMode::Static),
+        "dynamic" => Ok(PmMode::Dynamic),
+        "ondemand" => Ok(PmMode::Ondemand),
+        _ => Err("expected static, dynamic or ondemand".into()),
+    }
+}
+
+/// Items separated by commas and/or whitespace; empty items are skipped.
+fn items(v: &str) -> impl Iterator<Item = &str> {
+    v.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+}
+
+/// `listen.allowed_clients`; empty means any client, as in php-fpm.
+pub fn ip_list(v: &str) -> Result<Option<Vec<IpAddr>>, Expected> {
+    let ips: Vec<IpAddr> = items(v)
+        .map(|s| {
+            s.parse().map_err(|_| {
+                format!("expected IP addresses separated by commas ('{s}' is not one)")
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((!ips.is_empty()).then_some(ips))
+}
+
+pub fn exit_codes(v: &str) -> Result<Vec<i32>, Expected> {
+    items(v)
+        .map(|s| match whole::<i32>(s) {
+            Ok(n) if n <= 255 => Ok(n),
+            _ => Err(format!(
+                "expected exit codes 0 to 255 separated by commas ('{s}' is not one)"
+            )),
+        })
+        .collect()
+}
+
+/// `rollout.surge` before it is resolved against `pm.max_children`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surge {
+    Count(u32),
+    Percent(u32),
+}
+
+pub fn surge(v: &str) -> Result<Surge, Expected> {
+    let expected = || "expected a count like 2 or a percentage like 25%".to_string();
+    match v.strip_suffix('%') {
+        Some(p) => whole(p)
+            .ok()
+            .filter(|p| *p <= 100)
+            .map(Surge::Percent)
+            .ok_or_else(expected),
+        None => whole(v).map(Surge::Count).map_err(|_| expected()),
+    }
+}
+
+impl Surge {
+    /// Percentages round up so a small pool still surges; never below one
+    /// worker, or a rollout could not start a new generation beside the old.
+    pub fn resolve(self, max_children: u32) -> u32 {
+        let n = match self {
+            Surge::Count(n) => n,
+            Surge::Percent(p) => (u64::from(max_children) * u64::from(p)).div_ceil(100) as u32,
+        };
+        n.max(1)
+    }
+}
+
+/// `pm.status_path` and `ping.path`, with php-fpm's rule.
+pub fn uri_path(v: &str) -> Result<String, Expected> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/_-.~".contains(c);
+    if v.len() >= 2 && v.starts_with('/') && v.chars().all(allowed) {
+        Ok(v.to_string())
+    } else {
+        Err("expected a path starting with '/', of at least 2 characters from letters, digits and /_-.~".into())
+    }
+}
+
+/// `warmup.request[] = [METHOD] /uri`; the method defaults to GET.
+pub fn warmup(v: &str) -> Result<WarmupRequest, Expected> {
+    let expected = || "expected '[METHOD] /uri', e.g. 'GET /ping.php'".to_string();
+    let (method, uri) = match v.split_once(char::is_whitespace) {
+        Some((m, u)) => (m, u.trim()),
+        None => ("GET", v),
+    };
+    let method_ok = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+    if !method_ok || !uri.starts_with('/') || uri.contains(char::is_whitespace) {
+        return Err(expected());
+    }
+    Ok(WarmupRequest {
+        method: method.to_string(),
+        uri: uri.to_string(),
+    })
+}
+
+/// A value with a `/` is a unix socket path; otherwise `host:port`,
+/// `[v6]:port`, `*:port` or a bare port. A bare port listens on 127.0.0.1
+/// only, where php-fpm takes every address: exposing workers to the network
+/// should be written out.
+pub fn listen(v: &str, base: &Path) -> Result<ListenAddr, Expected> {
+    if v.contains('/') {
+        return Ok(ListenAddr::Unix(join(base, v)));
+    }
+    let expected = || "expected a socket path, host:port, [ipv6]:port or a port".to_string();
+    let port = |p: &str| {
+        whole::<u16>(p)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(expected)
+    };
+    if !v.contains(':') {
+        return Ok(ListenAddr::Tcp(SocketAddr::new(
+            Ipv4Addr::LOCALHOST.into(),
+            port(v)?,
+        )));
+    }
+    if let Ok(addr) = v.parse::<SocketAddr>() {
+        return Ok(ListenAddr::Tcp(addr));
+    }
+    let (host, p) = v.rsplit_once(':').ok_or_else(expected)?;
+    let p = port(p)?;
+    if host == "*" {
+        return Ok(ListenAddr::Tcp(SocketAddr::new(
+            Ipv4Addr::UNSPECIFIED.into(),
+            p,
+        )));
+    }
+    // Host names are resolved once, here, as php-fpm does at start.
+    match (host, p).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().map(ListenAddr::Tcp).ok_or_else(expected),
+        Err(e) => Err(format!("expected a host name that resolves ({e})")),
+    }
+}
+
+/// Splits `args` into words like a POSIX shell, without expansions: blanks
+/// separate, quotes group, a backslash escapes the next character (inside
+/// double quotes only before `"`, `\`, `$` and `` ` ``).
+pub fn words(v: &str) -> Result<Vec<String>, Expected> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => words.extend(word.take()),
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err("expected a closing ' quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => w.push(c),
+                            Some(c) => w.extend(['\\', c]),
+                            None => return Err("expected a closing \" quote".into()),
+                        },
+                        Some(c) => w.push(c),
+                        None => return Err("expected a closing \" quote".into()),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err("expected a character after the final backslash".into()),
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_are_phps() {
+        for t in ["yes", "On", "TRUE", "1"] {
+            assert_eq!(boolean(t), Ok(true), "{t}");
+        }
+        for f in ["no", "Off", "false", "0", ""] {
+            assert_eq!(boolean(f), Ok(false), "{f}");
+        }
+        assert!(boolean("maybe").is_err());
+    }
+
+    #[test]
+    fn durations_take_units_and_compounds() {
+        let s = Duration::from_secs;
+        assert_eq!(duration("10"), Ok(s(10)));
+        assert_eq!(duration("10s"), Ok(s(10)));
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("5m"), Ok(s(300)));
+        assert_eq!(duration("2h"), Ok(s(7200)));
+        assert_eq!(duration("1d"), Ok(s(86400)));
+        assert_eq!(duration("1m30s"), Ok(s(90)));
+        assert_eq!(
+            duration("1h0m5s500ms"),
+            Ok(Duration::from_millis(3_605_500))
+        );
+        for bad in [
+            "",
+            "s",
+            "1m30",
+            "10x",
+            "-1",
+            "1.5s",
+            "10 s",
+            "99999999999999999999d",
+        ] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_are_binary() {
+        assert_eq!(size("512"), Ok(512));
+        assert_eq!(size("128K"), Ok(128 << 10));
+        assert_eq!(size("256m"), Ok(256 << 20));
+        assert_eq!(size("2G"), Ok(2 << 30));
+        for bad in ["", "M", "1.5M", "12T", "-1K"] {
+            assert!(size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn whole_numbers_modes_signals() {
+        assert_eq!(whole::<u32>("42"), Ok(42));
+        assert_eq!(
+            whole::<u32>("abc"),
+            Err("expected a whole number".to_string())
+        );
+        assert!(whole::<u32>("-1").is_err());
+        assert!(whole::<u8>("300").is_err());
+        assert_eq!(mode("0660"), Ok(0o660));
+        assert_eq!(mode("755"), Ok(0o755));
+        assert!(mode("0889").is_err());
+        assert_eq!(signal("TERM"), Ok(libc::SIGTERM));
+        assert_eq!(signal("SIGQUIT"), Ok(libc::SIGQUIT));
+        assert_eq!(signal("usr2"), Ok(libc::SIGUSR2));
+        assert_eq!(signal("9"), Ok(9));
+        assert!(signal("BOGUS").is_err());
+        assert!(signal("0").is_err());
+        assert_eq!(rlimit("unlimited"), Ok(u64::MAX));
+        assert_eq!(backlog("-1"), Ok(-1));
+        assert!(backlog("-2").is_err());
+    }
+
+    #[test]
+    fn lists_and_surge() {
+        assert_eq!(exit_codes("3, 4 78"), Ok(vec![3, 4, 78]));
+        assert!(exit_codes("3, 256").is_err());
+        assert_eq!(ip_list(""), Ok(None));
+        assert_eq!(ip_list("127.0.0.1, ::1").unwrap().unwrap().len(), 2);
+        assert!(ip_list("127.0.0.1, nope").is_err());
+        assert_eq!(surge("25%").unwrap().resolve(10), 3);
+        assert_eq!(surge("25%").unwrap().resolve(1), 1);
+        assert_eq!(surge("0").unwrap().resolve(10), 1);
+        assert_eq!(surge("4").unwrap().resolve(10), 4);
+        assert!(surge("150%").is_err());
+    }
+
+    #[test]
+    fn paths_warmup_listen() {
+        assert!(uri_path("/status").is_ok());
+        for bad in ["/", "status", "/a b", "/a?b"] {
+            assert!(uri_path(bad).is_err(), "{bad}");
+        }
+        let get = warmup("/ping.php").unwrap();
+        assert_eq!(
+            (get.method.as_str(), get.uri.as_str()),
+            ("GET", "/ping.php")
+        );
+        let post = warmup("POST  /warm?x=1").unwrap();
+        assert_eq!(
+            (post.method.as_str(), post.uri.as_str()),
+            ("POST", "/warm?x=1")
+        );
+        assert!(warmup("get /x").is_err());
+        assert!(warmup("GET x").is_err());
+
+        let base = Path::new("/etc/herd");
+        let tcp = |s: &str| ListenAddr::Tcp(s.parse().unwrap());
+        assert_eq!(listen("9000", base), Ok(tcp("127.0.0.1:9000")));
+        assert_eq!(listen("0.0.0.0:9000", base), Ok(tcp("0.0.0.0:9000")));
+        assert_eq!(listen("[::1]:9000", base), Ok(tcp("[::1]:9000")));
+        assert_eq!(listen("*:9000", base), Ok(tcp("0.0.0.0:9000")));
+        assert_eq!(
+            listen("run/www.sock", base),
+            Ok(ListenAddr::Unix("/etc/herd/run/www.sock".into()))
+        );
+        assert_eq!(
+            listen("/run/www.sock", base),
+            Ok(ListenAddr::Unix("/run/www.sock".into()))
+        );
+        assert!(listen("0", base).is_err());
+        assert!(listen("127.0.0.1:http", base).is_err());
+    }
+
+    #[test]
+    fn words_split_like_a_shell() {
+        let w = |s: &str| words(s).unwrap();
+        assert_eq!(w("  -c  /etc/php.ini -q "), ["-c", "/etc/php.ini", "-q"]);
+        assert_eq!(
+            w(r#"-d "a b" 'c "d"' e\ f"#),
+            ["-d", "a b", r#"c "d""#, "e f"]
+        );
+        assert_eq!(w(r#""x\"y\n" '' a"b"c"#), [r#"x"y\n"#, "", "abc"]);
+        assert!(w("").is_empty());
+        assert!(words("'open").is_err());
+        assert!(words("\"open").is_err());
+        assert!(words("trailing\\").is_err());
+    }
+}
