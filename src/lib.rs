@@ -3,6 +3,20 @@
 //! Layout:
 //! - `config`: php-fpm's ini dialect, read in two stages into typed config.
 //! - `fastcgi`: the record codec shared by every side herd speaks.
+//! - `pool`: the scoreboard, idle set and queue the router and supervisor share.
+//! - `router`: listeners, client connections and the request relay.
+//! - `supervisor`: spawning, the readiness gate, reaping and backoff.
+//! - `master`: the lifecycle of the whole process: start, signals, stop.
+//! - `client`: a FastCGI client (`herd call`, the gate's probes).
+//! - `example_app`: the FastCGI application built into the binary.
 
+pub mod client;
 pub mod config;
+pub mod example_app;
 pub mod fastcgi;
+pub mod logging;
+pub mod master;
+pub mod pool;
+pub mod router;
+pub mod signals;
+pub mod supervisor;

@@ -1,1 +1,219 @@
-fn main() {}
+//! The `herd` command: parse, run, map to an exit code. Errors are printed
+//! once, here, with their chain.
+//!
+//! Exit codes: 0 success; 1 failure (bad config, cannot start, request
+//! failed); 2 bad command line; 22 `herd call --fail` got an HTTP status of
+//! 400 or more.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herd::config::{self, Config, LoadOptions};
+
+#[derive(Parser)]
+#[command(name = "herd", version, about = "A FastCGI process manager")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the master in the foreground, logging to stderr.
+    Run {
+        /// The config file; without one, herd runs its embedded default.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Allow pools to run workers as root (php-fpm's -R).
+        #[arg(long, short = 'R')]
+        allow_root: bool,
+    },
+    /// Check a config file and exit 0 if it is valid, 1 with every error.
+    Check {
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, short = 'R')]
+        allow_root: bool,
+    },
+    /// Send one FastCGI request and print the response.
+    Call {
+        /// A unix socket path or host:port.
+        addr: String,
+        /// Path and query, e.g. /index.php?x=1.
+        uri: String,
+        #[arg(long, short = 'X', default_value = "GET")]
+        method: String,
+        /// Send this file as the request body.
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// Extra or overriding params, e.g. --param SCRIPT_FILENAME=/srv/www/index.php.
+        #[arg(long = "param", short = 'p', value_name = "K=V")]
+        params: Vec<String>,
+        /// Document root: SCRIPT_FILENAME is the root joined with the path.
+        #[arg(long, value_name = "DIR")]
+        root: Option<String>,
+        /// Exit 22 when the HTTP status is 400 or more.
+        #[arg(long, short = 'f')]
+        fail: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// A small FastCGI application (serves on fd 0, as the spec says).
+    ExampleApp {
+        /// Listen on host:port instead of the socket on fd 0.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("herd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Run { config, allow_root } => {
+            let opts = LoadOptions { allow_root };
+            let cfg = match &config {
+                Some(path) => load(path, &opts)?,
+                None => embedded_default(&opts)?,
+            };
+            herd::logging::init(cfg.global.log_level);
+            if let Some(log) = &cfg.global.error_log {
+                herd::logging::open_over_stderr(log)
+                    .with_context(|| format!("failed to open error_log {}", log.display()))?;
+            }
+            if config.is_none() {
+                announce(&cfg);
+            }
+            herd::master::run(cfg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check { config, allow_root } => {
+            let cfg = load(&config, &LoadOptions { allow_root })?;
+            for w in &cfg.warnings {
+                eprintln!("herd: warning: {w}");
+            }
+            println!("{}: ok ({} pool(s))", config.display(), cfg.pools.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Call {
+            addr,
+            uri,
+            method,
+            body,
+            params,
+            root,
+            fail,
+            timeout,
+        } => call(addr, uri, method, body, params, root, fail, timeout),
+        Cmd::ExampleApp { listen } => {
+            herd::example_app::run(listen.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(path: &Path, opts: &LoadOptions) -> anyhow::Result<Config> {
+    config::load(path, opts).map_err(|errors| anyhow::anyhow!("invalid config:\n{errors}"))
+}
+
+/// The address the embedded default listens on.
+const DEFAULT_LISTEN: &str = "127.0.0.1:9900";
+
+/// One pool of `herd example-app` workers on loopback.
+fn embedded_default(opts: &LoadOptions) -> anyhow::Result<Config> {
+    let user = if nix::unistd::Uid::effective().is_root() && !opts.allow_root {
+        "user = nobody\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        "[global]\n\
+         [example]\n\
+         listen = {DEFAULT_LISTEN}\n\
+         pm = static\n\
+         pm.max_children = 4\n\
+         command = herd\n\
+         args = example-app\n\
+         {user}"
+    );
+    let mut cfg = config::parse_str(&text, Path::new("<embedded default>"), opts)
+        .map_err(|e| anyhow::anyhow!("embedded default config is invalid:\n{e}"))?;
+    cfg.file = None;
+    Ok(cfg)
+}
+
+fn announce(cfg: &Config) {
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "herd".into());
+    for pool in &cfg.pools {
+        eprintln!(
+            "herd: pool '{}' serves on {}; try:\n  {me} call {} /hello",
+            pool.name, pool.listen, pool.listen
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn call(
+    addr: String,
+    uri: String,
+    method: String,
+    body: Option<PathBuf>,
+    params: Vec<String>,
+    root: Option<String>,
+    fail: bool,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
+    let body = match body {
+        Some(p) => std::fs::read(&p).with_context(|| format!("failed to read {}", p.display()))?,
+        None => Vec::new(),
+    };
+    let params = params
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--param '{kv}' is not K=V"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let req = herd::client::Request {
+        method,
+        uri,
+        root,
+        params,
+        body,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let resp = runtime.block_on(async {
+        let work = async {
+            let mut stream = herd::client::connect(&addr).await?;
+            herd::client::call(&mut stream, &req, false).await
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(timeout), work)
+            .await
+            .map_err(|_| anyhow::anyhow!("no complete response from {addr} within {timeout}s"))?
+            .map_err(anyhow::Error::from)
+    })?;
+    use std::io::Write;
+    std::io::stderr().write_all(&resp.stderr)?;
+    std::io::stdout().write_all(&resp.stdout)?;
+    match resp.status() {
+        Some(s) if fail && s >= 400 => Ok(ExitCode::from(22)),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}

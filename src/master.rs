@@ -1,0 +1,175 @@
+//! The master's lifecycle: open every listener, start every pool's
+//! supervisor and accept loop, then turn signals into a graceful or fast
+//! stop. `run` reads as its steps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::logging;
+use crate::pool::Pool;
+use crate::router::{self, Listener};
+use crate::signals::{SignalEvent, Signals};
+use crate::supervisor::socket_dir::SocketDir;
+use crate::supervisor::{self, Supervisor};
+
+/// A running pool, as the master holds it.
+struct PoolHandle {
+    pool: Arc<Pool>,
+    commands: mpsc::UnboundedSender<supervisor::Command>,
+    supervisor: JoinHandle<()>,
+    acceptor: JoinHandle<()>,
+}
+
+/// Runs the master until it is stopped. Errors before the first worker
+/// starts (a listener that cannot open, an unknown user) end it at once.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("herd")
+        .build()
+        .context("failed to start the runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let mut signals = Signals::install().context("failed to install signal handlers")?;
+    let sockets = Arc::new(SocketDir::create(config.global.socket_dir.as_deref())?);
+    let listeners = open_listeners(&config)?;
+    let _pid_file = PidFile::write(config.global.pid.as_deref())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let pools = start_pools(&config, listeners, &sockets, &stop_rx)?;
+    tracing::info!(
+        "herd {} started: {} pool(s)",
+        env!("CARGO_PKG_VERSION"),
+        pools.len()
+    );
+
+    loop {
+        match signals.next().await {
+            SignalEvent::GracefulStop => {
+                graceful_stop(&config, pools, &stop_tx, &mut signals).await;
+                break;
+            }
+            SignalEvent::FastStop => {
+                tracing::info!("fast stop");
+                fast_stop(pools, &stop_tx).await;
+                break;
+            }
+            SignalEvent::ReopenLogs => logging::reopen(config.global.error_log.as_deref()),
+            other => tracing::warn!("{other:?} is not supported yet; ignored"),
+        }
+    }
+    tracing::info!("herd stopped");
+    Ok(())
+}
+
+fn open_listeners(config: &Config) -> anyhow::Result<Vec<Listener>> {
+    config
+        .pools
+        .iter()
+        .map(|p| Listener::open(p).with_context(|| format!("pool '{}'", p.name)))
+        .collect()
+}
+
+fn start_pools(
+    config: &Config,
+    listeners: Vec<Listener>,
+    sockets: &Arc<SocketDir>,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<PoolHandle>> {
+    let mut pools = Vec::new();
+    for (index, (cfg, listener)) in config.pools.iter().zip(listeners).enumerate() {
+        let (pool, events) = Pool::new(Arc::new(cfg.clone()));
+        let (sup, commands) = Supervisor::new(pool.clone(), index, events, sockets.clone())
+            .with_context(|| format!("pool '{}'", cfg.name))?;
+        tracing::info!(pool = %cfg.name, "listening on {}", cfg.listen);
+        pools.push(PoolHandle {
+            supervisor: tokio::spawn(sup.run()),
+            acceptor: tokio::spawn(router::accept_loop(listener, pool.clone(), stop_rx.clone())),
+            pool,
+            commands,
+        });
+    }
+    Ok(pools)
+}
+
+/// php-fpm's `SIGQUIT`, without its resets: stop taking new connections
+/// (serving what already waits in the backlog), let queued and in-flight
+/// requests finish within `process_control_timeout`, then stop the workers.
+/// A second stop signal escalates to a fast stop.
+async fn graceful_stop(
+    config: &Config,
+    pools: Vec<PoolHandle>,
+    stop_tx: &watch::Sender<bool>,
+    signals: &mut Signals,
+) {
+    let grace = config.global.process_control_timeout;
+    tracing::info!("graceful stop: finishing requests in flight (up to {grace:?})");
+    let _ = stop_tx.send(true);
+    let drained = async {
+        for p in &pools {
+            p.pool.wait_connections_closed().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(grace, drained) => {}
+        ev = signals.next() => tracing::info!("{ev:?} during graceful stop: stopping now"),
+    }
+    for p in &pools {
+        let _ = p.commands.send(supervisor::Command::StopGraceful);
+    }
+    fast_stop(pools, stop_tx).await;
+}
+
+async fn fast_stop(pools: Vec<PoolHandle>, stop_tx: &watch::Sender<bool>) {
+    let _ = stop_tx.send(true);
+    let mut bound = Duration::ZERO;
+    for p in &pools {
+        let _ = p.commands.send(supervisor::Command::StopFast);
+        bound = bound.max(p.pool.config().worker_kill_timeout);
+    }
+    for p in pools {
+        // Workers get SIGKILL at worker.kill_timeout; a little more for the
+        // exits to be reaped.
+        let _ = tokio::time::timeout(bound + Duration::from_secs(2), p.supervisor).await;
+        p.acceptor.abort();
+    }
+}
+
+/// Connections are what bound herd's concurrency; the soft limit of 1024
+/// would refuse clients long before `listen.max_connections`.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// The pid file, removed on drop.
+struct PidFile(Option<std::path::PathBuf>);
+
+impl PidFile {
+    fn write(path: Option<&std::path::Path>) -> anyhow::Result<PidFile> {
+        if let Some(p) = path {
+            std::fs::write(p, format!("{}\n", std::process::id()))
+                .with_context(|| format!("failed to write pid file {}", p.display()))?;
+        }
+        Ok(PidFile(path.map(Into::into)))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

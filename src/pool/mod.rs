@@ -1,0 +1,430 @@
+//! A pool as the router and the supervisor share it: the scoreboard of its
+//! workers, the set of idle ones with their open connections, and the FIFO
+//! queue of requests waiting for one.
+//!
+//! The master, not the kernel, decides who serves each request: a request
+//! leases an idle worker's connection, and the worker counts as idle again
+//! only when the lease comes back after `FCGI_END_REQUEST`. Everything here
+//! is synchronous and behind one short-held lock; the supervisor learns what
+//! it must act on (a worker to retire) through [`PoolEvent`]s.
+
+mod scoreboard;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::PoolConfig;
+pub use scoreboard::{BusyInfo, WorkerEntry, WorkerState};
+
+/// Workers are numbered in spawn order within a pool, so a smaller id is an
+/// older process.
+pub type WorkerId = u64;
+
+/// What the router tells the supervisor.
+#[derive(Debug)]
+pub enum PoolEvent {
+    /// Stop this worker: it reached `pm.max_requests`, or its connection
+    /// broke mid-request. It gets no new request.
+    Retire { id: WorkerId, reason: &'static str },
+}
+
+/// The master's connection to one worker, kept open between requests
+/// (`FCGI_KEEP_CONN`) and opened again when the worker closed it.
+#[derive(Debug)]
+pub struct WorkerConn {
+    pub socket: Arc<Path>,
+    stream: Option<UnixStream>,
+    pub buf: BytesMut,
+}
+
+impl WorkerConn {
+    pub fn new(socket: Arc<Path>, stream: Option<UnixStream>) -> WorkerConn {
+        WorkerConn {
+            socket,
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+        }
+    }
+
+    /// The open stream, unless the worker closed it while it was idle
+    /// (php-cgi closes a connection that stays silent for 5 s after its
+    /// accept; other programs time idle connections out too); then a new one.
+    /// Returns whether the stream is freshly connected.
+    pub async fn connect(&mut self) -> std::io::Result<(&mut UnixStream, bool)> {
+        if self.stream.as_ref().is_some_and(closed_while_idle) {
+            self.stream = None;
+        }
+        let fresh = self.stream.is_none();
+        if fresh {
+            self.buf.clear();
+            self.stream = Some(UnixStream::connect(&*self.socket).await?);
+        }
+        Ok((self.stream.as_mut().expect("connected above"), fresh))
+    }
+
+    /// The open stream, if any, and the read buffer.
+    pub fn parts(&mut self) -> (Option<&mut UnixStream>, &mut BytesMut) {
+        (self.stream.as_mut(), &mut self.buf)
+    }
+
+    /// Forgets the stream; the next request connects again.
+    pub fn disconnect(&mut self) {
+        self.stream = None;
+        self.buf.clear();
+    }
+}
+
+/// An idle connection has nothing to read; if it has, the worker closed it
+/// (or misbehaves). Costs no system call while the reactor has seen nothing.
+fn closed_while_idle(stream: &UnixStream) -> bool {
+    !matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// The right to send one request to one worker.
+pub struct Lease {
+    pub id: WorkerId,
+    pub pid: u32,
+    pub generation: u32,
+    /// `None` once released.
+    pub conn: Option<WorkerConn>,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Lease(pool {}, worker {}, pid {})",
+            self.pool.name, self.id, self.pid
+        )
+    }
+}
+
+/// How a leased request ended, as far as the worker's connection goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `FCGI_END_REQUEST` arrived and the connection is at a record boundary.
+    Clean,
+    /// The connection cannot be reused: the worker must go.
+    Broken,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AcquireError {
+    #[error("queue full")]
+    QueueFull,
+    #[error("no worker can start")]
+    NoWorkers,
+}
+
+/// Ordered so that the first key is the worker to use next: newest
+/// generation rank first, then the longest-running (smallest id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct IdleKey {
+    rank: std::cmp::Reverse<u64>,
+    id: WorkerId,
+}
+
+struct Waiter {
+    tx: oneshot::Sender<Lease>,
+    info: BusyInfo,
+}
+
+#[derive(Default)]
+struct Dispatch {
+    workers: BTreeMap<WorkerId, WorkerEntry>,
+    idle: BTreeMap<IdleKey, WorkerConn>,
+    queue: VecDeque<Waiter>,
+    /// When set, requests fail at once instead of queueing: no worker of
+    /// this pool can start (crash loop).
+    unavailable: Option<String>,
+}
+
+/// Counters that only go up; read by status.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub accepted_conns: AtomicU64,
+    pub requests: AtomicU64,
+    pub queue_full: AtomicU64,
+    pub queue_timeouts: AtomicU64,
+    pub worker_failures: AtomicU64,
+    pub max_queue_seen: AtomicU64,
+}
+
+pub struct Pool {
+    me: std::sync::Weak<Pool>,
+    pub name: String,
+    config: RwLock<Arc<PoolConfig>>,
+    dispatch: Mutex<Dispatch>,
+    events: mpsc::UnboundedSender<PoolEvent>,
+    pub counters: Counters,
+    pub started: Instant,
+    open_conns: tokio::sync::watch::Sender<usize>,
+}
+
+/// Held by each open client connection of a pool.
+pub struct ConnGuard(Arc<Pool>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.open_conns.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Pool {
+    pub fn new(config: Arc<PoolConfig>) -> (Arc<Pool>, mpsc::UnboundedReceiver<PoolEvent>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let pool = Arc::new_cyclic(|me| Pool {
+            me: me.clone(),
+            name: config.name.clone(),
+            config: RwLock::new(config),
+            dispatch: Mutex::new(Dispatch::default()),
+            events,
+            counters: Counters::default(),
+            started: Instant::now(),
+            open_conns: tokio::sync::watch::Sender::new(0),
+        });
+        (pool, rx)
+    }
+
+    /// Counts an open client connection until the guard is dropped.
+    pub fn conn_opened(self: &Arc<Self>) -> ConnGuard {
+        self.open_conns.send_modify(|n| *n += 1);
+        ConnGuard(self.clone())
+    }
+
+    pub fn open_connections(&self) -> usize {
+        *self.open_conns.borrow()
+    }
+
+    /// Resolves once no client connection is open.
+    pub async fn wait_connections_closed(&self) {
+        let mut rx = self.open_conns.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    pub fn config(&self) -> Arc<PoolConfig> {
+        self.config.read().expect("pool config lock").clone()
+    }
+
+    pub fn set_config(&self, config: Arc<PoolConfig>) {
+        *self.config.write().expect("pool config lock") = config;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Dispatch> {
+        self.dispatch.lock().expect("pool lock poisoned")
+    }
+
+    /// Takes the best idle worker now, or queues for one. The returned
+    /// receiver yields a lease when a worker frees up; dropping it leaves
+    /// the queue.
+    pub fn acquire(
+        self: &Arc<Self>,
+        info: BusyInfo,
+        max_queue: usize,
+    ) -> Result<Result<Lease, oneshot::Receiver<Lease>>, AcquireError> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let mut d = self.lock();
+        if let Some((key, conn)) = d.idle.pop_first() {
+            return Ok(Ok(self.lease(&mut d, key.id, conn, info)));
+        }
+        if d.unavailable.is_some() {
+            return Err(AcquireError::NoWorkers);
+        }
+        if d.queue.len() >= max_queue {
+            d.queue.retain(|w| !w.tx.is_closed());
+            if d.queue.len() >= max_queue {
+                self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
+                return Err(AcquireError::QueueFull);
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        d.queue.push_back(Waiter { tx, info });
+        self.counters
+            .max_queue_seen
+            .fetch_max(d.queue.len() as u64, Ordering::Relaxed);
+        Ok(Err(rx))
+    }
+
+    fn lease(
+        self: &Arc<Self>,
+        d: &mut Dispatch,
+        id: WorkerId,
+        conn: WorkerConn,
+        info: BusyInfo,
+    ) -> Lease {
+        let entry = d
+            .workers
+            .get_mut(&id)
+            .expect("idle worker is on the scoreboard");
+        entry.state = WorkerState::Busy(info);
+        Lease {
+            id,
+            pid: entry.pid,
+            generation: entry.generation,
+            conn: Some(conn),
+            pool: self.clone(),
+        }
+    }
+
+    /// Gives a lease back. A clean connection goes to the first waiter or
+    /// back to the idle set; a worker that reached `pm.max_requests`, was
+    /// marked retiring, or whose connection broke is handed to the
+    /// supervisor to stop.
+    pub fn release(&self, mut lease: Lease, outcome: Outcome) {
+        let conn = lease.conn.take();
+        self.give_back(lease.id, conn, outcome);
+    }
+
+    fn give_back(&self, id: WorkerId, conn: Option<WorkerConn>, outcome: Outcome) {
+        let max_requests = self.config().max_requests;
+        let mut d = self.lock();
+        let Some(entry) = d.workers.get_mut(&id) else {
+            return; // exited meanwhile
+        };
+        entry.finish_request();
+        let retire = match (outcome, conn) {
+            (Outcome::Broken, _) | (_, None) => Some("its connection broke mid-request"),
+            (Outcome::Clean, Some(conn)) => {
+                if entry.retiring {
+                    Some("retiring")
+                } else if max_requests > 0 && entry.requests >= max_requests {
+                    entry.retiring = true;
+                    Some("reached pm.max_requests")
+                } else {
+                    self.hand_over(&mut d, id, conn);
+                    None
+                }
+            }
+        };
+        drop(d);
+        if let Some(reason) = retire {
+            let _ = self.events.send(PoolEvent::Retire { id, reason });
+        }
+    }
+
+    /// Gives an idle worker's connection to the first live waiter, or puts
+    /// it in the idle set.
+    fn hand_over(&self, d: &mut Dispatch, id: WorkerId, mut conn: WorkerConn) {
+        let rank = d.workers[&id].rank;
+        while let Some(waiter) = d.queue.pop_front() {
+            let entry = d.workers.get_mut(&id).expect("worker on scoreboard");
+            entry.state = WorkerState::Busy(waiter.info);
+            let lease = Lease {
+                id,
+                pid: entry.pid,
+                generation: entry.generation,
+                conn: Some(conn),
+                pool: self.me.upgrade().expect("pool outlives its leases"),
+            };
+            match waiter.tx.send(lease) {
+                Ok(()) => return,
+                Err(mut lease) => conn = lease.conn.take().expect("unsent lease has its conn"),
+            }
+        }
+        d.workers.get_mut(&id).expect("worker on scoreboard").state = WorkerState::Idle;
+        d.idle.insert(
+            IdleKey {
+                rank: std::cmp::Reverse(rank),
+                id,
+            },
+            conn,
+        );
+    }
+}
+
+/// The supervisor's side.
+impl Pool {
+    /// Puts a just-spawned worker on the scoreboard, warming.
+    pub fn add_worker(&self, id: WorkerId, entry: WorkerEntry) {
+        self.lock().workers.insert(id, entry);
+    }
+
+    /// A worker passed its readiness gate: it takes traffic from now on.
+    pub fn worker_ready(&self, id: WorkerId, conn: WorkerConn) {
+        let mut d = self.lock();
+        if d.workers.get(&id).is_some_and(|e| !e.retiring) {
+            self.hand_over(&mut d, id, conn);
+        }
+    }
+
+    /// Takes a worker off the scoreboard (it exited). A busy worker's lease
+    /// finds it gone when it comes back.
+    pub fn remove_worker(&self, id: WorkerId) -> Option<WorkerEntry> {
+        let mut d = self.lock();
+        let entry = d.workers.remove(&id)?;
+        d.idle.remove(&IdleKey {
+            rank: std::cmp::Reverse(entry.rank),
+            id,
+        });
+        Some(entry)
+    }
+
+    /// Stops routing to a worker. Returns true when it is idle (or still
+    /// warming) and can be stopped now; a busy one is stopped when its
+    /// lease comes back.
+    pub fn retire(&self, id: WorkerId) -> bool {
+        let mut d = self.lock();
+        let Some(entry) = d.workers.get_mut(&id) else {
+            return false;
+        };
+        entry.retiring = true;
+        let key = IdleKey {
+            rank: std::cmp::Reverse(entry.rank),
+            id,
+        };
+        let busy = entry.is_busy();
+        d.idle.remove(&key);
+        !busy
+    }
+
+    /// Marks the pool as unable to serve (`Some(reason)`), failing every
+    /// queued request at once, or as able again (`None`).
+    pub fn set_unavailable(&self, reason: Option<String>) {
+        let mut d = self.lock();
+        if reason.is_some() {
+            d.queue.clear();
+        }
+        d.unavailable = reason;
+    }
+
+    /// A copy of the scoreboard and queue length, for status.
+    pub fn snapshot(&self) -> Snapshot {
+        let d = self.lock();
+        Snapshot {
+            workers: d.workers.iter().map(|(id, e)| (*id, e.clone())).collect(),
+            queue_len: d.queue.iter().filter(|w| !w.tx.is_closed()).count(),
+            unavailable: d.unavailable.clone(),
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.lock().idle.len()
+    }
+}
+
+/// A point-in-time copy of a pool's scoreboard.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub workers: Vec<(WorkerId, WorkerEntry)>,
+    pub queue_len: usize,
+    pub unavailable: Option<String>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Dropped without release: the request was cut off mid-way, so
+            // the connection is at an unknown point of the stream.
+            drop(conn);
+            self.pool.give_back(self.id, None, Outcome::Broken);
+        }
+    }
+}

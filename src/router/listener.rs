@@ -1,0 +1,319 @@
+//! A pool's listener: opening it as configured (`listen`, `listen.backlog`,
+//! `listen.owner`/`group`/`mode`), and the accept loop that enforces
+//! `listen.allowed_clients` and `listen.max_connections` and survives bad
+//! peers and descriptor exhaustion.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+
+use super::conn;
+use crate::config::{ListenAddr, PoolConfig};
+use crate::pool::Pool;
+
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix {
+        listener: UnixListener,
+        path: PathBuf,
+    },
+}
+
+impl Listener {
+    /// Opens the pool's listener. Must run inside the runtime.
+    pub fn open(cfg: &PoolConfig) -> anyhow::Result<Listener> {
+        match &cfg.listen {
+            ListenAddr::Tcp(addr) => open_tcp(*addr, cfg.listen_backlog),
+            ListenAddr::Unix(path) => open_unix(path, cfg),
+        }
+    }
+
+    /// Removes the socket file of a unix listener.
+    fn cleanup(&self) {
+        if let Listener::Unix { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn open_tcp(addr: SocketAddr, backlog: i32) -> anyhow::Result<Listener> {
+    let wrap = |what: &str, e: std::io::Error| anyhow::anyhow!("failed to {what} {addr}: {e}");
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .map_err(|e| wrap("create a socket for", e))?;
+    sock.set_reuse_address(true)
+        .map_err(|e| wrap("set SO_REUSEADDR on", e))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)
+            .map_err(|e| wrap("set IPV6_V6ONLY on", e))?;
+    }
+    sock.set_nonblocking(true)
+        .map_err(|e| wrap("configure", e))?;
+    sock.bind(&addr.into()).map_err(|e| wrap("bind", e))?;
+    sock.listen(backlog).map_err(|e| wrap("listen on", e))?;
+    Ok(Listener::Tcp(TcpListener::from_std(sock.into())?))
+}
+
+fn open_unix(path: &Path, cfg: &PoolConfig) -> anyhow::Result<Listener> {
+    remove_stale_socket(path)?;
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&SockAddr::unix(path)?)
+        .with_context(|| format!("failed to bind {}", path.display()))?;
+    // Owner, group and mode are set before listen(), so no client can
+    // connect while the socket still has the wrong permissions.
+    set_owner(path, cfg)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.listen_mode))
+        .with_context(|| format!("failed to chmod {}", path.display()))?;
+    sock.listen(cfg.listen_backlog)
+        .with_context(|| format!("failed to listen on {}", path.display()))?;
+    let std: std::os::unix::net::UnixListener = sock.into();
+    Ok(Listener::Unix {
+        listener: UnixListener::from_std(std)?,
+        path: path.to_path_buf(),
+    })
+}
+
+/// A socket file nobody listens on is left over from a crash; one that
+/// answers belongs to a running server, which we must not steal from.
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!("{} is in use by another server", path.display());
+    }
+    std::fs::remove_file(path)
+        .with_context(|| format!("failed to remove stale socket {}", path.display()))
+}
+
+fn set_owner(path: &Path, cfg: &PoolConfig) -> anyhow::Result<()> {
+    if cfg.listen_owner.is_none() && cfg.listen_group.is_none() {
+        return Ok(());
+    }
+    let uid = match &cfg.listen_owner {
+        Some(name) => Some(
+            nix::unistd::User::from_name(name)?
+                .with_context(|| format!("no user named '{name}'"))?
+                .uid,
+        ),
+        None => None,
+    };
+    let gid = match &cfg.listen_group {
+        Some(name) => Some(
+            nix::unistd::Group::from_name(name)?
+                .with_context(|| format!("no group named '{name}'"))?
+                .gid,
+        ),
+        None => None,
+    };
+    nix::unistd::chown(path, uid, gid)
+        .with_context(|| format!("failed to chown {}", path.display()))
+}
+
+/// Logs a refusal at most once a second, with the count since the last line.
+struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn new() -> Throttle {
+        Throttle {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    fn hit(&mut self, pool: &str, what: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        if self.suppressed > 0 {
+            tracing::warn!(
+                pool,
+                "{what} (and {} more since the last report)",
+                self.suppressed
+            );
+        } else {
+            tracing::warn!(pool, "{what}");
+        }
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// Accepts until `stopping` turns true, then takes what is already in the
+/// backlog, closes the listener and removes its socket file.
+pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut stopping: watch::Receiver<bool>) {
+    let cfg = pool.config();
+    let slots = Arc::new(Semaphore::new(cfg.listen_max_connections));
+    let allowed = cfg.listen_allowed_clients.clone();
+    let mut refused = Throttle::new();
+    let mut failures = Throttle::new();
+    loop {
+        let accepted = tokio::select! {
+            r = accept(&listener) => r,
+            _ = stopping.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                failures.hit(
+                    &pool.name,
+                    format_args!("failed to accept a connection: {e}"),
+                );
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) {
+                    // Out of descriptors: give in-flight requests time to end.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+        };
+        if let (Some(list), Some(ip)) = (&allowed, peer)
+            && !list.iter().any(|a| same_ip(*a, ip))
+        {
+            refused.hit(
+                &pool.name,
+                format_args!("connection from {ip} refused: not in listen.allowed_clients"),
+            );
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            refused.hit(
+                &pool.name,
+                format_args!(
+                    "connection refused: listen.max_connections ({}) reached",
+                    cfg.listen_max_connections
+                ),
+            );
+            continue;
+        };
+        spawn_conn(stream, peer, &pool, &stopping, Some(permit));
+    }
+    // Unix clients that come from now on find no socket file: refused,
+    // not reset. Then what already waits in the backlog is served.
+    listener.cleanup();
+    for (stream, peer) in drain_backlog(&listener) {
+        spawn_conn(stream, peer, &pool, &stopping, None);
+    }
+}
+
+fn spawn_conn(
+    stream: Accepted,
+    peer: Option<IpAddr>,
+    pool: &Arc<Pool>,
+    stopping: &watch::Receiver<bool>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    pool.counters
+        .accepted_conns
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let guard = pool.conn_opened();
+    let pool = pool.clone();
+    let stopping = stopping.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let peer = peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into());
+        match stream {
+            Accepted::Tcp(s) => {
+                let (r, w) = s.into_split();
+                conn::serve(r, w, pool, &peer, stopping).await;
+            }
+            Accepted::Unix(s) => {
+                let (r, w) = s.into_split();
+                conn::serve(r, w, pool, &peer, stopping).await;
+            }
+        }
+        drop(permit);
+    });
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Accepted, Option<IpAddr>)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (s, peer) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok((Accepted::Tcp(s), Some(peer.ip())))
+        }
+        Listener::Unix { listener, .. } => {
+            let (s, _) = listener.accept().await?;
+            Ok((Accepted::Unix(s), None))
+        }
+    }
+}
+
+/// IPv4 clients of a dual-stack socket show up as `::ffff:a.b.c.d`.
+fn same_ip(allowed: IpAddr, peer: IpAddr) -> bool {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    canon(allowed) == canon(peer)
+}
+
+/// Graceful stop: the connections already waiting in the kernel's backlog
+/// were promised service, so they are served rather than reset on close.
+/// Accepts without waiting until the backlog is empty.
+fn drain_backlog(listener: &Listener) -> Vec<(Accepted, Option<IpAddr>)> {
+    let sock = match listener {
+        Listener::Tcp(l) => socket2::SockRef::from(l),
+        Listener::Unix { listener, .. } => socket2::SockRef::from(listener),
+    };
+    let mut out = Vec::new();
+    while let Ok((s, addr)) = sock.accept() {
+        if s.set_nonblocking(true).is_err() {
+            continue;
+        }
+        let accepted = match listener {
+            Listener::Tcp(_) => {
+                let std: std::net::TcpStream = s.into();
+                let _ = std.set_nodelay(true);
+                tokio::net::TcpStream::from_std(std).map(Accepted::Tcp)
+            }
+            Listener::Unix { .. } => {
+                let std: std::os::unix::net::UnixStream = s.into();
+                tokio::net::UnixStream::from_std(std).map(Accepted::Unix)
+            }
+        };
+        if let Ok(a) = accepted {
+            out.push((a, addr.as_socket().map(|a| a.ip())));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv4_matches() {
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(same_ip(v4, mapped));
+        assert!(!same_ip(v4, "127.0.0.2".parse().unwrap()));
+    }
+}

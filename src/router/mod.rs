@@ -1,0 +1,8 @@
+//! The router: accepts clients on a pool's listener, reads their FastCGI
+//! records and relays each request to a leased worker.
+
+mod conn;
+pub mod listener;
+mod relay;
+
+pub use listener::{Listener, accept_loop};

@@ -1,0 +1,226 @@
+//! Starting one worker process the way the FastCGI spec says: its own
+//! listening socket as fd 0, the pool's user, group, directory and
+//! environment, and tied to the master's life so no orphan keeps serving
+//! stale code after the master is killed.
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, bail};
+use nix::unistd::{Gid, Group, Uid, User};
+use tokio::process::{Child, Command};
+
+use crate::config::PoolConfig;
+
+/// Who a pool's workers run as, resolved once in the master: nothing that
+/// reads `/etc/passwd` may run between fork and exec.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// `None`: keep the master's identity (herd does not run as root).
+    pub ids: Option<(Uid, Gid, Vec<Gid>)>,
+    pub user_name: String,
+    pub home: PathBuf,
+}
+
+impl Identity {
+    pub fn resolve(pool: &PoolConfig) -> anyhow::Result<Identity> {
+        let me = User::from_uid(Uid::current()).ok().flatten();
+        let switch = Uid::effective().is_root() && pool.user.is_some();
+        if !switch {
+            return Ok(Identity {
+                ids: None,
+                user_name: me.as_ref().map(|u| u.name.clone()).unwrap_or_default(),
+                home: me.map(|u| u.dir).unwrap_or_else(|| "/".into()),
+            });
+        }
+        let name = pool.user.as_deref().expect("checked above");
+        let user = User::from_name(name)?.with_context(|| format!("no user named '{name}'"))?;
+        let gid = match &pool.group {
+            Some(g) => {
+                Group::from_name(g)?
+                    .with_context(|| format!("no group named '{g}'"))?
+                    .gid
+            }
+            None => user.gid,
+        };
+        let cname = CString::new(name)?;
+        let mut groups = nix::unistd::getgrouplist(&cname, gid)
+            .with_context(|| format!("failed to list the groups of '{name}'"))?;
+        groups.retain(|g| *g != gid);
+        groups.insert(0, gid);
+        Ok(Identity {
+            ids: Some((user.uid, gid, groups)),
+            user_name: user.name,
+            home: user.dir,
+        })
+    }
+}
+
+/// Everything needed to start one worker.
+pub struct SpawnSpec<'a> {
+    pub pool: &'a PoolConfig,
+    pub identity: &'a Identity,
+    /// The command as resolved for this generation.
+    pub program: &'a Path,
+    pub generation: u32,
+    pub worker: u64,
+    pub listener: UnixListener,
+    /// Where worker output goes: a pipe's write end, or `None` for /dev/null.
+    pub output: Option<OwnedFd>,
+}
+
+/// Variables that belong to herd's own supervisor and must never reach a
+/// worker, even with `clear_env = no`.
+const PRIVATE_ENV: &[&str] = &[
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
+
+pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
+    let pool = spec.pool;
+    let mut cmd = Command::new(spec.program);
+    cmd.args(&pool.args);
+    for (name, value) in &pool.php_defines {
+        cmd.arg("-d").arg(format!("{name}={value}"));
+    }
+    if pool.clear_env {
+        cmd.env_clear();
+        cmd.env("USER", &spec.identity.user_name)
+            .env("HOME", &spec.identity.home);
+    }
+    for name in PRIVATE_ENV {
+        cmd.env_remove(name);
+    }
+    cmd.envs(pool.env.iter().map(|(k, v)| (k, v)));
+    cmd.env("HERD_POOL", &pool.name)
+        .env("HERD_GENERATION", spec.generation.to_string())
+        .env("HERD_WORKER", spec.worker.to_string());
+
+    cmd.stdin(Stdio::from(OwnedFd::from(spec.listener)));
+    match spec.output {
+        Some(fd) => {
+            let err = fd
+                .try_clone()
+                .context("failed to duplicate the output pipe")?;
+            cmd.stdout(Stdio::from(fd)).stderr(Stdio::from(err));
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    cmd.kill_on_drop(false);
+
+    let child_setup = ChildSetup::new(pool, spec.identity)?;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe system calls on data prepared in the parent.
+    unsafe {
+        cmd.pre_exec(move || child_setup.apply());
+    }
+    cmd.spawn()
+        .with_context(|| format!("failed to start {}", spec.program.display()))
+}
+
+/// What the child does between fork and exec, prepared in the parent.
+struct ChildSetup {
+    master_pid: libc::pid_t,
+    rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    chroot: Option<CString>,
+    chdir: Option<CString>,
+    ids: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+}
+
+impl ChildSetup {
+    fn new(pool: &PoolConfig, identity: &Identity) -> anyhow::Result<ChildSetup> {
+        let cstr =
+            |p: &Path| CString::new(p.as_os_str().as_bytes()).context("path contains a NUL byte");
+        let mut rlimits = Vec::new();
+        if let Some(n) = pool.rlimit_files {
+            rlimits.push((libc::RLIMIT_NOFILE, n));
+        }
+        if let Some(n) = pool.rlimit_core {
+            rlimits.push((libc::RLIMIT_CORE, n));
+        }
+        if pool.chroot.is_some() && identity.ids.is_none() {
+            bail!("chroot needs herd to run as root");
+        }
+        Ok(ChildSetup {
+            master_pid: std::process::id() as libc::pid_t,
+            rlimits,
+            chroot: pool.chroot.as_deref().map(cstr).transpose()?,
+            chdir: pool.chdir.as_deref().map(cstr).transpose()?,
+            ids: identity.ids.as_ref().map(|(u, g, groups)| {
+                (
+                    u.as_raw(),
+                    g.as_raw(),
+                    groups.iter().map(|g| g.as_raw()).collect(),
+                )
+            }),
+        })
+    }
+
+    /// Runs in the child. Order matters: everything that needs root happens
+    /// before the ids change, and the parent-death signal is set last
+    /// because changing ids clears it.
+    fn apply(&self) -> std::io::Result<()> {
+        let check = |r: libc::c_int| {
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        // SAFETY (whole function): plain system calls on owned, NUL-terminated
+        // data; no allocation, no locks.
+        unsafe {
+            // Own session: a Ctrl-C at the master's terminal reaches the
+            // master only, which then stops workers in order.
+            libc::setsid();
+            for (resource, value) in &self.rlimits {
+                let lim = libc::rlimit {
+                    rlim_cur: *value,
+                    rlim_max: *value,
+                };
+                check(libc::setrlimit(*resource, &lim))?;
+            }
+            if let Some(root) = &self.chroot {
+                check(libc::chroot(root.as_ptr()))?;
+                check(libc::chdir(c"/".as_ptr()))?;
+            }
+            if let Some(dir) = &self.chdir {
+                check(libc::chdir(dir.as_ptr()))?;
+            }
+            if let Some((uid, gid, groups)) = &self.ids {
+                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                check(libc::setgid(*gid))?;
+                check(libc::setuid(*uid))?;
+            }
+            check(libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ))?;
+            // The master may have died before the line above ran.
+            if libc::getppid() != self.master_pid {
+                libc::_exit(1);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Binds a worker's private listening socket.
+pub fn bind_worker_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path)
+        .with_context(|| format!("failed to bind worker socket {}", path.display()))
+}
