@@ -1,0 +1,163 @@
+//! The command line: `herd check`, config errors with file and line, the
+//! embedded default and the example configs.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{Dir, HERD, herd_cmd, wait_for};
+
+#[test]
+fn check_accepts_the_example_configs() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["config/example.conf", "config/php.conf"] {
+        let path = format!("{root}/{file}");
+        let (code, out, err) = herd_cmd(&["check", "-c", &path]);
+        assert_eq!(code, 0, "{file}: {out}{err}");
+        assert!(out.contains(": ok ("), "{out}");
+    }
+}
+
+#[test]
+fn check_names_file_and_line_of_every_error() {
+    let dir = Dir::new();
+    let included = dir.write("extra.conf", "[other]\nlisten = 127.0.0.1:1\npm = static\npm.max_children = two\ncommand = herd\nuser = nobody\n");
+    let main = dir.write(
+        "herd.conf",
+        &format!(
+            "[global]\nlog_level = loud\n\n[www]\nlisten = 127.0.0.1:2\npm = static\npm.max_children = 2\ncommand = herd\nuser = nobody\npm.bogus = 1\ninclude = {}\n",
+            included.display()
+        ),
+    );
+    let (code, _, err) = herd_cmd(&["check", "-c", main.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let main = main.display();
+    let inc = included.display();
+    assert!(
+        err.contains(&format!("{main}:2: invalid value 'loud' for 'log_level'")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{main}:10: unknown directive 'pm.bogus' in pool 'www'"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{inc}:4: invalid value 'two' for 'pm.max_children'"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_pools_and_missing_keys_are_errors() {
+    let dir = Dir::new();
+    let path = dir.write(
+        "herd.conf",
+        "[www]\nlisten = 127.0.0.1:3\npm = static\npm.max_children = 1\ncommand = herd\nuser = nobody\n\
+         [www]\nlisten = 127.0.0.1:4\n",
+    );
+    let (code, _, err) = herd_cmd(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let p = path.display();
+    assert!(
+        err.contains(&format!(
+            "{p}:7: duplicate pool 'www' (first defined at {p}:1)"
+        )),
+        "{err}"
+    );
+    let missing = dir.write(
+        "missing.conf",
+        "[www]\nlisten = 127.0.0.1:5\npm = static\nuser = nobody\n",
+    );
+    let (code, _, err) = herd_cmd(&["check", "-c", missing.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("missing required directive 'pm.max_children'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("missing required directive 'command'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_config_and_starts_nothing() {
+    let dir = Dir::new();
+    let path = dir.write("herd.conf", "[www]\nlisten = 127.0.0.1:6\npm = sometimes\n");
+    let out = Command::new(HERD)
+        .args(["run", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
+}
+
+#[test]
+fn run_fails_clearly_when_the_listen_address_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = Dir::new();
+    let path = dir.write(
+        "herd.conf",
+        &format!("[www]\nlisten = {addr}\npm = static\npm.max_children = 1\ncommand = herd\nargs = example-app\n{}", support::user_line()),
+    );
+    let out = Command::new(HERD)
+        .args(["run", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pool 'www'") && err.contains(&format!("failed to bind {addr}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_without_a_config_serves_the_embedded_default() {
+    let mut child = Command::new(HERD)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    // The first lines name the `herd call` command that queries it.
+    let mut call_line = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        if line.contains(" call ") {
+            call_line = line.trim().to_string();
+            break;
+        }
+        line.clear();
+    }
+    let words: Vec<&str> = call_line.split_whitespace().collect();
+    assert_eq!(words[1..3], ["call", "127.0.0.1:9900"], "{call_line}");
+    // Drain the log so herd never blocks on a full pipe.
+    std::thread::spawn(move || support::read_all(stderr));
+    let reply = wait_for(
+        "the embedded default to answer",
+        Duration::from_secs(20),
+        || {
+            let out = Command::new(words[0]).args(&words[1..]).output().ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    assert!(reply.contains("gen=1 pid="), "{reply}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_for("herd to stop", Duration::from_secs(15), || {
+        child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,193 @@
+//! A blocking FastCGI client for tests, built on herd's codec, that can
+//! also send what no well-behaved client would.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use herd::fastcgi::record::{self, BeginRequest, EndRequest};
+use herd::fastcgi::{self, Frame, pairs, response};
+
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// Connects to a unix path (anything with a `/`) or host:port.
+pub fn connect(addr: &str) -> Box<dyn Stream> {
+    if addr.contains('/') {
+        let s = UnixStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Box::new(s)
+    } else {
+        let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Box::new(s)
+    }
+}
+
+/// The records of one complete request.
+pub fn request_bytes(
+    id: u16,
+    uri: &str,
+    keep_conn: bool,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> BytesMut {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let len = body.len().to_string();
+    let method = if body.is_empty() { "GET" } else { "POST" };
+    let mut params = BytesMut::new();
+    let std_params = [
+        ("REQUEST_METHOD", method),
+        ("REQUEST_URI", uri),
+        ("SCRIPT_NAME", path),
+        ("SCRIPT_FILENAME", path),
+        ("QUERY_STRING", query),
+        ("CONTENT_LENGTH", &len),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("REDIRECT_STATUS", "200"),
+    ];
+    for (k, v) in std_params {
+        if !extra.iter().any(|(n, _)| *n == k) {
+            pairs::put_pair(&mut params, k.as_bytes(), v.as_bytes());
+        }
+    }
+    for (k, v) in extra {
+        pairs::put_pair(&mut params, k.as_bytes(), v.as_bytes());
+    }
+    let mut out = BytesMut::new();
+    let flags = if keep_conn { record::KEEP_CONN } else { 0 };
+    record::put_begin_request(
+        &mut out,
+        id,
+        BeginRequest {
+            role: record::ROLE_RESPONDER,
+            flags,
+        },
+    );
+    record::put_stream(&mut out, record::PARAMS, id, &params);
+    record::put_stream_end(&mut out, record::PARAMS, id);
+    record::put_stream(&mut out, record::STDIN, id, body);
+    record::put_stream_end(&mut out, record::STDIN, id);
+    out
+}
+
+/// What came back for one request id.
+#[derive(Debug, Default, Clone)]
+pub struct Reply {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub end: Option<EndRequest>,
+}
+
+impl Reply {
+    pub fn status(&self) -> u16 {
+        response::status_of(&self.stdout).unwrap_or(0)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// The body after the CGI headers.
+    pub fn body(&self) -> String {
+        let t = self.text();
+        match t.split_once("\r\n\r\n") {
+            Some((_, b)) => b.to_string(),
+            None => t,
+        }
+    }
+
+    /// The `pid=N` the example app writes in its body.
+    pub fn pid(&self) -> u32 {
+        super::field(&self.body(), "pid").unwrap_or_else(|| panic!("no pid in {:?}", self.text()))
+    }
+
+    pub fn generation(&self) -> u32 {
+        super::field(&self.body(), "gen").unwrap_or_else(|| panic!("no gen in {:?}", self.text()))
+    }
+}
+
+/// A connection that reads whole records.
+pub struct Conn {
+    pub stream: Box<dyn Stream>,
+    buf: BytesMut,
+}
+
+impl Conn {
+    pub fn open(addr: &str) -> Conn {
+        Conn {
+            stream: connect(addr),
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// The next record, or `None` when the peer closed the connection.
+    pub fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(f) = fastcgi::decode(&mut self.buf).expect("valid records from herd") {
+                return Some(f);
+            }
+            let mut chunk = [0u8; 16384];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Reads records until `FCGI_END_REQUEST` for `id`; `None` if the
+    /// connection closed first.
+    pub fn reply(&mut self, id: u16) -> Option<Reply> {
+        let mut reply = Reply::default();
+        loop {
+            let f = self.next_frame()?;
+            if f.request_id() != id {
+                continue;
+            }
+            match f.record_type() {
+                record::STDOUT => reply.stdout.extend_from_slice(f.content()),
+                record::STDERR => reply.stderr.extend_from_slice(f.content()),
+                record::END_REQUEST => {
+                    reply.end = Some(EndRequest::parse(f.content()).unwrap());
+                    return Some(reply);
+                }
+                t => panic!("unexpected record type {t}"),
+            }
+        }
+    }
+
+    /// Sends a GET for `uri` and reads its reply.
+    pub fn get(&mut self, id: u16, uri: &str, keep_conn: bool) -> Reply {
+        self.send(&request_bytes(id, uri, keep_conn, &[], b""));
+        self.reply(id)
+            .unwrap_or_else(|| panic!("connection closed before the reply to {uri}"))
+    }
+
+    /// True once the peer has closed the connection (reads EOF or reset).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// One GET on a fresh connection.
+pub fn get(addr: &str, uri: &str) -> Reply {
+    Conn::open(addr).get(1, uri, false)
+}
+
+/// One request with extra params and a body on a fresh connection.
+pub fn request(addr: &str, uri: &str, extra: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut c = Conn::open(addr);
+    c.send(&request_bytes(1, uri, false, extra, body));
+    c.reply(1).expect("a reply")
+}

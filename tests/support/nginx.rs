@@ -1,0 +1,105 @@
+//! nginx in front of herd, as production runs it: started on a loopback
+//! port with its own config, pid and logs in the test's directory.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, wait_for};
+
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub error_log: PathBuf,
+}
+
+/// The nginx binary; the test suite's installer puts it there.
+pub fn binary() -> PathBuf {
+    let p = PathBuf::from("/usr/sbin/nginx");
+    assert!(
+        p.exists(),
+        "nginx is not installed: run the test command from the README, which installs it"
+    );
+    p
+}
+
+impl Nginx {
+    /// Starts nginx with `locations` (nginx config text inside `server {}`)
+    /// and `upstreams` (inside `http {}`).
+    pub fn start(dir: &Path, upstreams: &str, locations: &str) -> Nginx {
+        let port = free_port();
+        let error_log = dir.join("nginx-error.log");
+        let conf = format!(
+            "worker_processes 1;\n\
+             daemon off;\n\
+             master_process off;\n\
+             pid {dir}/nginx.pid;\n\
+             error_log {err} info;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+               access_log off;\n\
+               client_body_temp_path {dir}/body;\n\
+               fastcgi_temp_path {dir}/fastcgi;\n\
+               proxy_temp_path {dir}/proxy;\n\
+               uwsgi_temp_path {dir}/uwsgi;\n\
+               scgi_temp_path {dir}/scgi;\n\
+               {upstreams}\n\
+               server {{\n\
+                 listen 127.0.0.1:{port};\n\
+                 root {dir};\n\
+                 {locations}\n\
+               }}\n\
+             }}\n",
+            dir = dir.display(),
+            err = error_log.display(),
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        wait_for("nginx to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Nginx {
+            child,
+            port,
+            error_log,
+        }
+    }
+
+    /// One HTTP/1.0 GET (so the body is never chunked); returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
