@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 missing=()
 [ -x /usr/bin/php-cgi8.2 ] || missing+=(php8.2-cgi)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v python3 >/dev/null || missing+=(python3 python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -23,6 +24,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     [ -z "$added_policy" ] || $sudo rm -f "$policy"
+fi
+
+# The status tests check herd's OpenMetrics output with the reference parser.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    python3 -m pip install --quiet prometheus_client 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages prometheus_client
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -9,7 +9,9 @@
 //! misbehave on purpose: `ms=N` sleeps first, `status=N` answers that status,
 //! `bytes=N` pads the body to N bytes, `echo=1` returns the request body,
 //! `env=NAME` returns `NAME=<value>` from the worker's environment,
-//! `stderr=TEXT` writes TEXT to `FCGI_STDERR`, `exit=N` exits mid-request.
+//! `stderr=TEXT` writes TEXT to `FCGI_STDERR`, `exit=N` exits mid-request,
+//! `exit_once=PATH` exits mid-request unless the file PATH exists (and
+//! creates it), so only the first worker to get it dies.
 
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
@@ -180,6 +182,16 @@ impl App {
         }
         if let Some(code) = arg("exit").and_then(|v| v.parse().ok()) {
             std::process::exit(code);
+        }
+        // Dies the first time only: the marker file tells the next worker.
+        if let Some(marker) = arg("exit_once")
+            && std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&marker)
+                .is_ok()
+        {
+            std::process::exit(3);
         }
         if let Some(text) = arg("stderr") {
             record::put_stream(out, record::STDERR, req.id, text.as_bytes());

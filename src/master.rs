@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::logging;
+use crate::phase::{Phase, PhaseRx, PhaseTx};
 use crate::pool::Pool;
 use crate::router::{self, Listener};
 use crate::signals::{SignalEvent, Signals};
@@ -42,8 +43,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let sockets = Arc::new(SocketDir::create(config.global.socket_dir.as_deref())?);
     let listeners = open_listeners(&config)?;
     let _pid_file = PidFile::write(config.global.pid.as_deref())?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let pools = start_pools(&config, listeners, &sockets, &stop_rx)?;
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let pools = start_pools(&config, listeners, &sockets, &phase_rx)?;
     tracing::info!(
         "herd {} started: {} pool(s)",
         env!("CARGO_PKG_VERSION"),
@@ -53,15 +54,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     loop {
         match signals.next().await {
             SignalEvent::GracefulStop => {
-                graceful_stop(&config, pools, &stop_tx, &mut signals).await;
+                graceful_stop(&config, pools, &phase_tx, &mut signals).await;
                 break;
             }
             SignalEvent::FastStop => {
                 tracing::info!("fast stop");
-                fast_stop(pools, &stop_tx).await;
+                fast_stop(pools, &phase_tx).await;
                 break;
             }
-            SignalEvent::ReopenLogs => logging::reopen(config.global.error_log.as_deref()),
+            SignalEvent::ReopenLogs => {
+                logging::reopen(config.global.error_log.as_deref());
+                pools.iter().for_each(|p| p.pool.logs.reopen());
+            }
             other => tracing::warn!("{other:?} is not supported yet; ignored"),
         }
     }
@@ -81,17 +85,18 @@ fn start_pools(
     config: &Config,
     listeners: Vec<Listener>,
     sockets: &Arc<SocketDir>,
-    stop_rx: &watch::Receiver<bool>,
+    phase: &PhaseRx,
 ) -> anyhow::Result<Vec<PoolHandle>> {
     let mut pools = Vec::new();
     for (index, (cfg, listener)) in config.pools.iter().zip(listeners).enumerate() {
-        let (pool, events) = Pool::new(Arc::new(cfg.clone()));
+        let (pool, events) =
+            Pool::new(Arc::new(cfg.clone())).with_context(|| format!("pool '{}'", cfg.name))?;
         let (sup, commands) = Supervisor::new(pool.clone(), index, events, sockets.clone())
             .with_context(|| format!("pool '{}'", cfg.name))?;
         tracing::info!(pool = %cfg.name, "listening on {}", cfg.listen);
         pools.push(PoolHandle {
             supervisor: tokio::spawn(sup.run()),
-            acceptor: tokio::spawn(router::accept_loop(listener, pool.clone(), stop_rx.clone())),
+            acceptor: tokio::spawn(router::accept_loop(listener, pool.clone(), phase.clone())),
             pool,
             commands,
         });
@@ -99,36 +104,55 @@ fn start_pools(
     Ok(pools)
 }
 
-/// php-fpm's `SIGQUIT`, without its resets: stop taking new connections
-/// (serving what already waits in the backlog), let queued and in-flight
-/// requests finish within `process_control_timeout`, then stop the workers.
-/// A second stop signal escalates to a fast stop.
+/// php-fpm's `SIGQUIT`, without its resets: report not ready (and wait
+/// `shutdown.depool_delay` for load balancers to notice), stop taking new
+/// connections (serving what already waits in the backlog), let queued and
+/// in-flight requests finish within `process_control_timeout`, then stop
+/// the workers. A second stop signal escalates to a fast stop.
 async fn graceful_stop(
     config: &Config,
     pools: Vec<PoolHandle>,
-    stop_tx: &watch::Sender<bool>,
+    phase: &PhaseTx,
     signals: &mut Signals,
 ) {
     let grace = config.global.process_control_timeout;
-    tracing::info!("graceful stop: finishing requests in flight (up to {grace:?})");
-    let _ = stop_tx.send(true);
+    let depool = config.global.shutdown_depool_delay;
+    phase.send_replace(Phase::Depooling);
+    if !depool.is_zero() {
+        tracing::info!(
+            "graceful stop: reporting not ready for {depool:?} before closing the listeners"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(depool) => {}
+            ev = signals.next() => {
+                tracing::info!("{ev:?} during graceful stop: stopping now");
+                return fast_stop(pools, phase).await;
+            }
+        }
+    }
+    tracing::info!(
+        "graceful stop: listeners closed, finishing requests in flight (up to {grace:?})"
+    );
+    phase.send_replace(Phase::Draining);
     let drained = async {
         for p in &pools {
             p.pool.wait_connections_closed().await;
         }
     };
     tokio::select! {
-        _ = tokio::time::timeout(grace, drained) => {}
+        r = tokio::time::timeout(grace, drained) => if r.is_err() {
+            tracing::warn!("graceful stop: requests still running after process_control_timeout ({grace:?}); stopping their workers");
+        },
         ev = signals.next() => tracing::info!("{ev:?} during graceful stop: stopping now"),
     }
     for p in &pools {
         let _ = p.commands.send(supervisor::Command::StopGraceful);
     }
-    fast_stop(pools, stop_tx).await;
+    fast_stop(pools, phase).await;
 }
 
-async fn fast_stop(pools: Vec<PoolHandle>, stop_tx: &watch::Sender<bool>) {
-    let _ = stop_tx.send(true);
+async fn fast_stop(pools: Vec<PoolHandle>, phase: &PhaseTx) {
+    phase.send_replace(Phase::Stopping);
     let mut bound = Duration::ZERO;
     for p in &pools {
         let _ = p.commands.send(supervisor::Command::StopFast);

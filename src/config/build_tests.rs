@@ -470,7 +470,7 @@ fn every_error_is_collected() {
 
 #[test]
 fn directives_not_implemented_yet_are_refused_not_ignored() {
-    let text = format!("{POOL}pm.status_path = /status\n").replace("pm = static", "pm = dynamic");
+    let text = format!("{POOL}worker.max_memory = 1G\n").replace("pm = static", "pm = dynamic");
     let errors = parse_str(&text, Path::new(ORIGIN), &LoadOptions::default()).expect_err("refused");
     let lines: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
     assert_eq!(
@@ -479,7 +479,7 @@ fn directives_not_implemented_yet_are_refused_not_ignored() {
             format!(
                 "{ORIGIN}:3: pm = dynamic is not supported by this version of herd yet; use static"
             ),
-            format!("{ORIGIN}:7: 'pm.status_path' is not supported by this version of herd yet"),
+            format!("{ORIGIN}:7: 'worker.max_memory' is not supported by this version of herd yet"),
         ]
     );
 }

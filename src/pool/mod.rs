@@ -21,6 +21,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::PoolConfig;
+use crate::logging::LogFile;
 pub use scoreboard::{BusyInfo, WorkerEntry, WorkerState};
 
 /// Workers are numbered in spawn order within a pool, so a smaller id is an
@@ -74,6 +75,11 @@ impl WorkerConn {
         (self.stream.as_mut(), &mut self.buf)
     }
 
+    /// No bytes are buffered beyond the last request's end.
+    pub fn buf_is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Forgets the stream; the next request connects again.
     pub fn disconnect(&mut self) {
         self.stream = None;
@@ -114,6 +120,9 @@ pub enum Outcome {
     Clean,
     /// The connection cannot be reused: the worker must go.
     Broken,
+    /// The request ran past `request_terminate_timeout`: the worker is
+    /// stuck and must go now.
+    Terminated,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -145,17 +154,58 @@ struct Dispatch {
     /// When set, requests fail at once instead of queueing: no worker of
     /// this pool can start (crash loop).
     unavailable: Option<String>,
+    /// Workers serving a request now.
+    busy: usize,
+    /// The pool's newest generation.
+    generation: u32,
+}
+
+impl Dispatch {
+    fn mark_busy(&mut self, id: WorkerId, info: BusyInfo, counters: &Counters) {
+        let entry = self.workers.get_mut(&id).expect("worker on the scoreboard");
+        entry.state = WorkerState::Busy(info);
+        self.busy += 1;
+        counters
+            .max_active
+            .fetch_max(self.busy as u64, Ordering::Relaxed);
+    }
 }
 
 /// Counters that only go up; read by status.
 #[derive(Default, Debug)]
 pub struct Counters {
+    /// Client connections accepted.
     pub accepted_conns: AtomicU64,
+    /// Requests that came in (php-fpm's "accepted conn").
     pub requests: AtomicU64,
+    /// Refused with 503: the queue was full.
     pub queue_full: AtomicU64,
+    /// Refused with 503: no worker freed up within `request.queue_timeout`.
     pub queue_timeouts: AtomicU64,
+    /// Refused with 503: no worker of the pool could start.
+    pub unavailable: AtomicU64,
+    /// Answered 504 by `request_terminate_timeout`.
+    pub terminated: AtomicU64,
+    /// Worker died mid-request (502, or retried).
+    pub worker_lost: AtomicU64,
+    /// Requests sent again to another worker after one died before answering.
+    pub retried: AtomicU64,
+    /// Requests that ran past `request_slowlog_timeout`.
+    pub slow_requests: AtomicU64,
+    /// Workers that failed to start or exited early.
     pub worker_failures: AtomicU64,
+    /// Workers started.
+    pub spawns: AtomicU64,
     pub max_queue_seen: AtomicU64,
+    pub max_active: AtomicU64,
+    /// Times the pool wanted another worker and `pm.max_children` said no.
+    pub max_children_reached: AtomicU64,
+}
+
+impl Counters {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub struct Pool {
@@ -166,7 +216,42 @@ pub struct Pool {
     events: mpsc::UnboundedSender<PoolEvent>,
     pub counters: Counters,
     pub started: Instant,
+    pub logs: PoolLogs,
     open_conns: tokio::sync::watch::Sender<usize>,
+}
+
+/// The pool's own log files.
+pub struct PoolLogs {
+    pub access: Option<LogFile>,
+    pub slow: Option<LogFile>,
+}
+
+impl PoolLogs {
+    fn open(cfg: &PoolConfig) -> std::io::Result<PoolLogs> {
+        let open = |p: &Option<std::path::PathBuf>| {
+            p.as_deref()
+                .map(|p| {
+                    LogFile::open(p).map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("failed to open {}: {e}", p.display()),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        Ok(PoolLogs {
+            access: open(&cfg.access_log)?,
+            slow: open(&cfg.slowlog)?,
+        })
+    }
+
+    pub fn reopen(&self) {
+        self.access
+            .iter()
+            .chain(self.slow.iter())
+            .for_each(LogFile::reopen);
+    }
 }
 
 /// Held by each open client connection of a pool.
@@ -179,7 +264,11 @@ impl Drop for ConnGuard {
 }
 
 impl Pool {
-    pub fn new(config: Arc<PoolConfig>) -> (Arc<Pool>, mpsc::UnboundedReceiver<PoolEvent>) {
+    /// Opens the pool's log files; fails when one cannot be opened.
+    pub fn new(
+        config: Arc<PoolConfig>,
+    ) -> std::io::Result<(Arc<Pool>, mpsc::UnboundedReceiver<PoolEvent>)> {
+        let logs = PoolLogs::open(&config)?;
         let (events, rx) = mpsc::unbounded_channel();
         let pool = Arc::new_cyclic(|me| Pool {
             me: me.clone(),
@@ -189,9 +278,10 @@ impl Pool {
             events,
             counters: Counters::default(),
             started: Instant::now(),
+            logs,
             open_conns: tokio::sync::watch::Sender::new(0),
         });
-        (pool, rx)
+        Ok((pool, rx))
     }
 
     /// Counts an open client connection until the guard is dropped.
@@ -260,11 +350,8 @@ impl Pool {
         conn: WorkerConn,
         info: BusyInfo,
     ) -> Lease {
-        let entry = d
-            .workers
-            .get_mut(&id)
-            .expect("idle worker is on the scoreboard");
-        entry.state = WorkerState::Busy(info);
+        d.mark_busy(id, info, &self.counters);
+        let entry = &d.workers[&id];
         Lease {
             id,
             pid: entry.pid,
@@ -290,7 +377,10 @@ impl Pool {
             return; // exited meanwhile
         };
         entry.finish_request();
+        d.busy -= 1;
+        let entry = d.workers.get_mut(&id).expect("looked up above");
         let retire = match (outcome, conn) {
+            (Outcome::Terminated, _) => Some("request_terminate_timeout"),
             (Outcome::Broken, _) | (_, None) => Some("its connection broke mid-request"),
             (Outcome::Clean, Some(conn)) => {
                 if entry.retiring {
@@ -315,8 +405,8 @@ impl Pool {
     fn hand_over(&self, d: &mut Dispatch, id: WorkerId, mut conn: WorkerConn) {
         let rank = d.workers[&id].rank;
         while let Some(waiter) = d.queue.pop_front() {
-            let entry = d.workers.get_mut(&id).expect("worker on scoreboard");
-            entry.state = WorkerState::Busy(waiter.info);
+            d.mark_busy(id, waiter.info, &self.counters);
+            let entry = &d.workers[&id];
             let lease = Lease {
                 id,
                 pid: entry.pid,
@@ -326,7 +416,10 @@ impl Pool {
             };
             match waiter.tx.send(lease) {
                 Ok(()) => return,
-                Err(mut lease) => conn = lease.conn.take().expect("unsent lease has its conn"),
+                Err(mut lease) => {
+                    conn = lease.conn.take().expect("unsent lease has its conn");
+                    d.busy -= 1;
+                }
             }
         }
         d.workers.get_mut(&id).expect("worker on scoreboard").state = WorkerState::Idle;
@@ -360,6 +453,9 @@ impl Pool {
     pub fn remove_worker(&self, id: WorkerId) -> Option<WorkerEntry> {
         let mut d = self.lock();
         let entry = d.workers.remove(&id)?;
+        if entry.is_busy() {
+            d.busy -= 1;
+        }
         d.idle.remove(&IdleKey {
             rank: std::cmp::Reverse(entry.rank),
             id,
@@ -402,6 +498,20 @@ impl Pool {
             workers: d.workers.iter().map(|(id, e)| (*id, e.clone())).collect(),
             queue_len: d.queue.iter().filter(|w| !w.tx.is_closed()).count(),
             unavailable: d.unavailable.clone(),
+            generation: d.generation,
+        }
+    }
+
+    /// Sets the pool's newest generation, for status.
+    pub fn set_generation(&self, generation: u32) {
+        self.lock().generation = generation;
+    }
+
+    /// The request a worker is serving now.
+    pub fn busy_info(&self, id: WorkerId) -> Option<BusyInfo> {
+        match &self.lock().workers.get(&id)?.state {
+            WorkerState::Busy(info) => Some(info.clone()),
+            _ => None,
         }
     }
 
@@ -416,6 +526,7 @@ pub struct Snapshot {
     pub workers: Vec<(WorkerId, WorkerEntry)>,
     pub queue_len: usize,
     pub unavailable: Option<String>,
+    pub generation: u32,
 }
 
 impl Drop for Lease {

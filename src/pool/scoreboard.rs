@@ -29,6 +29,8 @@ pub struct BusyInfo {
     pub method: String,
     pub uri: String,
     pub script: String,
+    /// `REMOTE_USER` (or PHP_AUTH_USER), empty when none.
+    pub user: String,
     pub content_length: u64,
     pub started: Instant,
 }

@@ -16,10 +16,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::Instant;
 
+use super::local;
 use super::relay::{self, Ending};
 use crate::config::PoolConfig;
 use crate::fastcgi::record::{self, BeginRequest, EndRequest};
 use crate::fastcgi::{self, Frame, ProtocolError, pairs};
+use crate::phase::{Phase, PhaseRx};
 use crate::pool::{BusyInfo, Pool};
 
 /// Requests one connection may have in flight at once.
@@ -56,24 +58,26 @@ enum Fault {
     Stalled(std::time::Duration),
 }
 
-pub async fn serve<R, W>(
-    mut rd: R,
-    wr: W,
-    pool: Arc<Pool>,
-    peer: &str,
-    mut stopping: watch::Receiver<bool>,
-) where
+pub async fn serve<R, W>(mut rd: R, wr: W, pool: Arc<Pool>, peer: &str, mut phase: PhaseRx)
+where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
     let cfg = pool.config();
     let writer = Mutex::new(wr);
+    let ctx = Ctx {
+        pool: &pool,
+        cfg: &cfg,
+        writer: &writer,
+    };
     let mut buf = BytesMut::with_capacity(8192);
-    let mut reqs: Vec<Incoming> = Vec::new();
-    let mut tasks: FuturesUnordered<Task<'_>> = FuturesUnordered::new();
-    let mut stalled: Option<(mpsc::Sender<Bytes>, Bytes)> = None;
+    let mut st = State {
+        reqs: Vec::new(),
+        tasks: FuturesUnordered::new(),
+        stalled: None,
+        phase: *phase.borrow(),
+    };
     let mut eof = false;
-    let mut closing = *stopping.borrow();
     // While stopping, a keep-alive connection closes once it is idle; a
     // connection taken from the backlog first gets to send its request.
     let mut served = 0u64;
@@ -81,48 +85,40 @@ pub async fn serve<R, W>(
 
     loop {
         if !eof
-            && stalled.is_none()
-            && let Err(e) = take_frames(
-                &mut buf,
-                &mut reqs,
-                &mut tasks,
-                &mut stalled,
-                &pool,
-                &cfg,
-                &writer,
-            )
+            && st.stalled.is_none()
+            && let Err(e) = st.take_frames(&mut buf, &ctx)
         {
             tracing::warn!(pool = %pool.name, %peer, "dropping connection: {e}");
-            abort_all(&reqs);
+            st.abort_all();
             eof = true;
         }
-        let idle = reqs.is_empty() && buf.is_empty() && served > 0;
-        if tasks.is_empty() && (eof || (closing && idle)) {
+        let idle = st.reqs.is_empty() && buf.is_empty() && served > 0;
+        if st.tasks.is_empty() && (eof || (st.phase.closed() && idle)) {
             break;
         }
-        let receiving = !buf.is_empty() || reqs.iter().any(Incoming::receiving);
+        let receiving = !buf.is_empty() || st.reqs.iter().any(Incoming::receiving);
         let deadline = progress + cfg.request_read_timeout;
-        let stalled_tx = stalled.as_ref().map(|(tx, _)| tx.clone());
+        let stalled_tx = st.stalled.as_ref().map(|(tx, _)| tx.clone());
         tokio::select! {
-            r = rd.read_buf(&mut buf), if !eof && stalled.is_none() => match r {
+            r = rd.read_buf(&mut buf), if !eof && st.stalled.is_none() => match r {
                 Ok(0) | Err(_) => {
                     // The client went away: what is in flight is aborted.
-                    abort_all(&reqs);
+                    st.abort_all();
                     eof = true;
                 }
                 Ok(_) => progress = Instant::now(),
             },
-            Some((id, ending)) = tasks.next(), if !tasks.is_empty() => {
-                let keep = reqs.iter().find(|r| r.id == id).is_none_or(|r| r.begin.keep_conn());
-                reqs.retain(|r| r.id != id || id == record::NULL_REQUEST_ID);
+            Some((id, ending)) = st.tasks.next(), if !st.tasks.is_empty() => {
+                let keep = st.reqs.iter().find(|r| r.id == id).is_none_or(|r| r.begin.keep_conn());
+                st.reqs.retain(|r| r.id != id || id == record::NULL_REQUEST_ID);
                 served += 1;
                 if ending == Ending::CloseConnection || !keep {
-                    abort_all(&reqs);
+                    st.abort_all();
                     eof = true;
                 }
             },
             permit = async { stalled_tx.expect("guarded").reserve_owned().await }, if stalled_tx.is_some() => {
-                let (_, raw) = stalled.take().expect("guarded");
+                let (_, raw) = st.stalled.take().expect("guarded");
                 if let Ok(permit) = permit {
                     permit.send(raw);
                 }
@@ -130,97 +126,100 @@ pub async fn serve<R, W>(
             },
             _ = tokio::time::sleep_until(deadline), if receiving && !eof => {
                 tracing::warn!(pool = %pool.name, %peer, "dropping connection: {}", Fault::Stalled(cfg.request_read_timeout));
-                abort_all(&reqs);
+                st.abort_all();
                 eof = true;
             },
-            _ = stopping.wait_for(|s| *s), if !closing => closing = true,
+            Ok(()) = phase.changed() => st.phase = *phase.borrow_and_update(),
         }
     }
     // Dropping the halves closes the socket; a separate shutdown() would
     // cost a system call per connection for nothing.
 }
 
-fn abort_all(reqs: &[Incoming]) {
-    for r in reqs {
-        let _ = r.abort.send(true);
-    }
+/// What every request of a connection shares.
+struct Ctx<'a, W> {
+    pool: &'a Arc<Pool>,
+    cfg: &'a Arc<PoolConfig>,
+    writer: &'a Mutex<W>,
 }
 
-/// Handles every complete record in `buf`, stopping early when a stdin
-/// queue is full (the record then waits in `stalled`).
-fn take_frames<'a, W>(
-    buf: &mut BytesMut,
-    reqs: &mut Vec<Incoming>,
-    tasks: &mut FuturesUnordered<Task<'a>>,
-    stalled: &mut Option<(mpsc::Sender<Bytes>, Bytes)>,
-    pool: &Arc<Pool>,
-    cfg: &Arc<PoolConfig>,
-    writer: &'a Mutex<W>,
-) -> Result<(), Fault>
-where
-    W: AsyncWrite + Unpin + Send,
-{
-    while stalled.is_none() {
-        let Some(frame) = fastcgi::decode(buf)? else {
-            return Ok(());
-        };
+/// The requests of one connection: being received, and in flight.
+struct State<'a> {
+    reqs: Vec<Incoming>,
+    tasks: FuturesUnordered<Task<'a>>,
+    /// A stdin record waiting for room in its request's queue; reading from
+    /// the client pauses meanwhile.
+    stalled: Option<(mpsc::Sender<Bytes>, Bytes)>,
+    /// The master's phase: once stopping, ping says so; once draining, the
+    /// connection closes when idle.
+    phase: Phase,
+}
+
+impl<'a> State<'a> {
+    fn abort_all(&self) {
+        for r in &self.reqs {
+            let _ = r.abort.send(true);
+        }
+    }
+
+    /// Writes `out` to the client as a task of its own, for request `id`.
+    fn reply<W: AsyncWrite + Unpin + Send>(&mut self, ctx: &Ctx<'a, W>, out: BytesMut, id: u16) {
+        self.tasks.push(write_task(
+            ctx.writer,
+            out.freeze(),
+            id,
+            ctx.cfg.request_read_timeout,
+        ));
+    }
+
+    /// Handles every complete record in `buf`, stopping early when a stdin
+    /// queue is full (the record then waits in `stalled`).
+    fn take_frames<W>(&mut self, buf: &mut BytesMut, ctx: &Ctx<'a, W>) -> Result<(), Fault>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        while self.stalled.is_none() {
+            let Some(frame) = fastcgi::decode(buf)? else {
+                return Ok(());
+            };
+            self.on_frame(frame, ctx)?;
+        }
+        Ok(())
+    }
+
+    fn on_frame<W>(&mut self, frame: Frame, ctx: &Ctx<'a, W>) -> Result<(), Fault>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
         let id = frame.request_id();
         match frame.record_type() {
             record::BEGIN_REQUEST if id != record::NULL_REQUEST_ID => {
-                if reqs.iter().any(|r| r.id == id) {
-                    return Err(ProtocolError::DuplicateRequest(id).into());
-                }
-                let begin = BeginRequest::parse(frame.content())?;
-                let refuse =
-                    if !(record::ROLE_RESPONDER..=record::ROLE_FILTER).contains(&begin.role) {
-                        Some(record::UNKNOWN_ROLE)
-                    } else if reqs.len() >= MAX_REQUESTS_PER_CONN {
-                        Some(record::OVERLOADED)
-                    } else {
-                        None
-                    };
-                if let Some(status) = refuse {
-                    let mut out = BytesMut::new();
-                    record::put_end_request(
-                        &mut out,
-                        id,
-                        EndRequest {
-                            app_status: 0,
-                            protocol_status: status,
-                        },
-                    );
-                    tasks.push(write_task(
-                        writer,
-                        out.freeze(),
-                        id,
-                        cfg.request_read_timeout,
-                    ));
-                    // Tracked only so its keep-alive flag is known when the
-                    // refusal has been written.
-                    reqs.push(incoming(id, begin, true));
-                    continue;
-                }
-                reqs.push(incoming(id, begin, false));
+                self.on_begin(id, &frame, ctx)?
             }
             record::PARAMS => {
-                let Some(req) = reqs.iter_mut().find(|r| r.id == id && !r.started) else {
-                    continue;
+                let Some(req) = self.reqs.iter_mut().find(|r| r.id == id && !r.started) else {
+                    return Ok(());
                 };
-                if frame.content().is_empty() {
-                    tasks.push(start(req, pool, cfg, writer));
-                } else if req.params.len() + frame.content().len() > cfg.request_max_params_size {
-                    return Err(ProtocolError::ParamsTooLarge {
-                        id,
-                        limit: cfg.request_max_params_size,
+                if !frame.content().is_empty() {
+                    let limit = ctx.cfg.request_max_params_size;
+                    if req.params.len() + frame.content().len() > limit {
+                        return Err(ProtocolError::ParamsTooLarge { id, limit }.into());
                     }
-                    .into());
-                } else {
                     req.params.extend_from_slice(frame.content());
+                    return Ok(());
+                }
+                req.started = true;
+                match local::answer(&req.params, id, ctx.pool, ctx.cfg, self.phase.ready()) {
+                    Some(out) => self.reply(ctx, out, id),
+                    None => {
+                        let task = start(req, ctx);
+                        self.tasks.push(task);
+                    }
                 }
             }
             record::STDIN | record::DATA => {
-                let Some(req) = reqs.iter_mut().find(|r| r.id == id) else {
-                    continue; // the request already ended
+                let Some(req) = self.reqs.iter_mut().find(|r| r.id == id) else {
+                    return Ok(()); // the request already ended
                 };
                 if !req.started {
                     return Err(ProtocolError::UnexpectedRecord(frame.record_type()).into());
@@ -230,51 +229,74 @@ where
                     && let Err(mpsc::error::TrySendError::Full(raw)) =
                         tx.try_send(frame.raw.clone())
                 {
-                    *stalled = Some((tx.clone(), raw));
+                    self.stalled = Some((tx.clone(), raw));
                 }
                 if ends {
                     req.stdin = None;
                 }
             }
             record::ABORT_REQUEST => {
-                if let Some(req) = reqs.iter().find(|r| r.id == id) {
-                    let _ = req.abort.send(true);
-                    if !req.started {
-                        let mut out = BytesMut::new();
-                        record::put_end_request(
-                            &mut out,
-                            id,
-                            EndRequest {
-                                app_status: 0,
-                                protocol_status: 0,
-                            },
-                        );
-                        tasks.push(write_task(
-                            writer,
-                            out.freeze(),
-                            id,
-                            cfg.request_read_timeout,
-                        ));
-                        reqs.iter_mut()
-                            .find(|r| r.id == id)
-                            .expect("found above")
-                            .started = true;
-                    }
+                let Some(req) = self.reqs.iter_mut().find(|r| r.id == id) else {
+                    return Ok(());
+                };
+                let _ = req.abort.send(true);
+                if !req.started {
+                    req.started = true;
+                    let mut out = BytesMut::new();
+                    record::put_end_request(
+                        &mut out,
+                        id,
+                        EndRequest {
+                            app_status: 0,
+                            protocol_status: 0,
+                        },
+                    );
+                    self.reply(ctx, out, id);
                 }
             }
             t if id == record::NULL_REQUEST_ID => {
-                let out = management_reply(&frame, t, cfg);
-                tasks.push(write_task(
-                    writer,
-                    out.freeze(),
-                    record::NULL_REQUEST_ID,
-                    cfg.request_read_timeout,
-                ));
+                let out = management_reply(&frame, t, ctx.cfg);
+                self.reply(ctx, out, record::NULL_REQUEST_ID);
             }
             t => return Err(ProtocolError::UnexpectedRecord(t).into()),
         }
+        Ok(())
     }
-    Ok(())
+
+    fn on_begin<W>(&mut self, id: u16, frame: &Frame, ctx: &Ctx<'a, W>) -> Result<(), Fault>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        if self.reqs.iter().any(|r| r.id == id) {
+            return Err(ProtocolError::DuplicateRequest(id).into());
+        }
+        let begin = BeginRequest::parse(frame.content())?;
+        let refuse = if !(record::ROLE_RESPONDER..=record::ROLE_FILTER).contains(&begin.role) {
+            Some(record::UNKNOWN_ROLE)
+        } else if self.reqs.len() >= MAX_REQUESTS_PER_CONN {
+            Some(record::OVERLOADED)
+        } else {
+            None
+        };
+        if let Some(status) = refuse {
+            let mut out = BytesMut::new();
+            record::put_end_request(
+                &mut out,
+                id,
+                EndRequest {
+                    app_status: 0,
+                    protocol_status: status,
+                },
+            );
+            self.reply(ctx, out, id);
+            // Tracked only so its keep-alive flag is known when the
+            // refusal has been written.
+            self.reqs.push(incoming(id, begin, true));
+            return Ok(());
+        }
+        self.reqs.push(incoming(id, begin, false));
+        Ok(())
+    }
 }
 
 fn incoming(id: u16, begin: BeginRequest, started: bool) -> Incoming {
@@ -289,12 +311,7 @@ fn incoming(id: u16, begin: BeginRequest, started: bool) -> Incoming {
 }
 
 /// Params are complete: the request goes out to a worker.
-fn start<'a, W>(
-    req: &mut Incoming,
-    pool: &Arc<Pool>,
-    cfg: &Arc<PoolConfig>,
-    writer: &'a Mutex<W>,
-) -> Task<'a>
+fn start<'a, W>(req: &mut Incoming, ctx: &Ctx<'a, W>) -> Task<'a>
 where
     W: AsyncWrite + Unpin + Send,
 {
@@ -310,7 +327,12 @@ where
         stdin: rx,
         abort: req.abort.subscribe(),
     };
-    Box::pin(relay::serve(pool.clone(), cfg.clone(), request, writer))
+    Box::pin(relay::serve(
+        ctx.pool.clone(),
+        ctx.cfg.clone(),
+        request,
+        ctx.writer,
+    ))
 }
 
 fn busy_info(params: &[u8]) -> BusyInfo {
@@ -321,6 +343,7 @@ fn busy_info(params: &[u8]) -> BusyInfo {
         method: get(b"REQUEST_METHOD"),
         uri: get(b"REQUEST_URI"),
         script: get(b"SCRIPT_FILENAME"),
+        user: get(b"REMOTE_USER"),
         content_length: get(b"CONTENT_LENGTH").parse().unwrap_or(0),
         started: std::time::Instant::now(),
     }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+
+use crate::phase::PhaseRx;
 
 use super::conn;
 use crate::config::{ListenAddr, PoolConfig};
@@ -154,9 +156,9 @@ impl Throttle {
     }
 }
 
-/// Accepts until `stopping` turns true, then takes what is already in the
+/// Accepts until the phase says the listeners close, then takes what is already in the
 /// backlog, closes the listener and removes its socket file.
-pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut stopping: watch::Receiver<bool>) {
+pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut phase: PhaseRx) {
     let cfg = pool.config();
     let slots = Arc::new(Semaphore::new(cfg.listen_max_connections));
     let allowed = cfg.listen_allowed_clients.clone();
@@ -165,7 +167,7 @@ pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut stopping: watc
     loop {
         let accepted = tokio::select! {
             r = accept(&listener) => r,
-            _ = stopping.wait_for(|s| *s) => break,
+            _ = phase.wait_for(|p| p.closed()) => break,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -203,13 +205,13 @@ pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut stopping: watc
             );
             continue;
         };
-        spawn_conn(stream, peer, &pool, &stopping, Some(permit));
+        spawn_conn(stream, peer, &pool, &phase, Some(permit));
     }
     // Unix clients that come from now on find no socket file: refused,
     // not reset. Then what already waits in the backlog is served.
     listener.cleanup();
     for (stream, peer) in drain_backlog(&listener) {
-        spawn_conn(stream, peer, &pool, &stopping, None);
+        spawn_conn(stream, peer, &pool, &phase, None);
     }
 }
 
@@ -217,7 +219,7 @@ fn spawn_conn(
     stream: Accepted,
     peer: Option<IpAddr>,
     pool: &Arc<Pool>,
-    stopping: &watch::Receiver<bool>,
+    phase: &PhaseRx,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     pool.counters
@@ -225,18 +227,18 @@ fn spawn_conn(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let guard = pool.conn_opened();
     let pool = pool.clone();
-    let stopping = stopping.clone();
+    let phase = phase.clone();
     tokio::spawn(async move {
         let _guard = guard;
         let peer = peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into());
         match stream {
             Accepted::Tcp(s) => {
                 let (r, w) = s.into_split();
-                conn::serve(r, w, pool, &peer, stopping).await;
+                conn::serve(r, w, pool, &peer, phase).await;
             }
             Accepted::Unix(s) => {
                 let (r, w) = s.into_split();
-                conn::serve(r, w, pool, &peer, stopping).await;
+                conn::serve(r, w, pool, &peer, phase).await;
             }
         }
         drop(permit);

@@ -1,8 +1,10 @@
 //! The router: accepts clients on a pool's listener, reads their FastCGI
 //! records and relays each request to a leased worker.
 
+mod access_log;
 mod conn;
 pub mod listener;
+mod local;
 mod relay;
 
 pub use listener::{Listener, accept_loop};

@@ -5,20 +5,26 @@
 //! Requests keep their request id on the worker side: the master's
 //! connection to a worker carries one request at a time, so no id is ever
 //! rewritten and the response records go back to the client as they came.
+//!
+//! When the worker dies before answering, a GET or HEAD without a body is
+//! sent once more to another worker; anything else gets a 502. A request
+//! past `request_terminate_timeout` gets a 504 and its worker is replaced.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::timeout;
 
+use super::access_log;
 use crate::config::PoolConfig;
 use crate::fastcgi::frame::records;
-use crate::fastcgi::record::{self, BeginRequest, EndRequest};
-use crate::fastcgi::response;
-use crate::pool::{AcquireError, BusyInfo, Lease, Outcome, Pool};
+use crate::fastcgi::record::{self, BeginRequest, EndRequest, HEADER_LEN};
+use crate::fastcgi::{pairs, response};
+use crate::pool::{AcquireError, BusyInfo, Counters, Lease, Outcome, Pool, WorkerConn};
 
 /// A request whose params are complete, ready to be served.
 pub struct Request {
@@ -44,6 +50,17 @@ pub enum Ending {
     CloseConnection,
 }
 
+/// What one attempt on one worker came to.
+enum Attempt {
+    /// The worker answered; `client_ok` is false when the client could not
+    /// take the whole response.
+    Answered { client_ok: bool },
+    /// The worker went away before `FCGI_END_REQUEST`.
+    WorkerLost { sent_any: bool },
+    /// `request_terminate_timeout` passed.
+    TimedOut { sent_any: bool },
+}
+
 /// Serves `req` and returns its id and how it ended.
 pub async fn serve<W>(
     pool: Arc<Pool>,
@@ -55,26 +72,134 @@ where
     W: AsyncWrite + Unpin,
 {
     let id = req.id;
-    let lease = match acquire(&pool, &cfg, &mut req).await {
-        Ok(lease) => lease,
-        Err(Refusal::Aborted) => return (id, Ending::Complete),
-        Err(Refusal::Respond(status, reason)) => {
-            let mut out = BytesMut::new();
-            let retry = cfg.request_queue_timeout.as_secs().clamp(1, 60).to_string();
-            response::put_simple(&mut out, id, status, &[("Retry-After", &retry)], reason);
-            let ending = write_client(client, &out, cfg.request_read_timeout).await;
-            return (
-                id,
-                if ending {
+    let received = SystemTime::now();
+    let started = Instant::now();
+    let mut log = ResponseLog::default();
+    let retriable = is_retriable(&req.params);
+    let head = request_head(&mut req, retriable);
+    let mut ending = Ending::Complete;
+    for attempt in 0..2 {
+        let lease = match acquire(&pool, &cfg, &mut req).await {
+            Ok(lease) => lease,
+            Err(Refusal::Aborted) => break,
+            Err(Refusal::Respond(status, body)) => {
+                ending = respond(client, &cfg, id, status, body).await;
+                log.status = status;
+                break;
+            }
+        };
+        log.pid = lease.pid;
+        let stdin = if retriable {
+            None
+        } else {
+            Some(&mut req.stdin)
+        };
+        match forward(
+            &pool, lease, &cfg, id, &head, stdin, &req.abort, client, &mut log,
+        )
+        .await
+        {
+            Attempt::Answered { client_ok } => {
+                ending = if client_ok {
                     Ending::Complete
                 } else {
                     Ending::CloseConnection
-                },
-            );
+                };
+                break;
+            }
+            Attempt::WorkerLost { sent_any: false } if retriable && attempt == 0 => {
+                Counters::bump(&pool.counters.retried);
+                tracing::warn!(pool = %pool.name, pid = log.pid, "worker died before answering {} {}; trying another worker", req.info.method, req.info.uri);
+            }
+            Attempt::WorkerLost { sent_any } => {
+                Counters::bump(&pool.counters.worker_lost);
+                tracing::warn!(pool = %pool.name, pid = log.pid, "worker died while serving {} {}", req.info.method, req.info.uri);
+                ending = fail(
+                    client,
+                    &cfg,
+                    id,
+                    sent_any,
+                    502,
+                    "Bad Gateway: the worker ended before responding.\n",
+                    &mut log,
+                )
+                .await;
+                break;
+            }
+            Attempt::TimedOut { sent_any } => {
+                Counters::bump(&pool.counters.terminated);
+                tracing::warn!(pool = %pool.name, pid = log.pid, "{} {} ran past request_terminate_timeout ({:?}); stopping its worker", req.info.method, req.info.uri, cfg.request_terminate_timeout);
+                ending = fail(
+                    client,
+                    &cfg,
+                    id,
+                    sent_any,
+                    504,
+                    "Gateway Timeout: the request ran past request_terminate_timeout.\n",
+                    &mut log,
+                )
+                .await;
+                break;
+            }
         }
-    };
-    let ending = forward(&pool, lease, &cfg, req, client).await;
+    }
+    if let Some(access) = &pool.logs.access {
+        let entry = access_log::Entry {
+            pool: &pool.name,
+            params: &req.params,
+            response_head: &log.head,
+            status: log.status,
+            received,
+            duration: started.elapsed(),
+            worker_pid: log.pid,
+        };
+        access.write_line(&access_log::format(&cfg.access_format, &entry));
+    }
     (id, ending)
+}
+
+/// What the access log needs to know about the response.
+#[derive(Default)]
+struct ResponseLog {
+    pid: u32,
+    status: u16,
+    /// The first bytes of the response's stdout (its CGI headers).
+    head: Vec<u8>,
+}
+
+/// Only a request the worker cannot have acted on differently the second
+/// time may be sent twice: GET or HEAD, without a body.
+fn is_retriable(params: &[u8]) -> bool {
+    let method = pairs::find(params, b"REQUEST_METHOD").unwrap_or_default();
+    let length = pairs::find(params, b"CONTENT_LENGTH").unwrap_or_default();
+    (method == b"GET" || method == b"HEAD") && (length.is_empty() || length == b"0")
+}
+
+/// `FCGI_BEGIN_REQUEST` (asking the worker to keep our connection), the
+/// params, and whatever stdin already arrived — for a typical request, all
+/// of it, so the request leaves in one write. A retriable request has no
+/// body: its stdin is just the closing record, written here.
+fn request_head(req: &mut Request, retriable: bool) -> Bytes {
+    let id = req.id;
+    let mut head = BytesMut::with_capacity(req.params.len() + 64);
+    let begin = BeginRequest {
+        flags: req.begin.flags | record::KEEP_CONN,
+        ..req.begin
+    };
+    record::put_begin_request(&mut head, id, begin);
+    record::put_stream(&mut head, record::PARAMS, id, &req.params);
+    record::put_stream_end(&mut head, record::PARAMS, id);
+    if retriable {
+        record::put_stream_end(&mut head, record::STDIN, id);
+        return head.freeze();
+    }
+    while head.len() < 32 * 1024 {
+        match req.stdin.try_recv() {
+            Ok(raw) => head.extend_from_slice(&raw),
+            Err(_) => break,
+        }
+    }
+    head.freeze()
 }
 
 enum Refusal {
@@ -83,6 +208,7 @@ enum Refusal {
 }
 
 async fn acquire(pool: &Arc<Pool>, cfg: &PoolConfig, req: &mut Request) -> Result<Lease, Refusal> {
+    const NO_WORKERS: &str = "Service Unavailable: no worker of this pool can start.\n";
     let waiting = match pool.acquire(req.info.clone(), cfg.max_queue) {
         Ok(Ok(lease)) => return Ok(lease),
         Ok(Err(rx)) => rx,
@@ -93,28 +219,70 @@ async fn acquire(pool: &Arc<Pool>, cfg: &PoolConfig, req: &mut Request) -> Resul
             ));
         }
         Err(AcquireError::NoWorkers) => {
-            return Err(Refusal::Respond(
-                503,
-                "Service Unavailable: no worker of this pool can start.\n",
-            ));
+            Counters::bump(&pool.counters.unavailable);
+            return Err(Refusal::Respond(503, NO_WORKERS));
         }
     };
     let mut waiting = std::pin::pin!(waiting);
     tokio::select! {
-        got = &mut waiting => got.map_err(|_| Refusal::Respond(503, "Service Unavailable: no worker of this pool can start.\n")),
+        got = &mut waiting => got.map_err(|_| {
+            Counters::bump(&pool.counters.unavailable);
+            Refusal::Respond(503, NO_WORKERS)
+        }),
         _ = tokio::time::sleep(cfg.request_queue_timeout) => {
             // A worker may have been handed over just as the time ran out.
             waiting.close();
             match waiting.try_recv() {
                 Ok(lease) => Ok(lease),
                 Err(_) => {
-                    pool.counters.queue_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Counters::bump(&pool.counters.queue_timeouts);
                     Err(Refusal::Respond(503, "Service Unavailable: timed out waiting for a worker.\n"))
                 }
             }
         }
         _ = aborted(&mut req.abort) => Err(Refusal::Aborted),
     }
+}
+
+/// A response of herd's own, with `Retry-After` for the 503s.
+async fn respond<W: AsyncWrite + Unpin>(
+    client: &Mutex<W>,
+    cfg: &PoolConfig,
+    id: u16,
+    status: u16,
+    body: &str,
+) -> Ending {
+    let mut out = BytesMut::new();
+    let retry = cfg.request_queue_timeout.as_secs().clamp(1, 60).to_string();
+    let headers: &[(&str, &str)] = if status == 503 {
+        &[("Retry-After", &retry)]
+    } else {
+        &[]
+    };
+    response::put_simple(&mut out, id, status, headers, body);
+    if write_client(client, &out, cfg.request_read_timeout).await {
+        Ending::Complete
+    } else {
+        Ending::CloseConnection
+    }
+}
+
+/// The worker failed: an error response if the client has seen nothing
+/// yet, else the connection closes (nginx then knows the response is cut).
+async fn fail<W: AsyncWrite + Unpin>(
+    client: &Mutex<W>,
+    cfg: &PoolConfig,
+    id: u16,
+    sent_any: bool,
+    status: u16,
+    body: &str,
+    log: &mut ResponseLog,
+) -> Ending {
+    if sent_any {
+        return Ending::CloseConnection;
+    }
+    log.status = status;
+    respond(client, cfg, id, status, body).await
 }
 
 /// Writes to the client; false when it is gone or stalled past the timeout.
@@ -128,109 +296,126 @@ async fn write_client<W: AsyncWrite + Unpin>(
 }
 
 /// Sends the request to the leased worker and relays the response.
+#[allow(clippy::too_many_arguments)]
 async fn forward<W>(
     pool: &Pool,
     mut lease: Lease,
     cfg: &PoolConfig,
-    req: Request,
+    id: u16,
+    head: &[u8],
+    stdin: Option<&mut mpsc::Receiver<Bytes>>,
+    abort: &watch::Receiver<bool>,
     client: &Mutex<W>,
-) -> Ending
+    log: &mut ResponseLog,
+) -> Attempt
 where
     W: AsyncWrite + Unpin,
 {
-    let Request {
-        id,
-        begin,
-        params,
-        mut stdin,
-        abort,
-        ..
-    } = req;
-    let mut head = BytesMut::with_capacity(params.len() + 64);
-    let begin = BeginRequest {
-        flags: begin.flags | record::KEEP_CONN,
-        ..begin
-    };
-    record::put_begin_request(&mut head, id, begin);
-    record::put_stream(&mut head, record::PARAMS, id, &params);
-    record::put_stream_end(&mut head, record::PARAMS, id);
-    // Whatever stdin already arrived goes out in the same write: for a
-    // typical request, the whole of it.
-    while head.len() < 32 * 1024 {
-        match stdin.try_recv() {
-            Ok(raw) => head.extend_from_slice(&raw),
-            Err(_) => break,
-        }
-    }
-
-    let result = {
-        let conn = lease
-            .conn
-            .as_mut()
-            .expect("a fresh lease has its connection");
-        match send_head(conn, &head).await {
-            Err(_) => RelayEnd::WorkerLost { sent_any: false },
-            Ok(()) => {
-                let (stream, buf) = conn.parts();
-                let (mut from_worker, mut to_worker) =
-                    stream.expect("connected by send_head").split();
-                let pump = pump_stdin(&mut to_worker, stdin, abort, id);
-                let relay =
-                    relay_response(&mut from_worker, buf, id, client, cfg.request_read_timeout);
-                tokio::pin!(pump, relay);
-                let mut pumping = true;
-                loop {
-                    tokio::select! {
-                        // A failed write means the worker is gone; the relay sees
-                        // the same on its side and decides what the client gets.
-                        _ = &mut pump, if pumping => pumping = false,
-                        end = &mut relay => break end,
+    let leased_at = Instant::now();
+    let (worker, pid) = (lease.id, lease.pid);
+    let want_head = pool.logs.access.is_some();
+    let sent_any = AtomicBool::new(false);
+    let conn = lease
+        .conn
+        .as_mut()
+        .expect("a fresh lease has its connection");
+    let end = match send_head(conn, head).await {
+        Err(_) => RelayEnd::WorkerLost { sent_any: false },
+        Ok(()) => {
+            let (stream, buf) = conn.parts();
+            let (mut from_worker, mut to_worker) = stream.expect("connected by send_head").split();
+            let pump = pump_stdin(&mut to_worker, stdin, abort.clone(), id);
+            let relay = relay_response(
+                &mut from_worker,
+                buf,
+                id,
+                client,
+                cfg.request_read_timeout,
+                want_head.then_some(&mut log.head),
+                &sent_any,
+            );
+            tokio::pin!(pump, relay);
+            let terminate = deadline(leased_at, cfg.request_terminate_timeout);
+            let mut slow = deadline(leased_at, cfg.request_slowlog_timeout);
+            let mut pumping = true;
+            loop {
+                tokio::select! {
+                    // A failed write means the worker is gone; the relay sees
+                    // the same on its side and decides what the client gets.
+                    _ = &mut pump, if pumping => pumping = false,
+                    end = &mut relay => break end,
+                    _ = sleep_until(terminate) => break RelayEnd::TimedOut,
+                    _ = sleep_until(slow) => {
+                        slow = None;
+                        slowlog(pool, worker, pid, leased_at);
                     }
                 }
             }
         }
     };
-    match result {
+    match end {
         RelayEnd::Ended { client_ok, tail } => {
-            let outcome = if conn_clean(&lease) {
-                Outcome::Clean
-            } else {
-                Outcome::Broken
-            };
-            pool.release(lease, outcome);
-            if client_ok && write_client(client, &tail, cfg.request_read_timeout).await {
-                Ending::Complete
-            } else {
-                Ending::CloseConnection
-            }
+            let clean = lease.conn.as_ref().is_some_and(|c| c.buf_is_empty());
+            log.status = response::status_of(&log.head).unwrap_or(200);
+            pool.release(
+                lease,
+                if clean {
+                    Outcome::Clean
+                } else {
+                    Outcome::Broken
+                },
+            );
+            let client_ok =
+                client_ok && write_client(client, &tail, cfg.request_read_timeout).await;
+            Attempt::Answered { client_ok }
         }
         RelayEnd::WorkerLost { sent_any } => {
-            tracing::warn!(pool = %pool.name, pid = lease.pid, "worker connection lost mid-request");
             pool.release(lease, Outcome::Broken);
-            if sent_any {
-                return Ending::CloseConnection;
-            }
-            let mut out = BytesMut::new();
-            response::put_simple(
-                &mut out,
-                id,
-                502,
-                &[],
-                "Bad Gateway: the worker ended before responding.\n",
-            );
-            if write_client(client, &out, cfg.request_read_timeout).await {
-                Ending::Complete
-            } else {
-                Ending::CloseConnection
+            Attempt::WorkerLost { sent_any }
+        }
+        RelayEnd::TimedOut => {
+            pool.release(lease, Outcome::Terminated);
+            Attempt::TimedOut {
+                sent_any: sent_any.load(Ordering::Relaxed),
             }
         }
     }
 }
 
+fn deadline(from: Instant, after: Duration) -> Option<tokio::time::Instant> {
+    (!after.is_zero()).then(|| tokio::time::Instant::from_std(from + after))
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One line per slow request, as php-fpm's slowlog has one entry (herd
+/// cannot read the script's stack, so the line names the request instead).
+fn slowlog(pool: &Pool, worker: crate::pool::WorkerId, pid: u32, since: Instant) {
+    Counters::bump(&pool.counters.slow_requests);
+    let Some(file) = &pool.logs.slow else { return };
+    let info = pool.busy_info(worker);
+    let (method, uri, script) = info
+        .map(|i| (i.method, i.uri, i.script))
+        .unwrap_or_default();
+    let now = crate::status::clf_now();
+    file.write_line(&format!(
+        "[{now}] pool {} pid {} {method} {uri} script {script}: running for {:.3}s",
+        pool.name,
+        pid,
+        since.elapsed().as_secs_f64()
+    ));
+}
+
 /// Writes the request's first bytes. A kept connection the worker closed
 /// a moment ago fails here with nothing delivered, so it is safe to open a
 /// new one and write again, once.
-async fn send_head(conn: &mut crate::pool::WorkerConn, head: &[u8]) -> std::io::Result<()> {
+async fn send_head(conn: &mut WorkerConn, head: &[u8]) -> std::io::Result<()> {
     let (stream, fresh) = conn.connect().await?;
     match stream.write_all(head).await {
         Ok(()) => Ok(()),
@@ -243,33 +428,27 @@ async fn send_head(conn: &mut crate::pool::WorkerConn, head: &[u8]) -> std::io::
     }
 }
 
-fn conn_clean(lease: &Lease) -> bool {
-    lease.conn.as_ref().is_some_and(|c| c.buf.is_empty())
-}
-
 /// Forwards the client's stdin records to the worker until the stream
 /// ends; on abort, sends `FCGI_ABORT_REQUEST` instead and stops.
 async fn pump_stdin<W: AsyncWrite + Unpin>(
     to_worker: &mut W,
-    mut stdin: mpsc::Receiver<Bytes>,
+    mut stdin: Option<&mut mpsc::Receiver<Bytes>>,
     mut abort: watch::Receiver<bool>,
     id: u16,
 ) -> std::io::Result<()> {
-    loop {
+    while let Some(rx) = stdin.as_deref_mut() {
         tokio::select! {
-            chunk = stdin.recv() => match chunk {
+            chunk = rx.recv() => match chunk {
                 Some(raw) => to_worker.write_all(&raw).await?,
-                None => break,
+                None => stdin = None,
             },
-            _ = aborted(&mut abort) => {
-                let mut out = BytesMut::new();
-                record::put_record(&mut out, record::ABORT_REQUEST, id, &[]);
-                return to_worker.write_all(&out).await;
-            }
+            _ = aborted(&mut abort) => break,
         }
     }
-    // The request is fully sent; an abort now still has to reach the worker.
-    if abort.wait_for(|a| *a).await.is_ok_and(|r| *r) {
+    // The request is sent (or abandoned); an abort still has to reach the
+    // worker, which answers it and stays usable.
+    aborted(&mut abort).await;
+    if *abort.borrow() {
         let mut out = BytesMut::new();
         record::put_record(&mut out, record::ABORT_REQUEST, id, &[]);
         to_worker.write_all(&out).await?;
@@ -292,30 +471,39 @@ enum RelayEnd {
     WorkerLost {
         sent_any: bool,
     },
+    TimedOut,
 }
 
 /// Reads the worker's records and writes each run of complete records to
-/// the client in one write, until `FCGI_END_REQUEST` for `id`.
+/// the client in one write, until `FCGI_END_REQUEST` for `id`. When `head`
+/// is given, the start of the response's stdout is copied into it.
 async fn relay_response<R, W>(
     from_worker: &mut R,
     buf: &mut BytesMut,
     id: u16,
     client: &Mutex<W>,
     write_limit: Duration,
+    mut head: Option<&mut Vec<u8>>,
+    sent: &AtomicBool,
 ) -> RelayEnd
 where
     R: tokio::io::AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut client_ok = true;
-    let mut sent_any = false;
+    let lost = || RelayEnd::WorkerLost {
+        sent_any: sent.load(Ordering::Relaxed),
+    };
     loop {
         let (complete, ended) = match scan(buf, id) {
             Ok(x) => x,
-            Err(_) => return RelayEnd::WorkerLost { sent_any },
+            Err(_) => return lost(),
         };
         if complete > 0 {
             let chunk = buf.split_to(complete);
+            if let Some(h) = head.as_deref_mut() {
+                copy_head(&chunk, id, h);
+            }
             if ended {
                 // Written after the worker is released: it is idle as of now.
                 return RelayEnd::Ended {
@@ -324,13 +512,28 @@ where
                 };
             }
             if client_ok {
+                sent.store(true, Ordering::Relaxed);
                 client_ok = write_client(client, &chunk, write_limit).await;
-                sent_any = true;
             }
         }
         match from_worker.read_buf(buf).await {
-            Ok(0) | Err(_) => return RelayEnd::WorkerLost { sent_any },
+            Ok(0) | Err(_) => return lost(),
             Ok(_) => {}
+        }
+    }
+}
+
+/// Keeps the first 2 KiB of stdout content: enough for the CGI headers.
+fn copy_head(chunk: &[u8], id: u16, head: &mut Vec<u8>) {
+    const KEEP: usize = 2048;
+    for (at, h) in records(chunk).map_while(Result::ok) {
+        if head.len() >= KEEP {
+            return;
+        }
+        if h.record_type == record::STDOUT && h.request_id == id {
+            let content = &chunk[at + HEADER_LEN..at + HEADER_LEN + h.content_length as usize];
+            let room = KEEP - head.len();
+            head.extend_from_slice(&content[..content.len().min(room)]);
         }
     }
 }
@@ -342,8 +545,7 @@ fn scan(buf: &[u8], id: u16) -> Result<(usize, bool), crate::fastcgi::ProtocolEr
     for item in walk.by_ref() {
         let (at, h) = item?;
         if h.record_type == record::END_REQUEST && h.request_id == id {
-            let content =
-                &buf[at + record::HEADER_LEN..at + record::HEADER_LEN + h.content_length as usize];
+            let content = &buf[at + HEADER_LEN..at + HEADER_LEN + h.content_length as usize];
             EndRequest::parse(content)?;
             return Ok((at + h.record_len(), true));
         }
@@ -374,5 +576,22 @@ mod tests {
         assert_eq!(scan(&buf[..end - 3], 1).unwrap(), (end - 16, false));
         // Another request's end does not end ours.
         assert!(!scan(&buf[..end], 2).unwrap().1);
+        let mut head = Vec::new();
+        copy_head(&buf[..end], 1, &mut head);
+        assert_eq!(head, b"Status: 200\r\n\r\nhi");
+    }
+
+    #[test]
+    fn only_bodiless_gets_and_heads_are_retried() {
+        let params = |method: &str, len: &str| {
+            let mut p = BytesMut::new();
+            pairs::put_pair(&mut p, b"REQUEST_METHOD", method.as_bytes());
+            pairs::put_pair(&mut p, b"CONTENT_LENGTH", len.as_bytes());
+            p
+        };
+        assert!(is_retriable(&params("GET", "")));
+        assert!(is_retriable(&params("HEAD", "0")));
+        assert!(!is_retriable(&params("GET", "12")));
+        assert!(!is_retriable(&params("POST", "")));
     }
 }

@@ -111,6 +111,7 @@ impl Supervisor {
 
     /// Runs until every worker is gone after a stop command.
     pub async fn run(mut self) {
+        self.pool.set_generation(self.generation);
         loop {
             self.maintain();
             if self.stopping && self.procs.is_empty() {
@@ -212,6 +213,7 @@ impl Supervisor {
             let _ = events.send(Event::Exited { id, status });
         });
         let pid = handle.pid;
+        crate::pool::Counters::bump(&self.pool.counters.spawns);
         if let Some(r) = out_read {
             output::forward(r, self.pool.name.clone(), pid);
         }
@@ -267,9 +269,10 @@ impl Supervisor {
                 if p.stopping {
                     return;
                 }
-                tracing::warn!(pool = %self.pool.name, worker = id, pid = p.handle.pid, "worker failed its readiness gate: {reason}");
+                let pid = p.handle.pid;
                 self.stop_worker(id, Signal::SIGKILL);
-                self.failed("a worker failed its readiness gate");
+                let delay = self.failed("a worker failed its readiness gate");
+                tracing::warn!(pool = %self.pool.name, worker = id, pid, "worker failed its readiness gate: {reason}; respawning in {delay:?}");
             }
             Event::Exited { id, status } => self.on_exit(id, status),
         }
@@ -327,10 +330,14 @@ impl Supervisor {
                 if let Some(p) = self.procs.get(&id) {
                     tracing::info!(pool = %self.pool.name, worker = id, pid = p.handle.pid, "retiring worker: {reason}");
                 }
-                self.stop_worker(
-                    id,
-                    Signal::try_from(self.cfg.worker_stop_signal).unwrap_or(Signal::SIGTERM),
-                );
+                // A stuck worker gets SIGTERM, as php-fpm sends: its own
+                // graceful stop signal might be ignored mid-request.
+                let signal = if reason == "request_terminate_timeout" {
+                    Signal::SIGTERM
+                } else {
+                    self.stop_signal()
+                };
+                self.stop_worker(id, signal);
             }
         }
     }
@@ -338,7 +345,7 @@ impl Supervisor {
     fn on_command(&mut self, cmd: Command) {
         self.stopping = true;
         let ids: Vec<WorkerId> = self.procs.keys().copied().collect();
-        let signal = Signal::try_from(self.cfg.worker_stop_signal).unwrap_or(Signal::SIGTERM);
+        let signal = self.stop_signal();
         for id in ids {
             match cmd {
                 Command::StopFast => self.stop_worker(id, signal),
@@ -349,6 +356,10 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    fn stop_signal(&self) -> Signal {
+        Signal::try_from(self.cfg.worker_stop_signal).unwrap_or(Signal::SIGTERM)
     }
 
     /// Takes a worker out of routing and signals it; SIGKILL follows after

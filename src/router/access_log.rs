@@ -1,0 +1,176 @@
+//! `access.log` lines in php-fpm's `access.format` language: `%R - %u %t
+//! "%m %r" %s` and the other letters of php-fpm's `fpm_log.c`, with
+//! `%{...}` arguments where php-fpm takes them.
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+use crate::fastcgi::pairs;
+
+/// What one finished request tells the access log.
+pub struct Entry<'a> {
+    pub pool: &'a str,
+    pub params: &'a [u8],
+    /// The start of the response's CGI headers, when any came.
+    pub response_head: &'a [u8],
+    pub status: u16,
+    pub received: SystemTime,
+    pub duration: Duration,
+    pub worker_pid: u32,
+}
+
+/// Renders `format` for `e`. Unknown letters are written as they are.
+pub fn format(format: &str, e: &Entry<'_>) -> String {
+    let mut out = String::with_capacity(128);
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut arg = None;
+        if chars.peek() == Some(&'{') {
+            chars.next();
+            let a: String = chars.by_ref().take_while(|c| *c != '}').collect();
+            arg = Some(a);
+        }
+        let Some(letter) = chars.next() else {
+            out.push('%');
+            break;
+        };
+        letter_value(&mut out, letter, arg.as_deref(), e);
+    }
+    out
+}
+
+fn letter_value(out: &mut String, letter: char, arg: Option<&str>, e: &Entry<'_>) {
+    let param = |name: &[u8]| {
+        String::from_utf8_lossy(pairs::find(e.params, name).unwrap_or_default()).into_owned()
+    };
+    let or_dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+    let uri = param(b"REQUEST_URI");
+    let _ = match letter {
+        '%' => write!(out, "%"),
+        'C' => write!(out, "0.00"),
+        'd' => match arg {
+            Some("milliseconds") | Some("milli") | Some("mili") => {
+                write!(out, "{:.3}", e.duration.as_secs_f64() * 1e3)
+            }
+            Some("microseconds") | Some("micro") => write!(out, "{}", e.duration.as_micros()),
+            _ => write!(out, "{:.3}", e.duration.as_secs_f64()),
+        },
+        'e' => write!(out, "{}", or_dash(param(arg.unwrap_or("").as_bytes()))),
+        'f' => write!(out, "{}", or_dash(param(b"SCRIPT_FILENAME"))),
+        'l' => write!(
+            out,
+            "{}",
+            param(b"CONTENT_LENGTH").parse::<u64>().unwrap_or(0)
+        ),
+        'm' => write!(out, "{}", or_dash(param(b"REQUEST_METHOD"))),
+        'M' => write!(out, "0"),
+        'n' => write!(out, "{}", e.pool),
+        'o' => write!(
+            out,
+            "{}",
+            or_dash(header(e.response_head, arg.unwrap_or("")))
+        ),
+        'p' => write!(out, "{}", e.worker_pid),
+        'P' => write!(out, "{}", std::process::id()),
+        'q' => write!(out, "{}", param(b"QUERY_STRING")),
+        'Q' => write!(
+            out,
+            "{}",
+            if param(b"QUERY_STRING").is_empty() {
+                ""
+            } else {
+                "?"
+            }
+        ),
+        'r' => write!(out, "{}", uri.split('?').next().unwrap_or("")),
+        'R' => write!(out, "{}", or_dash(param(b"REMOTE_ADDR"))),
+        's' => write!(out, "{}", e.status),
+        't' => write!(out, "{}", strftime(e.received, arg.unwrap_or(CLF))),
+        'T' => write!(out, "{}", strftime(SystemTime::now(), arg.unwrap_or(CLF))),
+        'u' => write!(out, "{}", or_dash(param(b"REMOTE_USER"))),
+        other => write!(out, "%{other}"),
+    };
+}
+
+const CLF: &str = "%d/%b/%Y:%H:%M:%S %z";
+
+/// The value of response header `name` in a CGI header block.
+fn header(head: &[u8], name: &str) -> String {
+    let text = String::from_utf8_lossy(head);
+    text.lines()
+        .take_while(|l| !l.trim_end_matches('\r').is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Local time in strftime(3) `format`, as php-fpm prints it.
+fn strftime(t: SystemTime, format: &str) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as libc::time_t;
+    let Ok(cfmt) = std::ffi::CString::new(format) else {
+        return String::new();
+    };
+    let mut buf = [0u8; 256];
+    // SAFETY: localtime_r and strftime write only into the buffers given,
+    // whose sizes are passed; `cfmt` is NUL-terminated.
+    let n = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&secs, &mut tm);
+        libc::strftime(buf.as_mut_ptr().cast(), buf.len(), cfmt.as_ptr(), &tm)
+    };
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    fn params() -> BytesMut {
+        let mut p = BytesMut::new();
+        for (k, v) in [
+            ("REQUEST_METHOD", "GET"),
+            ("REQUEST_URI", "/index.php?a=1"),
+            ("QUERY_STRING", "a=1"),
+            ("REMOTE_ADDR", "10.0.0.7"),
+            ("SCRIPT_FILENAME", "/srv/index.php"),
+            ("HTTP_HOST", "example.org"),
+        ] {
+            pairs::put_pair(&mut p, k.as_bytes(), v.as_bytes());
+        }
+        p
+    }
+
+    #[test]
+    fn default_format_like_php_fpm() {
+        let p = params();
+        let e = Entry {
+            pool: "www",
+            params: &p,
+            response_head: b"Status: 404 Not Found\r\nX-Cache: hit\r\n\r\n",
+            status: 404,
+            received: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_millis(1500),
+            worker_pid: 42,
+        };
+        let line = format("%R - %u %t \"%m %r\" %s", &e);
+        assert!(line.starts_with("10.0.0.7 - - "), "{line}");
+        assert!(line.ends_with("\"GET /index.php\" 404"), "{line}");
+        assert_eq!(
+            format(
+                "%n %p %d %{milli}d %{HTTP_HOST}e %{X-Cache}o %f %Q%q %l %%",
+                &e
+            ),
+            "www 42 1.500 1500.000 example.org hit /srv/index.php ?a=1 0 %"
+        );
+        assert_eq!(format("%{%Y}t", &e).len(), 4);
+    }
+}

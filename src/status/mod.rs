@@ -1,0 +1,224 @@
+//! The status page and ping, answered by the master itself so they work
+//! while every worker is busy. Status speaks php-fpm's formats (text,
+//! `?json`, `?xml`, `?html`, `?openmetrics`, `&full`) with php-fpm's field
+//! names, so existing exporters and dashboards read it unchanged, and adds
+//! herd's own fields after them.
+
+mod render;
+mod time;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use crate::pool::{Pool, WorkerState};
+pub use render::render;
+
+/// Now, as php-fpm's logs print it: `23/Nov/2026:19:00:00 +0000`.
+pub fn clf_now() -> String {
+    time::clf(SystemTime::now())
+}
+
+/// A pool at one instant, in php-fpm's terms plus herd's.
+#[derive(Clone, Debug)]
+pub struct PoolStatus {
+    pub pool: String,
+    pub process_manager: &'static str,
+    pub start_time: SystemTime,
+    pub start_since: u64,
+    pub accepted_conn: u64,
+    pub listen_queue: u64,
+    pub max_listen_queue: u64,
+    pub listen_queue_len: u64,
+    pub idle_processes: u64,
+    pub active_processes: u64,
+    pub total_processes: u64,
+    pub max_active_processes: u64,
+    pub max_children_reached: u64,
+    pub slow_requests: u64,
+    // herd's own.
+    pub generation: u32,
+    pub max_children: u32,
+    pub warming_processes: u64,
+    pub spawns: u64,
+    pub failures: u64,
+    pub queue_full: u64,
+    pub queue_timeouts: u64,
+    pub unavailable: u64,
+    pub terminated: u64,
+    pub worker_lost: u64,
+    pub retried: u64,
+    /// `ok`, or why the pool cannot serve.
+    pub state: String,
+    pub processes: Vec<ProcessStatus>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProcessStatus {
+    pub pid: u32,
+    /// php-fpm's state name: Idle or Running (herd adds Warming).
+    pub state: &'static str,
+    pub start_time: SystemTime,
+    pub start_since: u64,
+    pub requests: u64,
+    /// Microseconds: of the current request, else of the last one.
+    pub request_duration: u64,
+    pub request_method: String,
+    pub request_uri: String,
+    pub content_length: u64,
+    pub user: String,
+    pub script: String,
+    pub last_request_cpu: f64,
+    pub last_request_memory: u64,
+    // herd's own.
+    pub generation: u32,
+    pub retiring: bool,
+    /// Resident memory now, in bytes (0 when unreadable).
+    pub rss: u64,
+}
+
+/// Takes a snapshot of `pool`.
+pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime) -> PoolStatus {
+    let cfg = pool.config();
+    let snap = pool.snapshot();
+    let c = &pool.counters;
+    let now = std::time::Instant::now();
+    let wall_now = SystemTime::now();
+    let mut idle = 0;
+    let mut active = 0;
+    let mut warming = 0;
+    let processes = snap
+        .workers
+        .iter()
+        .map(|(_, w)| {
+            match w.state {
+                WorkerState::Idle => idle += 1,
+                WorkerState::Busy(_) => active += 1,
+                WorkerState::Warming => warming += 1,
+            }
+            let age = now.duration_since(w.spawned_at);
+            let (duration, info) = match (&w.state, &w.last) {
+                (WorkerState::Busy(info), _) => (info.started.elapsed(), Some(info)),
+                (_, Some(last)) => (last.duration, Some(&last.info)),
+                _ => (Duration::ZERO, None),
+            };
+            let text =
+                |f: fn(&crate::pool::BusyInfo) -> &str| info.map(f).unwrap_or("-").to_string();
+            ProcessStatus {
+                pid: w.pid,
+                state: w.state.name(),
+                start_time: wall_now - age,
+                start_since: age.as_secs(),
+                requests: w.requests,
+                request_duration: duration.as_micros() as u64,
+                request_method: text(|i| &i.method),
+                request_uri: text(|i| &i.uri),
+                content_length: info.map_or(0, |i| i.content_length),
+                user: text(|i| if i.user.is_empty() { "-" } else { &i.user }),
+                script: text(|i| &i.script),
+                last_request_cpu: 0.0,
+                last_request_memory: 0,
+                generation: w.generation,
+                retiring: w.retiring,
+                rss: rss_of(w.pid),
+            }
+        })
+        .collect();
+    PoolStatus {
+        pool: pool.name.clone(),
+        process_manager: cfg.pm.as_str(),
+        start_time: master_start,
+        start_since: wall_now
+            .duration_since(master_start)
+            .unwrap_or_default()
+            .as_secs(),
+        accepted_conn: c.requests.load(Ordering::Relaxed),
+        listen_queue: snap.queue_len as u64,
+        max_listen_queue: c.max_queue_seen.load(Ordering::Relaxed),
+        listen_queue_len: cfg.max_queue as u64,
+        idle_processes: idle,
+        active_processes: active,
+        total_processes: idle + active + warming,
+        max_active_processes: c.max_active.load(Ordering::Relaxed),
+        max_children_reached: c.max_children_reached.load(Ordering::Relaxed),
+        slow_requests: c.slow_requests.load(Ordering::Relaxed),
+        generation: snap.generation,
+        max_children: cfg.max_children,
+        warming_processes: warming,
+        spawns: c.spawns.load(Ordering::Relaxed),
+        failures: c.worker_failures.load(Ordering::Relaxed),
+        queue_full: c.queue_full.load(Ordering::Relaxed),
+        queue_timeouts: c.queue_timeouts.load(Ordering::Relaxed),
+        unavailable: c.unavailable.load(Ordering::Relaxed),
+        terminated: c.terminated.load(Ordering::Relaxed),
+        worker_lost: c.worker_lost.load(Ordering::Relaxed),
+        retried: c.retried.load(Ordering::Relaxed),
+        state: snap.unavailable.unwrap_or_else(|| "ok".into()),
+        processes,
+    }
+}
+
+/// Resident set size from `/proc/<pid>/statm`, in bytes.
+pub fn rss_of(pid: u32) -> u64 {
+    let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * page_size()
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as u64 } else { 4096 }
+}
+
+/// Which rendering a status request asked for, php-fpm's way: the first of
+/// `html`, `xml`, `json`, `openmetrics` present in the query wins; `full`
+/// adds the processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Html,
+    Xml,
+    Json,
+    OpenMetrics,
+}
+
+pub fn parse_query(query: &str) -> (Format, bool) {
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|kv| kv.split('=').next() == Some(name))
+    };
+    let format = if has("html") {
+        Format::Html
+    } else if has("xml") {
+        Format::Xml
+    } else if has("json") {
+        Format::Json
+    } else if has("openmetrics") {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    };
+    (format, has("full"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_picks_the_format_like_php_fpm() {
+        assert_eq!(parse_query(""), (Format::Text, false));
+        assert_eq!(parse_query("json&full"), (Format::Json, true));
+        assert_eq!(parse_query("full&xml"), (Format::Xml, true));
+        assert_eq!(parse_query("json&html"), (Format::Html, false));
+        assert_eq!(parse_query("openmetrics"), (Format::OpenMetrics, false));
+    }
+}

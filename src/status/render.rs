@@ -1,0 +1,455 @@
+//! Renderings of a [`PoolStatus`]: php-fpm's text, JSON, XML, HTML and
+//! OpenMetrics layouts, with herd's fields after php-fpm's.
+
+use std::fmt::Write;
+
+use super::time::{clf, epoch};
+use super::{Format, PoolStatus, ProcessStatus};
+
+/// Returns the content type and the body.
+pub fn render(s: &PoolStatus, format: Format, full: bool) -> (&'static str, String) {
+    match format {
+        Format::Text => ("text/plain", text(s, full)),
+        Format::Json => ("application/json", json(s, full)),
+        Format::Xml => ("text/xml", xml(s, full)),
+        Format::Html => ("text/html", html(s, full)),
+        Format::OpenMetrics => (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            openmetrics(s),
+        ),
+    }
+}
+
+/// Pool fields as (php-fpm's name, text value, JSON value).
+fn pool_fields(s: &PoolStatus) -> Vec<(&'static str, String, serde_json::Value)> {
+    use serde_json::json;
+    let n = |v: u64| (v.to_string(), json!(v));
+    let mut f = vec![
+        ("pool", (s.pool.clone(), json!(s.pool))),
+        (
+            "process manager",
+            (s.process_manager.to_string(), json!(s.process_manager)),
+        ),
+        (
+            "start time",
+            (clf(s.start_time), json!(epoch(s.start_time))),
+        ),
+        ("start since", n(s.start_since)),
+        ("accepted conn", n(s.accepted_conn)),
+        ("listen queue", n(s.listen_queue)),
+        ("max listen queue", n(s.max_listen_queue)),
+        ("listen queue len", n(s.listen_queue_len)),
+        ("idle processes", n(s.idle_processes)),
+        ("active processes", n(s.active_processes)),
+        ("total processes", n(s.total_processes)),
+        ("max active processes", n(s.max_active_processes)),
+        ("max children reached", n(s.max_children_reached)),
+        ("slow requests", n(s.slow_requests)),
+        // herd's own.
+        ("generation", n(s.generation as u64)),
+        ("max children", n(s.max_children as u64)),
+        ("warming processes", n(s.warming_processes)),
+        ("spawns", n(s.spawns)),
+        ("failures", n(s.failures)),
+        ("queue full", n(s.queue_full)),
+        ("queue timeouts", n(s.queue_timeouts)),
+        ("unavailable", n(s.unavailable)),
+        ("terminated requests", n(s.terminated)),
+        ("worker lost requests", n(s.worker_lost)),
+        ("retried requests", n(s.retried)),
+        ("state", (s.state.clone(), json!(s.state))),
+    ];
+    f.iter_mut()
+        .map(|(k, (t, j))| (*k, std::mem::take(t), j.take()))
+        .collect()
+}
+
+fn process_fields(p: &ProcessStatus) -> Vec<(&'static str, String, serde_json::Value)> {
+    use serde_json::json;
+    let n = |v: u64| (v.to_string(), json!(v));
+    let s = |v: &str| (v.to_string(), json!(v));
+    let mut f = vec![
+        ("pid", n(p.pid as u64)),
+        ("state", s(p.state)),
+        (
+            "start time",
+            (clf(p.start_time), json!(epoch(p.start_time))),
+        ),
+        ("start since", n(p.start_since)),
+        ("requests", n(p.requests)),
+        ("request duration", n(p.request_duration)),
+        ("request method", s(&p.request_method)),
+        ("request URI", s(&p.request_uri)),
+        ("content length", n(p.content_length)),
+        ("user", s(&p.user)),
+        ("script", s(&p.script)),
+        (
+            "last request cpu",
+            (
+                format!("{:.2}", p.last_request_cpu),
+                json!(p.last_request_cpu),
+            ),
+        ),
+        ("last request memory", n(p.last_request_memory)),
+        // herd's own.
+        ("generation", n(p.generation as u64)),
+        (
+            "retiring",
+            (
+                if p.retiring { "yes" } else { "no" }.into(),
+                json!(p.retiring),
+            ),
+        ),
+        ("rss", n(p.rss)),
+    ];
+    f.iter_mut()
+        .map(|(k, (t, j))| (*k, std::mem::take(t), j.take()))
+        .collect()
+}
+
+fn text(s: &PoolStatus, full: bool) -> String {
+    let mut out = String::new();
+    for (k, v, _) in pool_fields(s) {
+        let _ = writeln!(out, "{:<22}{v}", format!("{k}:"));
+    }
+    if full {
+        for p in &s.processes {
+            out.push_str("\n************************\n");
+            for (k, v, _) in process_fields(p) {
+                let _ = writeln!(out, "{:<22}{v}", format!("{k}:"));
+            }
+        }
+    }
+    out
+}
+
+fn json(s: &PoolStatus, full: bool) -> String {
+    let mut obj = serde_json::Map::new();
+    for (k, _, v) in pool_fields(s) {
+        obj.insert(k.into(), v);
+    }
+    if full {
+        let procs = s
+            .processes
+            .iter()
+            .map(|p| {
+                // php-fpm writes this one key in lower case in JSON.
+                let fields = process_fields(p).into_iter().map(|(k, _, v)| {
+                    (
+                        if k == "request URI" {
+                            "request uri".into()
+                        } else {
+                            k.to_string()
+                        },
+                        v,
+                    )
+                });
+                serde_json::Value::Object(fields.collect())
+            })
+            .collect();
+        obj.insert("processes".into(), serde_json::Value::Array(procs));
+    }
+    serde_json::Value::Object(obj).to_string()
+}
+
+fn xml_escape(v: &str) -> String {
+    v.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn xml(s: &PoolStatus, full: bool) -> String {
+    let tag = |k: &str| k.replace(' ', "-").to_lowercase();
+    let mut out = String::from("<?xml version=\"1.0\" ?>\n<status>\n");
+    for (k, _, v) in pool_fields(s) {
+        let value = match v {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        let _ = writeln!(out, "<{t}>{}</{t}>", xml_escape(&value), t = tag(k));
+    }
+    if full {
+        out.push_str("<processes>\n");
+        for p in &s.processes {
+            out.push_str("<process>");
+            for (k, _, v) in process_fields(p) {
+                let value = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                let _ = write!(out, "<{t}>{}</{t}>", xml_escape(&value), t = tag(k));
+            }
+            out.push_str("</process>\n");
+        }
+        out.push_str("</processes>\n");
+    }
+    out.push_str("</status>\n");
+    out
+}
+
+fn html(s: &PoolStatus, full: bool) -> String {
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html><head><title>herd status</title></head><body>\n<table border=\"1\">\n",
+    );
+    for (k, v, _) in pool_fields(s) {
+        let _ = writeln!(out, "<tr><th>{k}</th><td>{}</td></tr>", xml_escape(&v));
+    }
+    out.push_str("</table>\n");
+    if full && !s.processes.is_empty() {
+        out.push_str("<table border=\"1\">\n<tr>");
+        for (k, _, _) in process_fields(&s.processes[0]) {
+            let _ = write!(out, "<th>{k}</th>");
+        }
+        out.push_str("</tr>\n");
+        for p in &s.processes {
+            out.push_str("<tr>");
+            for (_, v, _) in process_fields(p) {
+                let _ = write!(out, "<td>{}</td>", xml_escape(&v));
+            }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</table>\n");
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// php-fpm's metric names, unlabelled as php-fpm has them, then herd's,
+/// labelled by pool. php-fpm declares its counters as `counter` without the
+/// `_total` suffix OpenMetrics requires; herd keeps the names (so existing
+/// queries keep working) and declares them `unknown`, which is valid.
+fn openmetrics(s: &PoolStatus) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# TYPE {name} {kind}\n# HELP {name} {help}\n{name} {value}"
+        );
+    };
+    metric(
+        "phpfpm_up",
+        "gauge",
+        &format!(
+            "Could pool {} using a {} PM be reached?",
+            s.pool, s.process_manager
+        ),
+        1,
+    );
+    metric(
+        "phpfpm_start_since",
+        "unknown",
+        "The number of seconds since the master started.",
+        s.start_since,
+    );
+    metric(
+        "phpfpm_accepted_connections",
+        "unknown",
+        "The number of requests accepted by the pool.",
+        s.accepted_conn,
+    );
+    metric(
+        "phpfpm_listen_queue",
+        "gauge",
+        "The number of requests waiting for a free worker.",
+        s.listen_queue,
+    );
+    metric(
+        "phpfpm_max_listen_queue",
+        "unknown",
+        "The most requests that have waited for a free worker at once.",
+        s.max_listen_queue,
+    );
+    metric(
+        "phpfpm_listen_queue_length",
+        "gauge",
+        "The most requests that may wait for a free worker.",
+        s.listen_queue_len,
+    );
+    metric(
+        "phpfpm_idle_processes",
+        "gauge",
+        "The number of idle processes.",
+        s.idle_processes,
+    );
+    metric(
+        "phpfpm_active_processes",
+        "gauge",
+        "The number of active processes.",
+        s.active_processes,
+    );
+    metric(
+        "phpfpm_total_processes",
+        "gauge",
+        "The number of idle + active processes.",
+        s.total_processes,
+    );
+    metric(
+        "phpfpm_max_active_processes",
+        "unknown",
+        "The maximum number of active processes since the master started.",
+        s.max_active_processes,
+    );
+    metric(
+        "phpfpm_max_children_reached",
+        "unknown",
+        "The number of times the process limit has been reached.",
+        s.max_children_reached,
+    );
+    metric(
+        "phpfpm_slow_requests",
+        "unknown",
+        "The number of requests that exceeded request_slowlog_timeout.",
+        s.slow_requests,
+    );
+
+    let pool = s
+        .pool
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    let _ = writeln!(
+        out,
+        "# TYPE herd_pool_generation gauge\n# HELP herd_pool_generation The pool's newest generation.\nherd_pool_generation{{pool=\"{pool}\"}} {}",
+        s.generation
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE herd_workers gauge\n# HELP herd_workers Workers by state."
+    );
+    for (state, n) in [
+        ("idle", s.idle_processes),
+        ("busy", s.active_processes),
+        ("warming", s.warming_processes),
+    ] {
+        let _ = writeln!(out, "herd_workers{{pool=\"{pool}\",state=\"{state}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE herd_spawns counter\n# HELP herd_spawns Workers started.\nherd_spawns_total{{pool=\"{pool}\"}} {}",
+        s.spawns
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE herd_worker_failures counter\n# HELP herd_worker_failures Workers that failed to start or exited early.\nherd_worker_failures_total{{pool=\"{pool}\"}} {}",
+        s.failures
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE herd_requests_refused counter\n# HELP herd_requests_refused Requests herd answered with an error itself, by kind."
+    );
+    for (kind, n) in [
+        ("queue_full", s.queue_full),
+        ("queue_timeout", s.queue_timeouts),
+        ("unavailable", s.unavailable),
+        ("terminated", s.terminated),
+        ("worker_lost", s.worker_lost),
+    ] {
+        let _ = writeln!(
+            out,
+            "herd_requests_refused_total{{pool=\"{pool}\",kind=\"{kind}\"}} {n}"
+        );
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn sample() -> PoolStatus {
+        PoolStatus {
+            pool: "www".into(),
+            process_manager: "static",
+            start_time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            start_since: 5,
+            accepted_conn: 7,
+            listen_queue: 1,
+            max_listen_queue: 2,
+            listen_queue_len: 1024,
+            idle_processes: 1,
+            active_processes: 1,
+            total_processes: 2,
+            max_active_processes: 2,
+            max_children_reached: 0,
+            slow_requests: 0,
+            generation: 1,
+            max_children: 2,
+            warming_processes: 0,
+            spawns: 2,
+            failures: 0,
+            queue_full: 0,
+            queue_timeouts: 0,
+            unavailable: 0,
+            terminated: 0,
+            worker_lost: 0,
+            retried: 0,
+            state: "ok".into(),
+            processes: vec![ProcessStatus {
+                pid: 42,
+                state: "Running",
+                start_time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_001),
+                start_since: 4,
+                requests: 3,
+                request_duration: 1500,
+                request_method: "GET".into(),
+                request_uri: "/a?b=<c>".into(),
+                content_length: 0,
+                user: "-".into(),
+                script: "/srv/a.php".into(),
+                last_request_cpu: 0.0,
+                last_request_memory: 0,
+                generation: 1,
+                retiring: false,
+                rss: 1024,
+            }],
+        }
+    }
+
+    #[test]
+    fn text_uses_php_fpm_field_names() {
+        let t = text(&sample(), true);
+        assert!(
+            t.starts_with("pool:                 www\nprocess manager:      static\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("start time:           14/Nov/2023:22:13:20 +0000\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("\n************************\npid:                  42\n"),
+            "{t}"
+        );
+        assert!(t.contains("request URI:          /a?b=<c>\n"));
+    }
+
+    #[test]
+    fn json_has_php_fpm_keys() {
+        let v: serde_json::Value = serde_json::from_str(&json(&sample(), true)).unwrap();
+        assert_eq!(v["accepted conn"], 7);
+        assert_eq!(v["start time"], 1_700_000_000);
+        assert_eq!(v["processes"][0]["request uri"], "/a?b=<c>");
+        assert_eq!(v["processes"][0]["generation"], 1);
+    }
+
+    #[test]
+    fn xml_escapes_values() {
+        let x = xml(&sample(), true);
+        assert!(x.contains("<accepted-conn>7</accepted-conn>"));
+        assert!(
+            x.contains("<request-uri>/a?b=&lt;c&gt;</request-uri>"),
+            "{x}"
+        );
+    }
+
+    #[test]
+    fn openmetrics_ends_with_eof() {
+        let m = openmetrics(&sample());
+        assert!(m.ends_with("# EOF\n"));
+        assert!(m.contains("phpfpm_accepted_connections 7\n"));
+        assert!(m.contains("herd_workers{pool=\"www\",state=\"busy\"} 1\n"));
+    }
+}
