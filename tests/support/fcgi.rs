@@ -2,29 +2,71 @@
 //! also send what no well-behaved client would.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use herd::fastcgi::record::{self, BeginRequest, EndRequest};
 use herd::fastcgi::{self, Frame, pairs, response};
 
-pub trait Stream: Read + Write + Send {}
-impl<T: Read + Write + Send> Stream for T {}
+/// A TCP or unix stream; the socket options tests need on either.
+pub trait Stream: Read + Write + Send {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()>;
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, d)
+    }
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        TcpStream::set_nonblocking(self, on)
+    }
+}
+
+impl Stream for UnixStream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        UnixStream::set_read_timeout(self, d)
+    }
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        UnixStream::set_nonblocking(self, on)
+    }
+}
 
 /// Connects to a unix path (anything with a `/`) or host:port.
 pub fn connect(addr: &str) -> Box<dyn Stream> {
+    try_connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+}
+
+/// Like [`connect`], but a refused connection is the caller's to judge.
+pub fn try_connect(addr: &str) -> std::io::Result<Box<dyn Stream>> {
     if addr.contains('/') {
-        let s = UnixStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Box::new(s)
+        let s = UnixStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Box::new(s))
     } else {
-        let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.set_nodelay(true).unwrap();
-        Box::new(s)
+        let s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.set_nodelay(true)?;
+        Ok(Box::new(s))
     }
+}
+
+/// Connects to `addr` (host:port) from the local address `source`, e.g.
+/// 127.0.0.2: every 127/8 address is local on Linux.
+pub fn connect_from(source: IpAddr, addr: &str) -> Box<dyn Stream> {
+    use socket2::{Domain, Socket, Type};
+    let to: SocketAddr = addr.parse().expect("host:port");
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    s.connect(&to.into())
+        .unwrap_or_else(|e| panic!("connect {addr} from {source}: {e}"));
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_nodelay(true).unwrap();
+    Box::new(s)
 }
 
 /// The records of one complete request.
@@ -119,10 +161,19 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(addr: &str) -> Conn {
+        Conn::from_stream(connect(addr))
+    }
+
+    pub fn from_stream(stream: Box<dyn Stream>) -> Conn {
         Conn {
-            stream: connect(addr),
+            stream,
             buf: BytesMut::new(),
         }
+    }
+
+    /// How long a read may block before it fails (30 s by default).
+    pub fn set_read_timeout(&mut self, d: Duration) {
+        self.stream.set_read_timeout(Some(d)).unwrap();
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -177,6 +228,55 @@ impl Conn {
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 64];
         matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+
+    /// Reads until the peer closes the connection (EOF or reset) and
+    /// returns every byte that came before; panics naming `what` if it is
+    /// still open after `within`.
+    pub fn wait_closed(&mut self, what: &str, within: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + within;
+        let mut got = std::mem::take(&mut self.buf).to_vec();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("{what}: the connection is still open after {within:?}");
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 16384];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return got,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("{what}: the connection is still open after {within:?}")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return got, // reset: closed
+            }
+        }
+    }
+
+    /// Without blocking: true if the peer has closed the connection (EOF or
+    /// reset), false while it is open. Bytes that arrived are kept for
+    /// [`Conn::next_frame`].
+    pub fn closed_now(&mut self) -> bool {
+        self.stream.set_nonblocking(true).unwrap();
+        let mut chunk = [0u8; 16384];
+        let closed = loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break true,
+            }
+        };
+        self.stream.set_nonblocking(false).unwrap();
+        closed
     }
 }
 

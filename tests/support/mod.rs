@@ -55,6 +55,14 @@ impl Dir {
         self.tmp.path().join(name)
     }
 
+    /// A subdirectory anyone may write to (workers run as `nobody`).
+    pub fn shared(&self, name: &str) -> PathBuf {
+        let p = self.join(name);
+        fs::create_dir_all(&p).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
+        p
+    }
+
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.join(name);
         fs::write(&p, text).unwrap();
@@ -79,6 +87,18 @@ pub fn is_root() -> bool {
 /// `user = nobody` when the tests run as root (herd refuses root workers).
 pub fn user_line() -> &'static str {
     if is_root() { "user = nobody\n" } else { "" }
+}
+
+/// A config with one pool `app` of `workers` static `herd example-app`
+/// workers listening on `listen`, logging to the test's `herd.log`;
+/// `extra` is appended to the pool's section.
+pub fn example_pool(listen: &str, workers: u32, extra: &str) -> String {
+    format!(
+        "[global]\nerror_log = {{dir}}/herd.log\n\
+         [app]\nlisten = {listen}\npm = static\npm.max_children = {workers}\n\
+         command = {{herd}}\nargs = example-app\n{user}{extra}",
+        user = user_line()
+    )
 }
 
 /// A running `herd run` master.
@@ -135,6 +155,32 @@ impl Herd {
             .filter(|l| l.contains(needle))
             .map(String::from)
             .collect()
+    }
+
+    /// Waits until at least `n` log lines contain `needle`; returns them.
+    pub fn wait_log(&self, needle: &str, n: usize, within: Duration) -> Vec<String> {
+        wait_for(
+            &format!("{n} log line(s) with {needle:?}\n{}", self.log_text()),
+            within,
+            || {
+                let lines = self.log_lines(needle);
+                (lines.len() >= n).then_some(lines)
+            },
+        )
+    }
+
+    /// The WARN and ERROR lines of the log.
+    pub fn warnings(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Whether the master process is still there (not exited, not a zombie).
+    pub fn running(&self) -> bool {
+        self.child.as_ref().is_some_and(|c| alive(c.id()))
     }
 
     /// Waits until `n` workers have passed the readiness gate in total;
@@ -204,13 +250,22 @@ impl Herd {
 
 impl Drop for Herd {
     fn drop(&mut self) {
+        let workers = self.worker_pids();
         if let Some(mut child) = self.child.take() {
-            let workers = self.worker_pids();
             let _ = child.kill();
             let _ = child.wait();
-            for pid in workers {
+            for &pid in &workers {
                 // Workers die with the master (PR_SET_PDEATHSIG); make sure.
                 if alive(pid) {
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+            }
+        } else {
+            // The test already saw the master exit (it may have killed it):
+            // a worker that outlived it is an orphan now; stop it too, once
+            // sure the pid was not reused by someone else's process.
+            for &pid in &workers {
+                if alive(pid) && orphaned_worker(pid) {
                     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 }
             }
@@ -219,6 +274,31 @@ impl Drop for Herd {
             eprintln!("--- herd log ---\n{}", self.log_text());
         }
     }
+}
+
+/// A herd worker (it has `HERD_WORKER` in its environment) whose master
+/// is gone (its parent is no longer a `herd`).
+fn orphaned_worker(pid: u32) -> bool {
+    let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    if !env
+        .split(|&b| b == 0)
+        .any(|kv| kv.starts_with(b"HERD_WORKER="))
+    {
+        return false;
+    }
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let ppid: u32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let parent = fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+    parent.trim() != "herd"
 }
 
 /// `key=123` in a log line.
@@ -244,6 +324,72 @@ pub fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// CPU time a process has used, user plus system, in clock ticks
+/// (fields 14 and 15 of /proc/<pid>/stat).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    // Fields after the command name (which may contain spaces) start at 3.
+    let rest: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let utime: u64 = rest[14 - 3].parse().unwrap();
+    let stime: u64 = rest[15 - 3].parse().unwrap();
+    utime + stime
+}
+
+/// Whether `pid` is blocked in nanosleep/clock_nanosleep right now (from
+/// /proc/<pid>/syscall); `None` where that cannot be told (other
+/// architectures, no permission).
+pub fn in_sleep_syscall(pid: u32) -> Option<bool> {
+    let sleeps: &[u64] = if cfg!(target_arch = "x86_64") {
+        &[35, 230]
+    } else if cfg!(target_arch = "aarch64") {
+        &[101, 115]
+    } else {
+        return None;
+    };
+    let text = fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    let nr: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(sleeps.contains(&nr))
+}
+
+/// The TCP states (as /proc/net/tcp numbers them: 1 established, 8
+/// close-wait, ...) of every socket whose local port is `port`, listener
+/// included (10). A connection the peer closed but the local process has
+/// not is in close-wait (8).
+pub fn tcp_states(port: u16) -> Vec<u8> {
+    let mut states = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port)
+                && let Ok(st) = u8::from_str_radix(state, 16)
+            {
+                states.push(st);
+            }
+        }
+    }
+    states
+}
+
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_CLOSE_WAIT: u8 = 8;
+pub const TCP_LISTEN: u8 = 10;
 
 /// Runs `herd <args>` to completion; returns (exit code, stdout, stderr).
 pub fn herd_cmd(args: &[&str]) -> (i32, String, String) {

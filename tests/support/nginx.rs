@@ -79,11 +79,17 @@ impl Nginx {
 
     /// One HTTP/1.0 GET (so the body is never chunked); returns (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
+        self.get_within(path, Duration::from_secs(30))
+    }
+
+    /// [`Nginx::get`] that panics if the response takes longer than `within`.
+    pub fn get_within(&self, path: &str, within: Duration) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_read_timeout(Some(within)).unwrap();
         write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
         let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
+        s.read_to_string(&mut text)
+            .unwrap_or_else(|e| panic!("GET {path} through nginx: {e} (within {within:?})"));
         let status = text
             .split(' ')
             .nth(1)
@@ -101,5 +107,9 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.error_log).unwrap_or_default();
+            eprintln!("--- nginx error log ---\n{log}");
+        }
     }
 }
