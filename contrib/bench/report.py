@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Turn the wrk outputs of one contrib/bench/run.sh run into a markdown table.
+
+Input is a tab-separated file written by run.sh, one line per measured row:
+
+    server <TAB> keep-alive <TAB> wrk output file <TAB> master CPU ticks <TAB> master RSS kB
+
+The last two columns are "-" when they were not measured (only herd's master
+is measured: php-fpm's master and spawn-fcgi are not in the request path).
+
+Standard library only, so the harness needs nothing beyond python3.
+"""
+
+import argparse
+import re
+import sys
+
+# wrk prints durations as e.g. "812.00us", "1.23ms", "2.00s", "1.50m".
+_UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+_DURATION = r"([0-9.]+)(us|ms|s|m|h)"
+
+
+class WrkResult:
+    def __init__(self, text):
+        self.text = text
+        self.requests = self._int(r"^\s*(\d+) requests in ")
+        self.rps = self._float(r"^Requests/sec:\s*([0-9.]+)")
+        self.p50 = self._duration(r"^\s*50(?:\.0+)?%\s+" + _DURATION)
+        self.p99 = self._duration(r"^\s*99(?:\.0+)?%\s+" + _DURATION)
+        self.max = self._duration(r"^\s*Latency\s+\S+\s+\S+\s+" + _DURATION)
+        # wrk only prints these lines when the counts are not zero.
+        socket = re.search(
+            r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+            text,
+        )
+        self.socket_errors = sum(int(g) for g in socket.groups()) if socket else 0
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        self.bad_status = int(non2xx.group(1)) if non2xx else 0
+
+    @property
+    def ok(self):
+        return self.requests is not None and self.rps is not None
+
+    @property
+    def errors(self):
+        return self.socket_errors + self.bad_status
+
+    def _match(self, pattern):
+        return re.search(pattern, self.text, re.MULTILINE)
+
+    def _int(self, pattern):
+        m = self._match(pattern)
+        return int(m.group(1)) if m else None
+
+    def _float(self, pattern):
+        m = self._match(pattern)
+        return float(m.group(1)) if m else None
+
+    def _duration(self, pattern):
+        m = self._match(pattern)
+        return float(m.group(1)) * _UNIT_US[m.group(2)] if m else None
+
+
+def fmt_duration(us):
+    if us is None:
+        return "?"
+    if us < 1e3:
+        return f"{us:.0f} µs"
+    if us < 1e6:
+        return f"{us / 1e3:.2f} ms"
+    return f"{us / 1e6:.2f} s"
+
+
+def fmt_errors(r):
+    if r.errors == 0:
+        return "0"
+    parts = []
+    if r.bad_status:
+        parts.append(f"{r.bad_status} status")
+    if r.socket_errors:
+        parts.append(f"{r.socket_errors} socket")
+    return f"{r.errors} ({', '.join(parts)})"
+
+
+def read_rows(path):
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            server, mode, wrk_file, ticks, rss = line.split("\t")
+            with open(wrk_file, encoding="utf-8", errors="replace") as w:
+                result = WrkResult(w.read())
+            rows.append(
+                {
+                    "server": server,
+                    "mode": mode,
+                    "wrk": result,
+                    "wrk_file": wrk_file,
+                    "ticks": None if ticks == "-" else int(ticks),
+                    "rss_kb": None if rss == "-" else int(rss),
+                }
+            )
+    return rows
+
+
+def table(rows, baseline, clk_tck):
+    base_rps = {
+        r["mode"]: r["wrk"].rps for r in rows if r["server"] == baseline and r["wrk"].ok
+    }
+    out = [
+        f"| server | keep-alive | req/s | ×{baseline} | p50 | p99 | max | errors "
+        "| master CPU/req | master RSS |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        w = r["wrk"]
+        if not w.ok:
+            out.append(
+                f"| {r['server']} | {r['mode']} | (wrk output unreadable: "
+                f"{r['wrk_file']}) | | | | | | | |"
+            )
+            continue
+        base = base_rps.get(r["mode"])
+        ratio = f"{w.rps / base:.2f}" if base else "—"
+        if r["ticks"] is not None and w.requests:
+            cpu = f"{r['ticks'] / clk_tck / w.requests * 1e6:.1f} µs"
+        else:
+            cpu = "—"
+        rss = f"{r['rss_kb'] / 1024:.1f} MiB" if r["rss_kb"] is not None else "—"
+        out.append(
+            f"| {r['server']} | {r['mode']} | {w.rps:,.0f} | {ratio} "
+            f"| {fmt_duration(w.p50)} | {fmt_duration(w.p99)} | {fmt_duration(w.max)} "
+            f"| {fmt_errors(w)} | {cpu} | {rss} |"
+        )
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rows", help="the TSV file written by run.sh")
+    ap.add_argument("--header", action="append", default=[], help="a line printed above the table")
+    ap.add_argument("--clk-tck", type=int, required=True, help="clock ticks per second (getconf CLK_TCK)")
+    ap.add_argument("--baseline", default="php-fpm", help="server the ratio column divides by")
+    args = ap.parse_args()
+
+    rows = read_rows(args.rows)
+    for line in args.header:
+        print(line)
+    if args.header:
+        print()
+    print(table(rows, args.baseline, args.clk_tck))
+    print()
+    print(
+        "keep-alive: nginx → FastCGI server connections (`keepalive` + `fastcgi_keep_conn on`); "
+        "wrk → nginx is keep-alive in every row. "
+        f"×{args.baseline}: req/s divided by {args.baseline}'s req/s in the same keep-alive mode. "
+        "errors: wrk's status ≥ 400 count plus socket errors (connect/read/write/timeout). "
+        "master CPU/req: (utime+stime) of herd's master over the measured run ÷ requests; "
+        "master RSS: its VmRSS after the run."
+    )
+    return 0 if all(r["wrk"].ok for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
