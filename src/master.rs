@@ -29,11 +29,22 @@ struct PoolHandle {
 /// Runs the master until it is stopped. Errors before the first worker
 /// starts (a listener that cannot open, an unknown user) end it at once.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("herd")
-        .build()
-        .context("failed to start the runtime")?;
+    // One thread by default: the master's work per request is small, and on
+    // the few cores a web host has, a second thread mostly adds wakeups
+    // between threads; `master.threads` raises it for large hosts.
+    let threads = config.global.master_threads;
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads as usize)
+            .enable_all()
+            .thread_name("herd")
+            .build()
+    }
+    .context("failed to start the runtime")?;
     runtime.block_on(serve(config))
 }
 

@@ -366,6 +366,7 @@ fn build_global(f: &Fields, cx: &mut Context) -> Global {
         socket_dir: f.get(cx, "worker.socket_dir", &path).flatten(),
         control_listen: f.get(cx, "control.listen", &path).flatten(),
         process_max: f.or(cx, "process.max", 0, value::whole),
+        master_threads: f.or(cx, "master.threads", 1, value::whole),
         shutdown_depool_delay: f.or(cx, "shutdown.depool_delay", Duration::ZERO, dur),
     }
 }

@@ -72,6 +72,7 @@ pub const ALL: &[Directive] = &[
     global("emergency_restart_threshold", "0", "php-fpm: this many workers dying of SIGSEGV or SIGBUS within `emergency_restart_interval` restarts every pool; 0 = off."),
     global("emergency_restart_interval", "0", "php-fpm: the window for `emergency_restart_threshold`; 0 = off."),
     global("process.max", "0", "php-fpm: cap on workers across all pools; 0 = no cap."),
+    global("master.threads", "1", "herd: threads running the master's event loop. One keeps the master's share of a small host low; raise it when one core cannot route all requests."),
     global("worker.socket_dir", "a private directory under $XDG_RUNTIME_DIR or /tmp; /run/herd as root", "herd: directory for the sockets between herd and its workers."),
     global("control.listen", "`herd.sock` beside the pid file when `pid` is set, else in the socket directory", "herd: unix socket for herd's control commands."),
     global("shutdown.depool_delay", "0", "herd: on stop, keep accepting this long after the signal so load balancers can take the host out first."),

@@ -97,6 +97,8 @@ pub struct Global {
     pub control_listen: Option<PathBuf>,
     /// `process.max`: cap on workers across all pools; 0 = none.
     pub process_max: u32,
+    /// `master.threads`: threads of the master's event loop.
+    pub master_threads: u32,
     pub shutdown_depool_delay: Duration,
 }
 

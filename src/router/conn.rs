@@ -103,6 +103,9 @@ where
             r = rd.read_buf(&mut buf), if !eof && st.stalled.is_none() => match r {
                 Ok(0) | Err(_) => {
                     // The client went away: what is in flight is aborted.
+                    if !buf.is_empty() {
+                        tracing::warn!(pool = %pool.name, %peer, "dropping connection: closed by the client in the middle of a record");
+                    }
                     st.abort_all();
                     eof = true;
                 }
