@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod example_app;
 pub mod fastcgi;
 pub mod logging;

@@ -61,12 +61,64 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Control a running master through its control socket.
+    Ctl {
+        /// The control socket; by default found from --config.
+        #[arg(long, value_name = "PATH", global = true)]
+        socket: Option<PathBuf>,
+        /// The master's config file, to find its control socket.
+        #[arg(long, short = 'c', value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+        /// Print the master's JSON answers instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
     /// A small FastCGI application (serves on fd 0, as the spec says).
     ExampleApp {
         /// Listen on host:port instead of the socket on fd 0.
         #[arg(long)]
         listen: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Pools, generations and workers, at a glance.
+    Status,
+    /// Re-read the config and roll out a new generation where it changed.
+    Reload {
+        /// Only this pool, which always gets a new generation.
+        #[arg(long)]
+        pool: Option<String>,
+        /// Roll out even pools whose config did not change.
+        #[arg(long)]
+        force: bool,
+        /// Show progress; exit 0 when the rollout is done, 1 with the
+        /// reason when it was refused.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// EMERGENCY: replace every worker now. Requests in flight on the old
+    /// workers are ABORTED with an error; new requests wait in the queue.
+    Restart {
+        /// Required: say that aborting requests is what you want.
+        #[arg(long, required = true)]
+        hard: bool,
+        #[arg(long)]
+        pool: Option<String>,
+        /// Stop old workers N at a time instead of all at once.
+        #[arg(long, value_name = "N")]
+        batch: Option<usize>,
+    },
+    /// Stop the master: gracefully, or with --fast at once.
+    Stop {
+        #[arg(long)]
+        fast: bool,
+    },
+    /// Set a pool's number of workers (its pm.max_children).
+    Scale { pool: String, workers: usize },
 }
 
 fn main() -> ExitCode {
@@ -96,7 +148,11 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             if config.is_none() {
                 announce(&cfg);
             }
-            herd::master::run(cfg)?;
+            let opts = herd::master::RunOptions {
+                config_path: config,
+                load: opts,
+            };
+            herd::master::run(cfg, opts)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { config, allow_root } => {
@@ -117,11 +173,41 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             fail,
             timeout,
         } => call(addr, uri, method, body, params, root, fail, timeout),
+        Cmd::Ctl {
+            socket,
+            config,
+            json,
+            action,
+        } => ctl(socket, config, json, action),
         Cmd::ExampleApp { listen } => {
             herd::example_app::run(listen.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn ctl(
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+    json: bool,
+    action: CtlAction,
+) -> anyhow::Result<ExitCode> {
+    use herd::control::protocol::Request;
+    let socket = match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => {
+            herd::control::socket_path(&load(&c, &LoadOptions { allow_root: true })?)
+        }
+        (None, None) => herd::control::socket_path(&embedded_default(&LoadOptions::default())?),
+    };
+    let request = match action {
+        CtlAction::Status => Request::Status,
+        CtlAction::Reload { pool, force, wait } => Request::Reload { pool, force, wait },
+        CtlAction::Restart { pool, batch, .. } => Request::Restart { pool, batch },
+        CtlAction::Stop { fast } => Request::Stop { fast },
+        CtlAction::Scale { pool, workers } => Request::Scale { pool, workers },
+    };
+    herd::control::client::run(&socket, &request, json, &mut std::io::stdout())
 }
 
 fn load(path: &Path, opts: &LoadOptions) -> anyhow::Result<Config> {

@@ -23,7 +23,6 @@ pub struct LoadOptions {
 /// Reads `path` and every file it includes.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     let doc = ini::read_file(path).map_err(ConfigErrors)?;
-    refuse_unsupported(&doc)?;
     build(doc, path, opts)
 }
 
@@ -31,40 +30,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
 /// and relative includes and paths are read against its directory.
 pub fn parse_str(text: &str, origin: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     let doc = ini::read_str(text, origin).map_err(ConfigErrors)?;
-    refuse_unsupported(&doc)?;
     build(doc, origin, opts)
-}
-
-/// Directives this version reads but cannot honour yet are refused, never
-/// accepted and ignored (see [`directives::NOT_YET`]).
-fn refuse_unsupported(doc: &Document) -> Result<(), ConfigErrors> {
-    let mut errors = Vec::new();
-    for entry in doc.sections.iter().flat_map(|s| &s.entries) {
-        let unsupported = if !directives::supported(&entry.key) {
-            Some(format!(
-                "'{}' is not supported by this version of herd yet",
-                entry.key
-            ))
-        } else if entry.key == "pm" && !entry.value.eq_ignore_ascii_case("static") {
-            Some(format!(
-                "pm = {} is not supported by this version of herd yet; use static",
-                entry.value
-            ))
-        } else {
-            None
-        };
-        if let Some(message) = unsupported {
-            errors.push(ConfigError {
-                location: Some(entry.location.clone()),
-                message,
-            });
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigErrors(errors))
-    }
 }
 
 /// What every builder shares: where errors go and what paths are relative to.

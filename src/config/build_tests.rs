@@ -14,8 +14,7 @@ const ORIGIN: &str = "/etc/herd/herd.conf";
 /// Tests run as root here: pools name an unprivileged user.
 const POOL: &str = "[www]\nlisten = 127.0.0.1:9000\npm = static\npm.max_children = 4\ncommand = herd\nuser = nobody\n";
 
-/// Stage two alone: these tests cover directives that `parse_str` still
-/// refuses as not supported yet.
+/// Stage one and two, as `parse_str` runs them.
 fn build_str(text: &str) -> Result<Config, ConfigErrors> {
     let doc = ini::read_str(text, Path::new(ORIGIN)).map_err(ConfigErrors)?;
     build(doc, Path::new(ORIGIN), &LoadOptions::default())
@@ -466,20 +465,4 @@ fn command_resolution() {
 fn every_error_is_collected() {
     let text = "[www]\nlisten = 9000\npm = sometimes\npm.max_children = -1\ncommand = herd\nuser = nobody\nbogus = 1\n[api]\nuser = nobody\n";
     assert_eq!(errors(text).len(), 7);
-}
-
-#[test]
-fn directives_not_implemented_yet_are_refused_not_ignored() {
-    let text = format!("{POOL}worker.max_memory = 1G\n").replace("pm = static", "pm = dynamic");
-    let errors = parse_str(&text, Path::new(ORIGIN), &LoadOptions::default()).expect_err("refused");
-    let lines: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
-    assert_eq!(
-        lines,
-        vec![
-            format!(
-                "{ORIGIN}:3: pm = dynamic is not supported by this version of herd yet; use static"
-            ),
-            format!("{ORIGIN}:7: 'worker.max_memory' is not supported by this version of herd yet"),
-        ]
-    );
 }

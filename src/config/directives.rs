@@ -74,7 +74,7 @@ pub const ALL: &[Directive] = &[
     global("process.max", "0", "php-fpm: cap on workers across all pools; 0 = no cap."),
     global("master.threads", "1", "herd: threads running the master's event loop. One keeps the master's share of a small host low; raise it when one core cannot route all requests."),
     global("worker.socket_dir", "a private directory under $XDG_RUNTIME_DIR or /tmp; /run/herd as root", "herd: directory for the sockets between herd and its workers."),
-    global("control.listen", "`herd.sock` beside the pid file when `pid` is set, else in the socket directory", "herd: unix socket for herd's control commands."),
+    global("control.listen", "beside the pid file (`herd.pid` → `herd.sock`) when `pid` is set, else `herd.sock` in `worker.socket_dir`", "herd: unix socket (mode 0600) for `herd ctl`."),
     global("shutdown.depool_delay", "0", "herd: on stop, keep accepting this long after the signal so load balancers can take the host out first."),
     global("daemonize", "no", "php-fpm: fork into the background. herd always runs in the foreground: `no` is accepted, `yes` is an error."),
     global("include", "none", "php-fpm: read the files matching this glob here, in name order; relative to the including file; allowed in any section; at most 5 nested files."),
@@ -134,35 +134,10 @@ pub const ALL: &[Directive] = &[
     pool("rollout.timeout", "5m", "herd: the longest a rollout may take before it is abandoned."),
 ];
 
-/// Directives in the table whose behaviour this version does not have yet.
-/// They are refused with a clear error rather than accepted and ignored,
-/// and left out of the reference.
-pub const NOT_YET: &[&str] = &[
-    "emergency_restart_threshold",
-    "emergency_restart_interval",
-    "process.max",
-    "control.listen",
-    "pm.start_servers",
-    "pm.min_spare_servers",
-    "pm.max_spare_servers",
-    "pm.max_spawn_rate",
-    "pm.process_idle_timeout",
-    "worker.max_memory",
-    "worker.fatal_exit_codes",
-    "rollout.surge",
-    "rollout.max_failures",
-    "rollout.timeout",
-];
-
-/// Whether this version implements the directive written as `key`.
-pub fn supported(key: &str) -> bool {
-    !NOT_YET.contains(&key)
-}
-
 /// The reference table for the README, one row per directive.
 pub fn reference_markdown() -> String {
     let mut out = String::from("| directive | scope | default | meaning |\n|---|---|---|---|\n");
-    for d in ALL.iter().filter(|d| supported(d.key())) {
+    for d in ALL {
         out.push_str(&format!(
             "| `{}` | {} | {} | {} |\n",
             d.name,
@@ -207,8 +182,7 @@ mod tests {
             );
         }
         let table = reference_markdown();
-        assert_eq!(table.lines().count(), ALL.len() - NOT_YET.len() + 2);
-        assert!(NOT_YET.iter().all(|k| find(k).is_some()));
+        assert_eq!(table.lines().count(), ALL.len() + 2);
         assert!(table.contains("| `env[NAME]` | pool | none |"));
     }
 

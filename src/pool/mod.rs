@@ -9,20 +9,20 @@
 //! it must act on (a worker to retire) through [`PoolEvent`]s.
 
 mod scoreboard;
+mod worker_conn;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
-use bytes::BytesMut;
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::PoolConfig;
 use crate::logging::LogFile;
+use crate::supervisor::scaling::{IdleWorker, Load};
 pub use scoreboard::{BusyInfo, WorkerEntry, WorkerState};
+pub use worker_conn::WorkerConn;
 
 /// Workers are numbered in spawn order within a pool, so a smaller id is an
 /// older process.
@@ -34,63 +34,8 @@ pub enum PoolEvent {
     /// Stop this worker: it reached `pm.max_requests`, or its connection
     /// broke mid-request. It gets no new request.
     Retire { id: WorkerId, reason: &'static str },
-}
-
-/// The master's connection to one worker, kept open between requests
-/// (`FCGI_KEEP_CONN`) and opened again when the worker closed it.
-#[derive(Debug)]
-pub struct WorkerConn {
-    pub socket: Arc<Path>,
-    stream: Option<UnixStream>,
-    pub buf: BytesMut,
-}
-
-impl WorkerConn {
-    pub fn new(socket: Arc<Path>, stream: Option<UnixStream>) -> WorkerConn {
-        WorkerConn {
-            socket,
-            stream,
-            buf: BytesMut::with_capacity(16 * 1024),
-        }
-    }
-
-    /// The open stream, unless the worker closed it while it was idle
-    /// (php-cgi closes a connection that stays silent for 5 s after its
-    /// accept; other programs time idle connections out too); then a new one.
-    /// Returns whether the stream is freshly connected.
-    pub async fn connect(&mut self) -> std::io::Result<(&mut UnixStream, bool)> {
-        if self.stream.as_ref().is_some_and(closed_while_idle) {
-            self.stream = None;
-        }
-        let fresh = self.stream.is_none();
-        if fresh {
-            self.buf.clear();
-            self.stream = Some(UnixStream::connect(&*self.socket).await?);
-        }
-        Ok((self.stream.as_mut().expect("connected above"), fresh))
-    }
-
-    /// The open stream, if any, and the read buffer.
-    pub fn parts(&mut self) -> (Option<&mut UnixStream>, &mut BytesMut) {
-        (self.stream.as_mut(), &mut self.buf)
-    }
-
-    /// No bytes are buffered beyond the last request's end.
-    pub fn buf_is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// Forgets the stream; the next request connects again.
-    pub fn disconnect(&mut self) {
-        self.stream = None;
-        self.buf.clear();
-    }
-}
-
-/// An idle connection has nothing to read; if it has, the worker closed it
-/// (or misbehaves). Costs no system call while the reactor has seen nothing.
-fn closed_while_idle(stream: &UnixStream) -> bool {
-    !matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    /// A request had to wait: no worker was idle.
+    Demand,
 }
 
 /// The right to send one request to one worker.
@@ -217,7 +162,38 @@ pub struct Pool {
     pub counters: Counters,
     pub started: Instant,
     pub logs: PoolLogs,
+    pub deploy: tokio::sync::watch::Sender<DeployStatus>,
     open_conns: tokio::sync::watch::Sender<usize>,
+}
+
+/// Where the pool's deploys stand, published by the supervisor for status
+/// and `herd ctl`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct DeployStatus {
+    /// The newest generation.
+    pub generation: u32,
+    /// The generation that last finished a rollout.
+    pub serving: u32,
+    /// `stable`, `rolling out` or `refused`.
+    pub state: String,
+    /// Why the newest generation was refused.
+    pub reason: Option<String>,
+    /// Rollout progress: new workers through the gate, old ones left, the
+    /// pool's size.
+    pub ready: usize,
+    pub old: usize,
+    pub target: usize,
+    pub generations: Vec<GenerationStatus>,
+    /// Failed starts and early exits that are counting towards the backoff.
+    pub backoff_failures: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct GenerationStatus {
+    pub number: u32,
+    pub state: String,
+    pub workers: usize,
+    pub rank: u64,
 }
 
 /// The pool's own log files.
@@ -279,6 +255,7 @@ impl Pool {
             counters: Counters::default(),
             started: Instant::now(),
             logs,
+            deploy: tokio::sync::watch::Sender::new(DeployStatus::default()),
             open_conns: tokio::sync::watch::Sender::new(0),
         });
         Ok((pool, rx))
@@ -337,6 +314,9 @@ impl Pool {
         }
         let (tx, rx) = oneshot::channel();
         d.queue.push_back(Waiter { tx, info });
+        if d.queue.len() == 1 {
+            let _ = self.events.send(PoolEvent::Demand);
+        }
         self.counters
             .max_queue_seen
             .fetch_max(d.queue.len() as u64, Ordering::Relaxed);
@@ -422,7 +402,11 @@ impl Pool {
                 }
             }
         }
-        d.workers.get_mut(&id).expect("worker on scoreboard").state = WorkerState::Idle;
+        let entry = d.workers.get_mut(&id).expect("worker on scoreboard");
+        if matches!(entry.state, WorkerState::Warming) {
+            entry.idle_since = Instant::now();
+        }
+        entry.state = WorkerState::Idle;
         d.idle.insert(
             IdleKey {
                 rank: std::cmp::Reverse(rank),
@@ -505,6 +489,60 @@ impl Pool {
     /// Sets the pool's newest generation, for status.
     pub fn set_generation(&self, generation: u32) {
         self.lock().generation = generation;
+    }
+
+    /// Gives every worker the dispatch rank of its generation, and re-sorts
+    /// the idle set by it.
+    pub fn set_ranks(&self, ranks: &BTreeMap<u32, u64>) {
+        let mut d = self.lock();
+        let d = &mut *d;
+        for entry in d.workers.values_mut() {
+            entry.rank = ranks.get(&entry.generation).copied().unwrap_or(0);
+        }
+        let idle = std::mem::take(&mut d.idle);
+        for (key, conn) in idle {
+            let rank = d.workers[&key.id].rank;
+            d.idle.insert(
+                IdleKey {
+                    rank: std::cmp::Reverse(rank),
+                    id: key.id,
+                },
+                conn,
+            );
+        }
+    }
+
+    /// Counts of workers by state (not retiring), the queue, and the idle
+    /// workers with the time they became idle: what scaling decides on.
+    pub fn load(&self) -> (Load, Vec<IdleWorker>) {
+        let d = self.lock();
+        let mut load = Load {
+            queued: d.queue.iter().filter(|w| !w.tx.is_closed()).count(),
+            ..Load::default()
+        };
+        let mut idle = Vec::new();
+        for (id, e) in d.workers.iter().filter(|(_, e)| !e.retiring) {
+            match e.state {
+                WorkerState::Idle => {
+                    load.idle += 1;
+                    idle.push(IdleWorker {
+                        id: *id,
+                        since: e.idle_since,
+                    });
+                }
+                WorkerState::Busy(_) => load.busy += 1,
+                WorkerState::Warming => load.warming += 1,
+            }
+        }
+        (load, idle)
+    }
+
+    /// Whether a worker is idle (ready, serving nothing) right now.
+    pub fn is_idle(&self, id: WorkerId) -> bool {
+        self.lock()
+            .workers
+            .get(&id)
+            .is_some_and(|e| matches!(e.state, WorkerState::Idle))
     }
 
     /// The request a worker is serving now.

@@ -49,6 +49,8 @@ pub struct WorkerEntry {
     /// Dispatch rank of the worker's generation: higher is preferred.
     pub rank: u64,
     pub spawned_at: Instant,
+    /// When it last became idle (or ready).
+    pub idle_since: Instant,
     pub state: WorkerState,
     pub requests: u64,
     /// Gets no new request; stopped when its current one ends.
@@ -63,6 +65,7 @@ impl WorkerEntry {
             generation,
             rank,
             spawned_at: Instant::now(),
+            idle_since: Instant::now(),
             state: WorkerState::Warming,
             requests: 0,
             retiring: false,
@@ -74,6 +77,7 @@ impl WorkerEntry {
     /// worker next (a waiter, the idle set or the supervisor).
     pub fn finish_request(&mut self) {
         self.requests += 1;
+        self.idle_since = Instant::now();
         if let WorkerState::Busy(info) = std::mem::replace(&mut self.state, WorkerState::Idle) {
             let duration = info.started.elapsed();
             self.last = Some(LastRequest { info, duration });

@@ -75,6 +75,10 @@ pub struct ProcessStatus {
     pub retiring: bool,
     /// Resident memory now, in bytes (0 when unreadable).
     pub rss: u64,
+    /// CPU time used so far, user and system.
+    pub cpu_seconds: f64,
+    /// Seconds since it last finished a request; `None` while busy.
+    pub last_used: Option<f64>,
 }
 
 /// Takes a snapshot of `pool`.
@@ -121,6 +125,11 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime) -> PoolStatus {
                 generation: w.generation,
                 retiring: w.retiring,
                 rss: rss_of(w.pid),
+                cpu_seconds: cpu_of(w.pid),
+                last_used: match w.state {
+                    WorkerState::Busy(_) => None,
+                    _ => Some(now.duration_since(w.idle_since).as_secs_f64()),
+                },
             }
         })
         .collect();
@@ -169,6 +178,21 @@ pub fn rss_of(pid: u32) -> u64 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     pages * page_size()
+}
+
+/// User plus system CPU time from `/proc/<pid>/stat`, in seconds.
+pub fn cpu_of(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
 }
 
 fn page_size() -> u64 {

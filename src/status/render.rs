@@ -101,6 +101,17 @@ fn process_fields(p: &ProcessStatus) -> Vec<(&'static str, String, serde_json::V
             ),
         ),
         ("rss", n(p.rss)),
+        (
+            "cpu seconds",
+            (format!("{:.2}", p.cpu_seconds), json!(p.cpu_seconds)),
+        ),
+        (
+            "last used",
+            (
+                p.last_used.map_or("-".into(), |t| format!("{t:.1}")),
+                json!(p.last_used),
+            ),
+        ),
     ];
     f.iter_mut()
         .map(|(k, (t, j))| (*k, std::mem::take(t), j.take()))
@@ -404,6 +415,8 @@ mod tests {
                 generation: 1,
                 retiring: false,
                 rss: 1024,
+                cpu_seconds: 0.5,
+                last_used: None,
             }],
         }
     }

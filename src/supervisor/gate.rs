@@ -32,7 +32,11 @@ pub enum GateError {
     Connect(std::io::Error),
 }
 
-pub async fn pass(socket: Arc<Path>, pool: &PoolConfig) -> Result<WorkerConn, GateError> {
+pub async fn pass(
+    socket: Arc<Path>,
+    pool: &PoolConfig,
+    warmup: bool,
+) -> Result<WorkerConn, GateError> {
     let probe = async {
         let mut s = UnixStream::connect(&*socket)
             .await
@@ -48,7 +52,7 @@ pub async fn pass(socket: Arc<Path>, pool: &PoolConfig) -> Result<WorkerConn, Ga
         .await
         .map_err(|_| GateError::StartTimeout(pool.worker_start_timeout))??;
 
-    if pool.warmup_requests.is_empty() {
+    if !warmup || pool.warmup_requests.is_empty() {
         // Connected at the first request: a connection opened now could sit
         // idle long enough for the worker to drop it.
         return Ok(WorkerConn::new(socket, None));

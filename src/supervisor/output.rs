@@ -28,6 +28,9 @@ pub fn forward(read: OwnedFd, pool: String, pid: u32) {
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&line);
                     let text = text.trim_end();
+                    if text.is_empty() {
+                        continue;
+                    }
                     let cut = text
                         .char_indices()
                         .nth(LINE_LIMIT)

@@ -45,6 +45,14 @@ impl Drop for SocketDir {
     }
 }
 
+/// The directory under which each master makes its own: configured, or
+/// the default for herd's user.
+pub fn base(configured: Option<&Path>) -> PathBuf {
+    configured
+        .map(Path::to_path_buf)
+        .unwrap_or_else(default_base)
+}
+
 fn default_base() -> PathBuf {
     let uid = nix::unistd::Uid::effective();
     if uid.is_root() {

@@ -66,6 +66,8 @@ pub struct SpawnSpec<'a> {
     pub identity: &'a Identity,
     /// The command as resolved for this generation.
     pub program: &'a Path,
+    /// `chdir` as resolved for this generation.
+    pub dir: Option<&'a Path>,
     pub generation: u32,
     pub worker: u64,
     pub listener: UnixListener,
@@ -118,7 +120,7 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     }
     cmd.kill_on_drop(false);
 
-    let child_setup = ChildSetup::new(pool, spec.identity)?;
+    let child_setup = ChildSetup::new(pool, spec.dir, spec.identity)?;
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls on data prepared in the parent.
     unsafe {
@@ -138,7 +140,11 @@ struct ChildSetup {
 }
 
 impl ChildSetup {
-    fn new(pool: &PoolConfig, identity: &Identity) -> anyhow::Result<ChildSetup> {
+    fn new(
+        pool: &PoolConfig,
+        dir: Option<&Path>,
+        identity: &Identity,
+    ) -> anyhow::Result<ChildSetup> {
         let cstr =
             |p: &Path| CString::new(p.as_os_str().as_bytes()).context("path contains a NUL byte");
         let mut rlimits = Vec::new();
@@ -155,7 +161,7 @@ impl ChildSetup {
             master_pid: std::process::id() as libc::pid_t,
             rlimits,
             chroot: pool.chroot.as_deref().map(cstr).transpose()?,
-            chdir: pool.chdir.as_deref().map(cstr).transpose()?,
+            chdir: dir.map(cstr).transpose()?,
             ids: identity.ids.as_ref().map(|(u, g, groups)| {
                 (
                     u.as_raw(),

@@ -1,0 +1,166 @@
+//! The master's side of the control socket: status, reload (with `--wait`
+//! progress), hard restart, scale and stop.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::reload::Reloaded;
+use super::{Master, Stop};
+use crate::control::protocol::Request;
+use crate::control::server::Control;
+use crate::pool::Pool;
+use crate::status;
+use crate::supervisor;
+
+type Reply = mpsc::UnboundedSender<Value>;
+
+fn done_ok(reply: &Reply, message: String) {
+    let _ = reply.send(json!({"done": true, "ok": true, "message": message}));
+}
+
+fn done_err(reply: &Reply, error: String) {
+    let _ = reply.send(json!({"done": true, "ok": false, "error": error}));
+}
+
+impl Master {
+    pub(super) async fn on_control(&mut self, ctl: Control) -> Option<Stop> {
+        let Control { request, reply } = ctl;
+        match request {
+            Request::Status => {
+                let pools: Vec<Value> = self.pools.iter().map(|p| pool_json(&p.pool)).collect();
+                let _ = reply.send(json!({"done": true, "ok": true, "pools": pools}));
+            }
+            Request::Reload { pool, force, wait } => {
+                match self.reload(pool.as_deref(), force).await {
+                    Err(e) => {
+                        tracing::error!("reload refused: {e}");
+                        done_err(&reply, format!("reload refused: {e}"));
+                    }
+                    Ok(done) if wait => {
+                        tokio::spawn(wait_rollouts(done, reply));
+                    }
+                    Ok(done) => done_ok(&reply, describe(&done)),
+                }
+            }
+            Request::Restart { pool, batch } => {
+                let mut started = Vec::new();
+                for p in self
+                    .pools
+                    .iter()
+                    .filter(|p| pool.as_deref().is_none_or(|n| n == p.pool.name))
+                {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = p
+                        .commands
+                        .send(supervisor::Command::HardRestart { batch, reply: tx });
+                    match rx.await {
+                        Ok(Ok(generation)) => started.push(format!(
+                            "pool {}: hard restart to generation {generation}",
+                            p.pool.name
+                        )),
+                        Ok(Err(e)) => {
+                            done_err(&reply, format!("pool {}: {e:#}", p.pool.name));
+                            return None;
+                        }
+                        Err(_) => {}
+                    }
+                }
+                if started.is_empty() {
+                    done_err(
+                        &reply,
+                        format!("no pool named '{}'", pool.unwrap_or_default()),
+                    );
+                } else {
+                    done_ok(&reply, started.join("\n"));
+                }
+            }
+            Request::Scale { pool, workers } => match self.pool(&pool) {
+                Some(p) if workers > 0 => {
+                    let _ = p.commands.send(supervisor::Command::ScaleTo { workers });
+                    done_ok(&reply, format!("pool {pool}: scaling to {workers} workers"));
+                }
+                Some(_) => done_err(&reply, "a pool needs at least one worker".into()),
+                None => done_err(&reply, format!("no pool named '{pool}'")),
+            },
+            Request::Stop { fast } => {
+                done_ok(
+                    &reply,
+                    if fast {
+                        "stopping now".into()
+                    } else {
+                        "stopping gracefully".into()
+                    },
+                );
+                return Some(if fast { Stop::Fast } else { Stop::Graceful });
+            }
+        }
+        None
+    }
+}
+
+fn describe(done: &[Reloaded]) -> String {
+    let lines: Vec<String> = done
+        .iter()
+        .map(|r| match r.generation {
+            Some(g) => format!("pool {}: rolling out generation {g}", r.pool.name),
+            None => format!("pool {}: unchanged", r.pool.name),
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// `reload --wait`: streams progress until every rollout is done or one
+/// is refused; the last line says which.
+async fn wait_rollouts(done: Vec<Reloaded>, reply: Reply) {
+    let mut refused = Vec::new();
+    for r in done {
+        let Some(generation) = r.generation else {
+            continue;
+        };
+        let mut rx = r.pool.deploy.subscribe();
+        loop {
+            let d = rx.borrow_and_update().clone();
+            let _ = reply.send(json!({
+                "event": "progress", "pool": r.pool.name, "generation": generation,
+                "state": d.state, "ready": d.ready, "old": d.old, "target": d.target,
+            }));
+            if d.generation > generation {
+                break; // superseded by a later reload
+            }
+            if d.serving >= generation && d.state == "stable" {
+                break;
+            }
+            if d.generation == generation && d.state == "refused" {
+                refused.push(format!(
+                    "pool {}: deploy refused: {}",
+                    r.pool.name,
+                    d.reason.unwrap_or_default()
+                ));
+                break;
+            }
+            if rx.changed().await.is_err() || reply.is_closed() {
+                return;
+            }
+        }
+    }
+    if refused.is_empty() {
+        done_ok(&reply, "rollout done".into());
+    } else {
+        done_err(&reply, refused.join("\n"));
+    }
+}
+
+/// A pool's status for `herd ctl status`: php-fpm's fields (full), the
+/// deploy state and per-worker CPU, memory and idle time.
+fn pool_json(pool: &Arc<Pool>) -> Value {
+    let started = SystemTime::now() - pool.started.elapsed();
+    let snap = status::snapshot(pool, started);
+    let (_, body) = status::render(&snap, status::Format::Json, true);
+    let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v["listen"] = json!(pool.config().listen.to_string());
+    v["deploy"] = serde_json::to_value(pool.deploy.borrow().clone()).unwrap_or(Value::Null);
+    v
+}

@@ -1,0 +1,310 @@
+//! How many workers a pool should have: php-fpm's `pm = static | dynamic |
+//! ondemand`, decided from counts so it is tested without processes.
+//!
+//! Two departures from php-fpm, both fixes of its known failures: requests
+//! waiting in herd's queue count as missing idle workers, so a burst is met
+//! at once instead of by one or two forks a second (php-src #69724); and the
+//! youngest idle worker is the one stopped, so the warm ones stay.
+
+use std::time::{Duration, Instant};
+
+use crate::config::{PmMode, PoolConfig};
+use crate::pool::WorkerId;
+
+/// What the pool's workers look like now (live ones, not stopping).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Load {
+    pub idle: usize,
+    pub busy: usize,
+    pub warming: usize,
+    /// Requests waiting for a worker.
+    pub queued: usize,
+}
+
+impl Load {
+    pub fn total(&self) -> usize {
+        self.idle + self.busy + self.warming
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Spawn(usize),
+    /// Stop this idle worker.
+    Reap(WorkerId),
+    Nothing,
+}
+
+/// The per-pool state php-fpm's dynamic mode keeps between ticks.
+#[derive(Clone, Debug)]
+pub struct Scaler {
+    /// Workers a dynamic pool may start in one step; doubles while the
+    /// pool stays short of idle workers, up to `pm.max_spawn_rate`.
+    rate: usize,
+    /// The pool is at its limit and still short; counted once per episode.
+    limited: bool,
+    /// Workers added or removed with SIGTTIN/SIGTTOU or `herd ctl scale`.
+    pub adjust: i64,
+}
+
+/// An idle worker, as reaping sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct IdleWorker {
+    pub id: WorkerId,
+    pub since: Instant,
+}
+
+impl Default for Scaler {
+    fn default() -> Self {
+        Scaler {
+            rate: 1,
+            limited: false,
+            adjust: 0,
+        }
+    }
+}
+
+impl Scaler {
+    /// The most workers the pool may have.
+    pub fn max_children(&self, cfg: &PoolConfig) -> usize {
+        (cfg.max_children as i64 + self.adjust).max(1) as usize
+    }
+
+    /// The size a rollout replaces, and a static pool keeps.
+    pub fn target(&self, cfg: &PoolConfig, load: Load) -> usize {
+        match cfg.pm {
+            PmMode::Static => self.max_children(cfg),
+            PmMode::Dynamic => load
+                .total()
+                .max(cfg.start_servers as usize)
+                .min(self.max_children(cfg)),
+            PmMode::Ondemand => load.total().min(self.max_children(cfg)),
+        }
+    }
+
+    /// One step: start workers, stop one, or nothing. Returns the step and
+    /// whether the pool just hit `pm.max_children` while short of workers.
+    pub fn step(
+        &mut self,
+        cfg: &PoolConfig,
+        load: Load,
+        idle: &[IdleWorker],
+        now: Instant,
+    ) -> (Step, bool) {
+        let max = self.max_children(cfg);
+        match cfg.pm {
+            PmMode::Static => {
+                let n = max.saturating_sub(load.total());
+                (if n > 0 { Step::Spawn(n) } else { Step::Nothing }, false)
+            }
+            PmMode::Ondemand => self.ondemand(cfg, load, idle, now, max),
+            PmMode::Dynamic => self.dynamic(cfg, load, idle, max),
+        }
+    }
+
+    fn dynamic(
+        &mut self,
+        cfg: &PoolConfig,
+        load: Load,
+        idle: &[IdleWorker],
+        max: usize,
+    ) -> (Step, bool) {
+        let min_spare = cfg.min_spare_servers as usize;
+        let max_spare = cfg.max_spare_servers as usize;
+        // Idle workers a request is already waiting for do not count.
+        let spare = (load.idle + load.warming).saturating_sub(load.queued);
+        if load.idle > max_spare && load.queued == 0 {
+            self.rate = 1;
+            return (youngest(idle).map_or(Step::Nothing, Step::Reap), false);
+        }
+        if spare >= min_spare && load.queued == 0 {
+            self.rate = 1;
+            self.limited = false;
+            return (Step::Nothing, false);
+        }
+        if load.total() >= max {
+            self.rate = 1;
+            let first = !self.limited;
+            self.limited = true;
+            return (Step::Nothing, first);
+        }
+        let short = (min_spare.saturating_sub(spare)).max(load.queued.saturating_sub(load.warming));
+        let n = short.min(self.rate).min(max - load.total());
+        self.rate = (self.rate * 2).min(cfg.max_spawn_rate.max(1) as usize);
+        (if n > 0 { Step::Spawn(n) } else { Step::Nothing }, false)
+    }
+
+    fn ondemand(
+        &mut self,
+        cfg: &PoolConfig,
+        load: Load,
+        idle: &[IdleWorker],
+        now: Instant,
+        max: usize,
+    ) -> (Step, bool) {
+        let waiting = load.queued.saturating_sub(load.warming);
+        if waiting > 0 {
+            if load.total() >= max {
+                let first = !self.limited;
+                self.limited = true;
+                return (Step::Nothing, first);
+            }
+            return (Step::Spawn(waiting.min(max - load.total())), false);
+        }
+        self.limited = false;
+        let stale: Vec<IdleWorker> = idle
+            .iter()
+            .copied()
+            .filter(|w| now.duration_since(w.since) >= cfg.process_idle_timeout)
+            .collect();
+        (youngest(&stale).map_or(Step::Nothing, Step::Reap), false)
+    }
+
+    /// When the next idle worker of an ondemand pool times out.
+    pub fn next_idle_timeout(&self, cfg: &PoolConfig, idle: &[IdleWorker]) -> Option<Instant> {
+        (cfg.pm == PmMode::Ondemand)
+            .then(|| {
+                idle.iter()
+                    .map(|w| w.since + cfg.process_idle_timeout)
+                    .min()
+            })
+            .flatten()
+    }
+}
+
+fn youngest(idle: &[IdleWorker]) -> Option<WorkerId> {
+    idle.iter().map(|w| w.id).max()
+}
+
+/// php-fpm's dynamic maintenance runs once a second.
+pub const TICK: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+
+    fn pool(pm: &str) -> PoolConfig {
+        let text = format!(
+            "[p]\nlisten = 127.0.0.1:1\ncommand = herd\nuser = nobody\npm.max_children = 10\n{pm}\n"
+        );
+        let doc = parse_str(&text, std::path::Path::new("/x.conf"), &Default::default());
+        // Dynamic and ondemand may still be refused by this build's gate;
+        // build the config directly in that case.
+        match doc {
+            Ok(c) => c.pools[0].clone(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn idle(ids: &[u64], since: Instant) -> Vec<IdleWorker> {
+        ids.iter().map(|id| IdleWorker { id: *id, since }).collect()
+    }
+
+    #[test]
+    fn static_fills_to_max_children_and_follows_adjustments() {
+        let cfg = pool("pm = static");
+        let mut s = Scaler::default();
+        let now = Instant::now();
+        assert_eq!(
+            s.step(
+                &cfg,
+                Load {
+                    idle: 7,
+                    ..Load::default()
+                },
+                &[],
+                now
+            )
+            .0,
+            Step::Spawn(3)
+        );
+        s.adjust = -2;
+        assert_eq!(s.target(&cfg, Load::default()), 8);
+    }
+
+    #[test]
+    fn dynamic_doubles_its_spawn_rate_and_reaps_the_youngest() {
+        let cfg = pool(
+            "pm = dynamic\npm.min_spare_servers = 4\npm.max_spare_servers = 6\npm.max_spawn_rate = 4",
+        );
+        let mut s = Scaler::default();
+        let now = Instant::now();
+        let short = Load {
+            idle: 0,
+            busy: 2,
+            ..Load::default()
+        };
+        assert_eq!(s.step(&cfg, short, &[], now).0, Step::Spawn(1));
+        assert_eq!(s.step(&cfg, short, &[], now).0, Step::Spawn(2));
+        assert_eq!(s.step(&cfg, short, &[], now).0, Step::Spawn(4));
+        assert_eq!(
+            s.step(&cfg, short, &[], now).0,
+            Step::Spawn(4),
+            "capped by max_spawn_rate and the shortfall"
+        );
+        let surplus = Load {
+            idle: 8,
+            ..Load::default()
+        };
+        assert_eq!(
+            s.step(&cfg, surplus, &idle(&[3, 9, 5], now), now).0,
+            Step::Reap(9)
+        );
+    }
+
+    #[test]
+    fn dynamic_meets_queued_requests_and_notes_the_limit_once() {
+        let cfg = pool(
+            "pm = dynamic\npm.min_spare_servers = 1\npm.max_spare_servers = 3\npm.max_spawn_rate = 32",
+        );
+        let mut s = Scaler::default();
+        let now = Instant::now();
+        let burst = Load {
+            idle: 0,
+            busy: 2,
+            warming: 0,
+            queued: 6,
+        };
+        s.step(&cfg, burst, &[], now);
+        s.step(&cfg, burst, &[], now);
+        assert_eq!(s.step(&cfg, burst, &[], now).0, Step::Spawn(4));
+        let full = Load {
+            idle: 0,
+            busy: 10,
+            warming: 0,
+            queued: 3,
+        };
+        assert_eq!(s.step(&cfg, full, &[], now), (Step::Nothing, true));
+        assert_eq!(s.step(&cfg, full, &[], now), (Step::Nothing, false));
+    }
+
+    #[test]
+    fn ondemand_spawns_for_every_waiting_request_and_reaps_after_the_idle_timeout() {
+        let cfg = pool("pm = ondemand\npm.process_idle_timeout = 10s");
+        let mut s = Scaler::default();
+        let now = Instant::now();
+        let burst = Load {
+            idle: 0,
+            busy: 0,
+            warming: 2,
+            queued: 30,
+        };
+        assert_eq!(s.step(&cfg, burst, &[], now).0, Step::Spawn(10 - 2));
+        let old = now - Duration::from_secs(11);
+        let quiet = Load {
+            idle: 3,
+            ..Load::default()
+        };
+        let workers = [
+            IdleWorker { id: 1, since: old },
+            IdleWorker { id: 2, since: now },
+            IdleWorker { id: 3, since: old },
+        ];
+        assert_eq!(s.step(&cfg, quiet, &workers, now).0, Step::Reap(3));
+        assert_eq!(
+            s.next_idle_timeout(&cfg, &workers),
+            Some(old + Duration::from_secs(10))
+        );
+    }
+}
