@@ -203,3 +203,29 @@ fn the_access_log_uses_php_fpm_format_letters() {
         "{line}"
     );
 }
+
+#[test]
+fn a_client_abort_lets_the_worker_finish_and_keeps_it() {
+    // nginx closes its connection when the browser goes away: herd sends
+    // FCGI_ABORT_REQUEST, reads the worker's answer to its end, and only
+    // then gives the worker the next request. The worker is not killed.
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start(&pool(&addr, 1, "pm.status_path = /status\n"));
+    let worker = herd.wait_ready(1)[0];
+    let mut c = fcgi::Conn::open(&addr);
+    c.send(&fcgi::request_bytes(1, "/?ms=800", false, &[], b""));
+    wait_load(&addr, 1, 0);
+    drop(c);
+    let next = fcgi::get(&addr, "/after");
+    assert_eq!(next.status(), 200);
+    assert_eq!(next.pid(), worker, "the same worker serves on");
+    assert!(
+        herd.log_lines("worker died").is_empty() && herd.log_lines("retiring").is_empty(),
+        "{}",
+        herd.log_text()
+    );
+    let status = fcgi::get(&addr, "/status?json").body();
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["worker lost requests"], 0);
+    assert_eq!(v["spawns"], 1);
+}
