@@ -23,3 +23,4 @@ pub mod router;
 pub mod signals;
 pub mod status;
 pub mod supervisor;
+pub mod worker;

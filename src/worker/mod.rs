@@ -1,0 +1,1 @@
+//! The Rust worker library (being written).
