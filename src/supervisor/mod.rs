@@ -264,7 +264,11 @@ impl Supervisor {
         self.check_memory(now);
         if self.rollout.is_some() {
             self.maintain_rollout(now);
-        } else if self.serving_gen().cfg.pm == crate::config::PmMode::Static || due || self.demand {
+        } else if self.serving_gen().cfg.pm == crate::config::PmMode::Static
+            || due
+            || self.demand
+            || self.pool.load().0.queued > 0
+        {
             // Dynamic and ondemand pools step once a second, as php-fpm's
             // maintenance does, and at once when requests have to queue.
             self.demand = false;
@@ -351,9 +355,13 @@ impl Supervisor {
                     }
                 }
             }
-            Step::Reap(id) if self.pool.retire(id) => {
-                tracing::info!(pool = %self.name(), worker = id, "stopping an idle worker ({} pool)", cfg.pm.as_str());
-                self.stop_worker(id, self.stop_signal());
+            Step::Reap(ids) => {
+                for id in ids {
+                    if self.pool.retire(id) {
+                        tracing::info!(pool = %self.name(), worker = id, "stopping an idle worker ({} pool)", cfg.pm.as_str());
+                        self.stop_worker(id, self.stop_signal());
+                    }
+                }
             }
             _ => {}
         }

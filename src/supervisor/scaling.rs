@@ -27,11 +27,11 @@ impl Load {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     Spawn(usize),
-    /// Stop this idle worker.
-    Reap(WorkerId),
+    /// Stop these idle workers.
+    Reap(Vec<WorkerId>),
     Nothing,
 }
 
@@ -45,6 +45,8 @@ pub struct Scaler {
     limited: bool,
     /// Workers added or removed with SIGTTIN/SIGTTOU or `herd ctl scale`.
     pub adjust: i64,
+    /// A dynamic pool has reached `pm.start_servers` once.
+    started: bool,
 }
 
 /// An idle worker, as reaping sees it.
@@ -60,6 +62,7 @@ impl Default for Scaler {
             rate: 1,
             limited: false,
             adjust: 0,
+            started: false,
         }
     }
 }
@@ -111,11 +114,23 @@ impl Scaler {
     ) -> (Step, bool) {
         let min_spare = cfg.min_spare_servers as usize;
         let max_spare = cfg.max_spare_servers as usize;
+        // At start, php-fpm forks pm.start_servers at once.
+        if !self.started {
+            let start = (cfg.start_servers as usize).min(max);
+            if load.total() < start {
+                return (Step::Spawn(start - load.total()), false);
+            }
+            self.started = true;
+        }
         // Idle workers a request is already waiting for do not count.
         let spare = (load.idle + load.warming).saturating_sub(load.queued);
         if load.idle > max_spare && load.queued == 0 {
             self.rate = 1;
-            return (youngest(idle).map_or(Step::Nothing, Step::Reap), false);
+            // One a step, as php-fpm does: the pool shrinks gradually.
+            return (
+                youngest(idle).map_or(Step::Nothing, |id| Step::Reap(vec![id])),
+                false,
+            );
         }
         if spare >= min_spare && load.queued == 0 {
             self.rate = 1;
@@ -128,9 +143,19 @@ impl Scaler {
             self.limited = true;
             return (Step::Nothing, first);
         }
-        let short = (min_spare.saturating_sub(spare)).max(load.queued.saturating_sub(load.warming));
-        let n = short.min(self.rate).min(max - load.total());
-        self.rate = (self.rate * 2).min(cfg.max_spawn_rate.max(1) as usize);
+        let room = max - load.total();
+        let cap = cfg.max_spawn_rate.max(1) as usize;
+        let waiting = load.queued.saturating_sub(load.warming);
+        // Requests already waiting are met at once (up to the spawn rate
+        // cap); a shortfall of spare workers alone grows as php-fpm does,
+        // doubling from one per second.
+        let n = if waiting > 0 {
+            waiting.min(cap)
+        } else {
+            min_spare.saturating_sub(spare).min(self.rate)
+        }
+        .min(room);
+        self.rate = (self.rate * 2).min(cap);
         (if n > 0 { Step::Spawn(n) } else { Step::Nothing }, false)
     }
 
@@ -152,12 +177,21 @@ impl Scaler {
             return (Step::Spawn(waiting.min(max - load.total())), false);
         }
         self.limited = false;
-        let stale: Vec<IdleWorker> = idle
+        // Every worker idle past the timeout goes (php-fpm stops one a
+        // second, so a large pool takes minutes to shrink).
+        let stale: Vec<WorkerId> = idle
             .iter()
-            .copied()
             .filter(|w| now.duration_since(w.since) >= cfg.process_idle_timeout)
+            .map(|w| w.id)
             .collect();
-        (youngest(&stale).map_or(Step::Nothing, Step::Reap), false)
+        (
+            if stale.is_empty() {
+                Step::Nothing
+            } else {
+                Step::Reap(stale)
+            },
+            false,
+        )
     }
 
     /// When the next idle worker of an ondemand pool times out.
@@ -230,6 +264,13 @@ mod tests {
         );
         let mut s = Scaler::default();
         let now = Instant::now();
+        // pm.start_servers (default 5 here) first.
+        assert_eq!(s.step(&cfg, Load::default(), &[], now).0, Step::Spawn(5));
+        let started = Load {
+            idle: 5,
+            ..Load::default()
+        };
+        assert_eq!(s.step(&cfg, started, &[], now).0, Step::Nothing);
         let short = Load {
             idle: 0,
             busy: 2,
@@ -249,7 +290,7 @@ mod tests {
         };
         assert_eq!(
             s.step(&cfg, surplus, &idle(&[3, 9, 5], now), now).0,
-            Step::Reap(9)
+            Step::Reap(vec![9])
         );
     }
 
@@ -258,7 +299,10 @@ mod tests {
         let cfg = pool(
             "pm = dynamic\npm.min_spare_servers = 1\npm.max_spare_servers = 3\npm.max_spawn_rate = 32",
         );
-        let mut s = Scaler::default();
+        let mut s = Scaler {
+            started: true,
+            ..Scaler::default()
+        };
         let now = Instant::now();
         let burst = Load {
             idle: 0,
@@ -301,7 +345,7 @@ mod tests {
             IdleWorker { id: 2, since: now },
             IdleWorker { id: 3, since: old },
         ];
-        assert_eq!(s.step(&cfg, quiet, &workers, now).0, Step::Reap(3));
+        assert_eq!(s.step(&cfg, quiet, &workers, now).0, Step::Reap(vec![1, 3]));
         assert_eq!(
             s.next_idle_timeout(&cfg, &workers),
             Some(old + Duration::from_secs(10))

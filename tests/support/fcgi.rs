@@ -291,3 +291,80 @@ pub fn request(addr: &str, uri: &str, extra: &[(&str, &str)], body: &[u8]) -> Re
     c.send(&request_bytes(1, uri, false, extra, body));
     c.reply(1).expect("a reply")
 }
+
+/// One GET on a fresh connection that never panics: a refused or reset
+/// connection, a read past `timeout`, a malformed record or a connection
+/// closed before `FCGI_END_REQUEST` is an `Err` naming what happened, for
+/// load loops that count failures instead of stopping at the first.
+pub fn try_get(addr: &str, uri: &str, timeout: Duration) -> Result<Reply, String> {
+    let stream = try_connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| format!("set timeout: {e}"))?;
+    let mut conn = Conn::from_stream(stream);
+    conn.stream
+        .write_all(&request_bytes(1, uri, false, &[], b""))
+        .map_err(|e| format!("send: {e}"))?;
+    conn.try_reply(1)
+}
+
+impl Conn {
+    /// Like [`Conn::reply`], but every failure is an `Err` instead of a panic.
+    pub fn try_reply(&mut self, id: u16) -> Result<Reply, String> {
+        let mut reply = Reply::default();
+        loop {
+            let f = loop {
+                match fastcgi::decode(&mut self.buf) {
+                    Ok(Some(f)) => break f,
+                    Ok(None) => {}
+                    Err(e) => return Err(format!("bad record: {e}")),
+                }
+                let mut chunk = [0u8; 16384];
+                match self.stream.read(&mut chunk) {
+                    Ok(0) => return Err("closed before FCGI_END_REQUEST".into()),
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+            };
+            if f.request_id() != id {
+                continue;
+            }
+            match f.record_type() {
+                record::STDOUT => reply.stdout.extend_from_slice(f.content()),
+                record::STDERR => reply.stderr.extend_from_slice(f.content()),
+                record::END_REQUEST => {
+                    reply.end = Some(
+                        EndRequest::parse(f.content())
+                            .map_err(|e| format!("bad FCGI_END_REQUEST: {e:?}"))?,
+                    );
+                    return Ok(reply);
+                }
+                t => return Err(format!("unexpected record type {t}")),
+            }
+        }
+    }
+}
+
+/// A GET on a fresh connection that must be answered within `limit` (a
+/// hang fails the test instead of blocking it); returns the reply and how
+/// long it took.
+pub fn get_within(addr: &str, uri: &str, limit: Duration) -> (Reply, Duration) {
+    let started = Instant::now();
+    let mut c = Conn::open(addr);
+    c.set_read_timeout(limit);
+    c.send(&request_bytes(1, uri, false, &[], b""));
+    let reply = c
+        .reply(1)
+        .unwrap_or_else(|| panic!("{addr}: connection closed without a reply to {uri}"));
+    (reply, started.elapsed())
+}
+
+/// The pool's status page as JSON (`<path>?json&full`), answered by the
+/// master itself.
+pub fn status_json(addr: &str, path: &str) -> serde_json::Value {
+    let (reply, _) = get_within(addr, &format!("{path}?json&full"), Duration::from_secs(5));
+    assert_eq!(reply.status(), 200, "{path}: {}", reply.text());
+    serde_json::from_str(&reply.body())
+        .unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {}", reply.text()))
+}

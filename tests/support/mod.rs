@@ -101,6 +101,13 @@ pub fn example_pool(listen: &str, workers: u32, extra: &str) -> String {
     )
 }
 
+/// `text` with `{dir}` replaced by the test's directory and `{herd}` by the
+/// herd binary.
+pub fn expand(text: &str, dir: &Dir) -> String {
+    text.replace("{dir}", dir.path().to_str().unwrap())
+        .replace("{herd}", HERD)
+}
+
 /// A running `herd run` master.
 pub struct Herd {
     pub child: Option<Child>,
@@ -118,9 +125,7 @@ impl Herd {
     }
 
     pub fn start_in(dir: Dir, config: &str) -> Herd {
-        let text = config
-            .replace("{dir}", dir.path().to_str().unwrap())
-            .replace("{herd}", HERD);
+        let text = expand(config, &dir);
         let config = dir.write("herd.conf", &text);
         let log = dir.join("herd.log");
         let child = Command::new(HERD)
@@ -138,6 +143,33 @@ impl Herd {
             config,
             dir,
         }
+    }
+
+    /// Replaces the config file with `config` (`{dir}` and `{herd}` as in
+    /// [`Herd::start`]), for the next reload to read.
+    pub fn rewrite_config(&self, config: &str) {
+        let text = expand(config, &self.dir);
+        let tmp = self.config.with_extension("conf.new");
+        fs::write(&tmp, text).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// `herd ctl --socket SOCKET ARGS...`; returns (exit code, stdout,
+    /// stderr). A `herd ctl` still running after 10 s (a `reload --wait`
+    /// that never ends) is killed and fails the test.
+    pub fn ctl(&self, socket: &Path, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["ctl", "--socket", socket.to_str().unwrap()];
+        all.extend_from_slice(args);
+        herd_cmd_within(&all, Duration::from_secs(10))
+    }
+
+    /// The master's `herd ctl status --json` answer (its one JSON line).
+    pub fn ctl_status(&self, socket: &Path) -> serde_json::Value {
+        let (code, out, err) = self.ctl(socket, &["status", "--json"]);
+        assert_eq!(code, 0, "herd ctl status failed: {out}{err}");
+        serde_json::from_str(out.lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("herd ctl status --json printed no JSON ({e}): {out}"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -401,6 +433,39 @@ pub fn herd_cmd(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Like [`herd_cmd`], but a command still running after `within` is
+/// killed and fails the test, with what it printed so far.
+pub fn herd_cmd_within(args: &[&str], within: Duration) -> (i32, String, String) {
+    let mut child = Command::new(HERD)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run herd");
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || read_all(out));
+    let err = std::thread::spawn(move || read_all(err));
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    match status {
+        Some(status) => (status.code().unwrap_or(-1), out, err),
+        None => panic!("herd {args:?} still running after {within:?}; it printed:\n{out}{err}"),
+    }
+}
+
 /// Reads a whole stream into a string.
 pub fn read_all(mut r: impl Read) -> String {
     let mut s = String::new();
@@ -414,4 +479,15 @@ pub fn php_cgi() -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
+}
+
+impl Herd {
+    /// `(worker id, pid)` of every worker the log has named as spawned, in
+    /// spawn order (worker ids grow with age: the lowest is the oldest).
+    pub fn spawned_workers(&self) -> Vec<(u32, u32)> {
+        self.log_lines("worker spawned")
+            .iter()
+            .filter_map(|l| Some((field(l, "worker")?, field(l, "pid")?)))
+            .collect()
+    }
 }

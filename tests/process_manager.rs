@@ -1,0 +1,609 @@
+//! The process manager: how many workers a pool has (pm = dynamic and
+//! ondemand, pm.max_children, SIGTTIN/SIGTTOU, `herd ctl scale`,
+//! process.max), which workers leave (the youngest idle ones, those past
+//! worker.max_memory), the master's SIGUSR1 and emergency restart, and one
+//! pool's failure leaving the others alone.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::fcgi::{Reply, get_within, status_json};
+use support::{Herd, alive, user_line, wait_for};
+
+/// A request that must be answered within this (a hang fails the test).
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn addr() -> String {
+    format!("127.0.0.1:{}", support::free_port())
+}
+
+/// A pool `name` of `herd example-app` workers with a status page at
+/// `/status`; `pm` holds the `pm*` lines, `extra` anything else.
+fn pool(name: &str, listen: &str, pm: &str, extra: &str) -> String {
+    format!(
+        "[{name}]\nlisten = {listen}\n{pm}\ncommand = {{herd}}\nargs = example-app\n\
+         {user}pm.status_path = /status\n{extra}",
+        user = user_line()
+    )
+}
+
+/// A whole config: `[global]` logging to the test's `herd.log`, plus
+/// `global` lines, then the pools.
+fn config(global: &str, pools: &[String]) -> String {
+    format!(
+        "[global]\nerror_log = {{dir}}/herd.log\n{global}{}",
+        pools.concat()
+    )
+}
+
+fn status(addr: &str) -> Value {
+    status_json(addr, "/status")
+}
+
+fn count(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("status has no number '{key}': {v}"))
+}
+
+fn total(addr: &str) -> u64 {
+    count(&status(addr), "total processes")
+}
+
+/// Pids on the pool's scoreboard, as status lists them.
+fn status_pids(v: &Value) -> BTreeSet<u32> {
+    v["processes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("status has no processes: {v}"))
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Waits until status says the pool has exactly `n` workers; returns it.
+fn wait_total(herd: &Herd, addr: &str, n: u64, within: Duration) -> Value {
+    wait_for(
+        &format!("{n} workers on status\n{}", herd.log_text()),
+        within,
+        || {
+            let v = status(addr);
+            (count(&v, "total processes") == n).then_some(v)
+        },
+    )
+}
+
+/// Sends each uri on its own connection at once, from its own thread.
+fn concurrently(addr: &str, uris: &[String]) -> Vec<thread::JoinHandle<(Reply, Duration)>> {
+    uris.iter()
+        .map(|uri| {
+            let (addr, uri) = (addr.to_string(), uri.clone());
+            thread::spawn(move || get_within(&addr, &uri, Duration::from_secs(15)))
+        })
+        .collect()
+}
+
+fn joined(handles: Vec<thread::JoinHandle<(Reply, Duration)>>) -> Vec<(Reply, Duration)> {
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("request thread"))
+        .collect()
+}
+
+/// The worker id the log gave `pid` when it was spawned.
+fn worker_id(herd: &Herd, pid: u32) -> u32 {
+    herd.spawned_workers()
+        .iter()
+        .find(|(_, p)| *p == pid)
+        .unwrap_or_else(|| panic!("pid {pid} was never spawned\n{}", herd.log_text()))
+        .0
+}
+
+const DYNAMIC: &str = "pm = dynamic\npm.max_children = 8\npm.start_servers = 2\n\
+                       pm.min_spare_servers = 1\npm.max_spare_servers = 3\n";
+
+#[test]
+fn dynamic_pool_starts_pm_start_servers_workers() {
+    let addr = addr();
+    let herd = Herd::start(&config("", &[pool("app", &addr, DYNAMIC, "")]));
+    herd.wait_log("started:", 1, LIMIT);
+    // php-fpm starts pm.start_servers workers at once, not min_spare.
+    wait_total(&herd, &addr, 2, Duration::from_secs(5));
+    herd.wait_ready(2);
+}
+
+#[test]
+fn dynamic_pool_grows_for_a_burst_then_reaps_its_youngest_idle_workers() {
+    let addr = addr();
+    let herd = Herd::start(&config("", &[pool("app", &addr, DYNAMIC, "")]));
+    herd.wait_ready(1);
+    let (id, oldest) = herd.spawned_workers()[0];
+    assert_eq!(id, 1);
+
+    // Six slow requests at once: two workers alone would serve them in
+    // three rounds (4.5 s); the pool grows to meet the queue instead.
+    let uris: Vec<String> = (0..6).map(|i| format!("/burst{i}?ms=1500")).collect();
+    let sent = Instant::now();
+    let burst = concurrently(&addr, &uris);
+    let grown = wait_for(
+        &format!("the pool to grow to 6 workers\n{}", herd.log_text()),
+        Duration::from_secs(4),
+        || (total(&addr) >= 6).then(|| sent.elapsed()),
+    );
+    let replies = joined(burst);
+    let done = sent.elapsed();
+    for (r, took) in &replies {
+        assert_eq!(r.status(), 200, "{}", r.text());
+        assert!(
+            *took < Duration::from_secs(6),
+            "a burst request took {took:?}"
+        );
+    }
+    let served_by: BTreeSet<u32> = replies.iter().map(|(r, _)| r.pid()).collect();
+    assert!(
+        served_by.len() >= 4,
+        "6 concurrent requests served by only {served_by:?} (grew to 6 in {grown:?})"
+    );
+    assert!(done < Duration::from_secs(6), "the burst took {done:?}");
+
+    // Idle now with more than max_spare (3) idle workers: the surplus is
+    // stopped, youngest first, so the warm ones stay.
+    let v = wait_total(&herd, &addr, 3, Duration::from_secs(8));
+    let survivors = status_pids(&v);
+    assert!(
+        survivors.contains(&oldest),
+        "the oldest worker {oldest} was reaped; left: {survivors:?}\n{}",
+        herd.log_text()
+    );
+    let youngest_survivor = survivors
+        .iter()
+        .map(|&p| worker_id(&herd, p))
+        .max()
+        .unwrap();
+    let reaped: Vec<u32> = herd
+        .log_lines("stopping an idle worker")
+        .iter()
+        .filter_map(|l| support::field(l, "worker"))
+        .collect();
+    assert!(!reaped.is_empty(), "{}", herd.log_text());
+    assert!(
+        reaped.iter().all(|&id| id > youngest_survivor),
+        "reaped workers {reaped:?} while younger worker {youngest_survivor} stayed\n{}",
+        herd.log_text()
+    );
+    // The three left are the idle spares (max_spare_servers).
+    assert_eq!(count(&status(&addr), "idle processes"), 3);
+}
+
+#[test]
+fn ondemand_pool_starts_empty_spawns_one_worker_per_waiting_request_and_reaps_idle_ones() {
+    let addr = addr();
+    let herd = Herd::start(&config(
+        "",
+        &[pool(
+            "app",
+            &addr,
+            "pm = ondemand\npm.max_children = 4\npm.process_idle_timeout = 1s\n",
+            "",
+        )],
+    ));
+    herd.wait_log("started:", 1, LIMIT);
+    let v = status(&addr);
+    assert_eq!(count(&v, "total processes"), 0, "{v}");
+    assert!(herd.worker_pids().is_empty(), "{}", herd.log_text());
+
+    let (first, _) = get_within(&addr, "/first", LIMIT);
+    assert_eq!(first.status(), 200, "{}", first.text());
+    assert_eq!(herd.worker_pids(), vec![first.pid()]);
+
+    // Four slow requests at once, one idle worker: three wait, and three
+    // workers start at once for them (php-fpm starts one or two).
+    let uris: Vec<String> = (0..4).map(|i| format!("/slow{i}?ms=1500")).collect();
+    let sent = Instant::now();
+    let replies = joined(concurrently(&addr, &uris));
+    let took = sent.elapsed();
+    let idle_from = Instant::now();
+    for (r, _) in &replies {
+        assert_eq!(r.status(), 200, "{}", r.text());
+    }
+    let served_by: BTreeSet<u32> = replies.iter().map(|(r, _)| r.pid()).collect();
+    assert_eq!(
+        served_by.len(),
+        4,
+        "served by {served_by:?}\n{}",
+        herd.log_text()
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "4 requests of 1.5 s on up to 4 workers took {took:?}"
+    );
+    // Not idle for process_idle_timeout yet: all four are still there.
+    assert_eq!(total(&addr), 4);
+
+    // Each worker idle for pm.process_idle_timeout (1 s) is stopped at the
+    // next maintenance tick (1 s): all four are gone within 1 s + a tick,
+    // plus a second of slack for the exits.
+    let within = Duration::from_secs(3).saturating_sub(idle_from.elapsed());
+    wait_total(&herd, &addr, 0, within);
+    for pid in &served_by {
+        wait_for(
+            &format!("idle worker {pid} to exit"),
+            Duration::from_secs(5),
+            || (!alive(*pid)).then_some(()),
+        );
+    }
+    assert_eq!(herd.log_lines("stopping an idle worker").len(), 4);
+}
+
+#[test]
+fn reaching_pm_max_children_is_counted_and_logged_once_per_episode() {
+    let addr = addr();
+    let herd = Herd::start(&config(
+        "",
+        &[pool(
+            "app",
+            &addr,
+            "pm = ondemand\npm.max_children = 2\npm.process_idle_timeout = 10s\n",
+            "",
+        )],
+    ));
+    herd.wait_log("started:", 1, LIMIT);
+    // Five slow requests for at most two workers: three wait in the queue.
+    let uris: Vec<String> = (0..5).map(|i| format!("/q{i}?ms=1000")).collect();
+    let burst = concurrently(&addr, &uris);
+    wait_for(
+        &format!("status to count max children reached\n{}", herd.log_text()),
+        Duration::from_secs(5),
+        || (count(&status(&addr), "max children reached") >= 1).then_some(()),
+    );
+    let replies = joined(burst);
+    for (r, _) in &replies {
+        assert_eq!(r.status(), 200, "a queued request was served: {}", r.text());
+    }
+    let served_by: BTreeSet<u32> = replies.iter().map(|(r, _)| r.pid()).collect();
+    assert_eq!(
+        served_by.len(),
+        2,
+        "never more than max_children: {served_by:?}"
+    );
+    assert_eq!(herd.spawned_workers().len(), 2, "{}", herd.log_text());
+    // One episode of queueing at the limit: counted and logged once, not
+    // once per waiting request or per tick.
+    assert_eq!(count(&status(&addr), "max children reached"), 1);
+    let warned = herd.log_lines("server reached pm.max_children");
+    assert_eq!(warned.len(), 1, "{}", herd.log_text());
+    assert!(warned[0].contains(" WARN "), "{warned:?}");
+}
+
+#[test]
+fn sigttin_adds_a_worker_and_sigttou_removes_idle_ones() {
+    let addr = addr();
+    let mut herd = Herd::start(&config(
+        "",
+        &[pool("app", &addr, "pm = static\npm.max_children = 2\n", "")],
+    ));
+    herd.wait_ready(2);
+    herd.signal(libc::SIGTTIN);
+    herd.wait_log("scaled to 3 workers at most", 1, LIMIT);
+    wait_total(&herd, &addr, 3, LIMIT);
+    herd.wait_ready(3);
+    let workers = herd.spawned_workers();
+    assert_eq!(workers.len(), 3, "{}", herd.log_text());
+
+    // Make the youngest worker the only busy one: two short requests take
+    // the two older workers (the longest-running idle one is picked
+    // first), the long one the youngest; then the short ones finish.
+    let mut held = Vec::new();
+    for (i, uri) in ["/a?ms=500", "/b?ms=500", "/c?ms=3500"].iter().enumerate() {
+        held.extend(concurrently(&addr, &[uri.to_string()]));
+        wait_for(
+            &format!("{} busy workers", i + 1),
+            Duration::from_secs(5),
+            || (count(&status(&addr), "active processes") > i as u64).then_some(()),
+        );
+    }
+    let long = held.pop().unwrap();
+    for (r, _) in joined(held) {
+        assert_eq!(r.status(), 200, "{}", r.text());
+    }
+    let v = status(&addr);
+    let busy: Vec<u32> = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] != "Idle")
+        .map(|p| p["pid"].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(busy.len(), 1, "{v}");
+    let busy = busy[0];
+    assert_eq!(
+        worker_id(&herd, busy),
+        3,
+        "precondition: the long request runs on the youngest worker"
+    );
+
+    // One signal at a time: two at once may arrive as one.
+    herd.signal(libc::SIGTTOU);
+    herd.wait_log("scaled to 2 workers at most", 1, LIMIT);
+    herd.signal(libc::SIGTTOU);
+    herd.wait_log("scaled to 1 workers at most", 1, LIMIT);
+    // The two idle workers go at once; the busy youngest one stays and is
+    // not cut short.
+    let v = wait_total(&herd, &addr, 1, Duration::from_secs(5));
+    assert_eq!(status_pids(&v), BTreeSet::from([busy]), "{v}");
+    for (_, pid) in workers.iter().filter(|(_, p)| *p != busy) {
+        wait_for(
+            &format!("idle worker {pid} to exit"),
+            Duration::from_secs(5),
+            || (!alive(*pid)).then_some(()),
+        );
+    }
+    let (r, _) = long.join().unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text());
+    assert_eq!(r.pid(), busy);
+    // And it keeps serving: it was not retired after its request.
+    let (next, _) = get_within(&addr, "/after", LIMIT);
+    assert_eq!(next.status(), 200, "{}", next.text());
+    assert_eq!(next.pid(), busy);
+    assert_eq!(total(&addr), 1);
+    herd.stop();
+}
+
+#[test]
+fn herd_ctl_scale_sets_the_number_of_workers() {
+    let addr = addr();
+    let herd = Herd::start(&config(
+        "control.listen = {dir}/ctl.sock\n",
+        &[pool("app", &addr, "pm = static\npm.max_children = 2\n", "")],
+    ));
+    herd.wait_ready(2);
+    assert_eq!(total(&addr), 2);
+    let sock = herd.dir.join("ctl.sock");
+    let (code, out, err) = herd.ctl(&sock, &["scale", "app", "4"]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let v = wait_total(&herd, &addr, 4, LIMIT);
+    herd.wait_ready(4);
+    assert_eq!(status_pids(&v).len(), 4, "{v}");
+    // The four serve: four slow requests at once run side by side.
+    let uris: Vec<String> = (0..4).map(|i| format!("/s{i}?ms=500")).collect();
+    let served_by: BTreeSet<u32> = joined(concurrently(&addr, &uris))
+        .iter()
+        .map(|(r, _)| r.pid())
+        .collect();
+    assert_eq!(served_by.len(), 4, "{served_by:?}");
+}
+
+#[test]
+fn worker_max_memory_replaces_workers_that_grow_past_it() {
+    let addr = addr();
+    let herd = Herd::start(&config(
+        "",
+        &[pool(
+            "app",
+            &addr,
+            "pm = static\npm.max_children = 1\n",
+            "worker.max_memory = 1M\n",
+        )],
+    ));
+    let first = herd.wait_ready(1)[0];
+    let over = herd.wait_log("past worker.max_memory", 1, Duration::from_secs(5));
+    assert!(over[0].contains(&format!("pid={first}")), "{over:?}");
+    wait_for(
+        &format!("worker {first} to be replaced"),
+        Duration::from_secs(5),
+        || (!alive(first)).then_some(()),
+    );
+    let second = herd.wait_ready(2)[1];
+    assert_ne!(second, first);
+    // Every worker is past 1M, so they keep being replaced; requests are
+    // served all the while.
+    for i in 0..5 {
+        let (r, _) = get_within(&addr, &format!("/m{i}"), LIMIT);
+        assert_eq!(r.status(), 200, "{}", r.text());
+    }
+    let over = herd.wait_log("past worker.max_memory", 2, Duration::from_secs(5));
+    let pids: BTreeSet<u32> = over
+        .iter()
+        .filter_map(|l| support::field(l, "pid"))
+        .collect();
+    assert!(pids.len() >= 2, "{over:?}");
+    assert!(herd.running());
+}
+
+#[test]
+fn sigusr1_reopens_the_error_log_and_the_access_log() {
+    let addr = addr();
+    let herd = Herd::start(&config(
+        "",
+        &[pool(
+            "app",
+            &addr,
+            "pm = static\npm.max_children = 1\n",
+            "access.log = {dir}/access.log\n",
+        )],
+    ));
+    herd.wait_ready(1);
+    let error_log = herd.dir.join("herd.log");
+    let access_log = herd.dir.join("access.log");
+    let (r, _) = get_within(&addr, "/before-rotation", LIMIT);
+    assert_eq!(r.status(), 200);
+    wait_for("the first access log line", LIMIT, || {
+        fs::read_to_string(&access_log)
+            .ok()
+            .filter(|t| t.contains("/before-rotation"))
+    });
+
+    // logrotate: rename both away, then SIGUSR1.
+    let error_old = herd.dir.join("herd.log.1");
+    let access_old = herd.dir.join("access.log.1");
+    fs::rename(&error_log, &error_old).unwrap();
+    fs::rename(&access_log, &access_old).unwrap();
+    let error_size = fs::metadata(&error_old).unwrap().len();
+    let access_size = fs::metadata(&access_old).unwrap().len();
+    herd.signal(libc::SIGUSR1);
+
+    // herd.log (what herd.log_text() reads) is the new file from here on.
+    herd.wait_log("reopened", 1, LIMIT);
+    let (r, _) = get_within(&addr, "/after-rotation", LIMIT);
+    assert_eq!(r.status(), 200);
+    let access = wait_for("a line in the new access log", LIMIT, || {
+        fs::read_to_string(&access_log)
+            .ok()
+            .filter(|t| t.contains("/after-rotation"))
+    });
+    assert_eq!(access.lines().count(), 1, "{access}");
+    assert!(!access.contains("/before-rotation"), "{access}");
+
+    assert_eq!(
+        fs::metadata(&error_old).unwrap().len(),
+        error_size,
+        "the renamed error log was written to after the rotation:\n{}",
+        fs::read_to_string(&error_old).unwrap()
+    );
+    let old = fs::read_to_string(&access_old).unwrap();
+    assert_eq!(old.len() as u64, access_size, "{old}");
+    assert!(!old.contains("/after-rotation"), "{old}");
+    assert!(herd.running());
+}
+
+#[test]
+fn emergency_restart_threshold_reloads_after_workers_die_of_sigsegv() {
+    let addr = addr();
+    let herd = Herd::start(&config(
+        "emergency_restart_threshold = 2\nemergency_restart_interval = 10s\n",
+        &[pool("app", &addr, "pm = static\npm.max_children = 2\n", "")],
+    ));
+    let workers = herd.wait_ready(2);
+    let (r, _) = get_within(&addr, "/", LIMIT);
+    assert_eq!(r.generation(), 1);
+    assert!(herd.log_lines("failed processes threshold").is_empty());
+
+    // Rust's runtime in the example app catches the first SIGSEGV (its
+    // stack-overflow handler, which then restores the default action and
+    // returns); the next one kills it. Signal until it is gone.
+    for &pid in &workers {
+        wait_for(
+            &format!("worker {pid} to die of SIGSEGV"),
+            Duration::from_secs(5),
+            || {
+                if !alive(pid) {
+                    return Some(());
+                }
+                unsafe { libc::kill(pid as i32, libc::SIGSEGV) };
+                None
+            },
+        );
+    }
+    assert_eq!(
+        herd.wait_log("killed by SIGSEGV", 2, Duration::from_secs(5))
+            .len(),
+        2
+    );
+    let lines = herd.wait_log("failed processes threshold", 1, Duration::from_secs(5));
+    assert!(lines[0].contains(" ERROR "), "{lines:?}");
+
+    // Every pool is reloaded: generation 2 replaces the workers.
+    wait_for(
+        &format!("every worker to be of generation 2\n{}", herd.log_text()),
+        Duration::from_secs(10),
+        || {
+            let v = status(&addr);
+            let procs = v["processes"].as_array().unwrap().clone();
+            (v["generation"] == 2 && procs.len() == 2 && procs.iter().all(|p| p["generation"] == 2))
+                .then_some(())
+        },
+    );
+    let (r, _) = get_within(&addr, "/", LIMIT);
+    assert_eq!(r.status(), 200, "{}", r.text());
+    assert_eq!(r.generation(), 2);
+    assert_eq!(herd.log_lines("failed processes threshold").len(), 1);
+    assert!(herd.running());
+}
+
+#[test]
+fn process_max_caps_workers_across_every_pool() {
+    let (a, b) = (addr(), addr());
+    let static2 = "pm = static\npm.max_children = 2\n";
+    let herd = Herd::start(&config(
+        "process.max = 2\n",
+        &[pool("a", &a, static2, ""), pool("b", &b, static2, "")],
+    ));
+    herd.wait_ready(2);
+    let warned = herd.wait_log("process.max", 1, LIMIT);
+    assert!(warned[0].contains(" WARN "), "{warned:?}");
+    // An observation window: no third worker starts in it.
+    thread::sleep(Duration::from_millis(1500));
+    let spawned = herd.spawned_workers();
+    assert_eq!(spawned.len(), 2, "{}", herd.log_text());
+    let running = spawned.iter().filter(|(_, p)| alive(*p)).count();
+    assert_eq!(running, 2);
+    let (ta, tb) = (total(&a), total(&b));
+    assert_eq!(ta + tb, 2, "a has {ta}, b has {tb}");
+    for (addr, n) in [(&a, ta), (&b, tb)] {
+        if n > 0 {
+            let (r, took) = get_within(addr, "/", LIMIT);
+            assert_eq!(r.status(), 200, "{}", r.text());
+            assert!(took < Duration::from_secs(2), "{took:?}");
+        }
+    }
+    assert_eq!(herd.log_lines("process.max").len(), 1, "warned once");
+}
+
+#[test]
+fn a_pool_that_cannot_start_answers_503_while_another_serves() {
+    let (broken, good) = (addr(), addr());
+    let herd = Herd::start(&config(
+        "",
+        &[
+            format!(
+                "[broken]\nlisten = {broken}\npm = static\npm.max_children = 1\n\
+                 command = /bin/false\n{}pm.status_path = /status\n",
+                user_line()
+            ),
+            pool("good", &good, "pm = static\npm.max_children = 2\n", ""),
+        ],
+    ));
+    let good_pids: BTreeSet<u32> = herd.wait_ready(2).into_iter().collect();
+
+    // Once the broken pool's workers have failed a few times, its requests
+    // are refused, and never left to wait for a worker that cannot come.
+    wait_for(
+        &format!("the broken pool to answer 503\n{}", herd.log_text()),
+        Duration::from_secs(6),
+        || {
+            let (r, took) = get_within(&broken, "/", Duration::from_secs(5));
+            assert!(
+                took < Duration::from_millis(2500),
+                "the answer took {took:?}"
+            );
+            (r.status() == 503).then_some(())
+        },
+    );
+    let (r, took) = get_within(&broken, "/again", Duration::from_secs(5));
+    assert_eq!(r.status(), 503, "{}", r.text());
+    assert!(took < Duration::from_millis(500), "503 after {took:?}");
+    let v = status(&broken);
+    let state = v["state"].as_str().unwrap_or_else(|| panic!("{v}"));
+    // It says why: no worker could start.
+    assert!(state != "ok" && state.contains("fail"), "{v}");
+
+    // The other pool never notices.
+    let v = status(&good);
+    assert_eq!(v["state"], "ok", "{v}");
+    assert_eq!(count(&v, "total processes"), 2, "{v}");
+    for i in 0..5 {
+        let (r, took) = get_within(&good, &format!("/g{i}"), LIMIT);
+        assert_eq!(r.status(), 200, "{}", r.text());
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert!(
+            good_pids.contains(&r.pid()),
+            "{} not in {good_pids:?}",
+            r.pid()
+        );
+    }
+    assert!(herd.running());
+}
