@@ -310,9 +310,14 @@ mod tests {
             warming: 0,
             queued: 6,
         };
-        s.step(&cfg, burst, &[], now);
-        s.step(&cfg, burst, &[], now);
-        assert_eq!(s.step(&cfg, burst, &[], now).0, Step::Spawn(4));
+        // Six requests wait: six workers at once, not 1, 2, 4...
+        assert_eq!(s.step(&cfg, burst, &[], now).0, Step::Spawn(6));
+        let starting = Load {
+            warming: 6,
+            ..burst
+        };
+        // While they start, only the one spare worker min_spare asks for.
+        assert_eq!(s.step(&cfg, starting, &[], now).0, Step::Spawn(1));
         let full = Load {
             idle: 0,
             busy: 10,
