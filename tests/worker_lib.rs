@@ -13,31 +13,14 @@ use std::fs;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use herd::fastcgi::{pairs, record};
 use support::fcgi::{self, Conn};
-use support::{Dir, Herd, user_line, wait_for};
-
-/// `target/<profile>/examples/<name>`, next to `target/<profile>/deps/`
-/// where this test runs from.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let path = profile_dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the examples first: cargo build --examples",
-        path.display()
-    );
-    path
-}
+use support::{Dir, Herd, example, user_line, wait_for};
 
 /// An example program started alone with a unix listening socket as fd 0,
 /// its stderr in a file; killed by pid when dropped.

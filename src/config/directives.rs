@@ -89,6 +89,7 @@ pub const ALL: &[Directive] = &[
     pool("user", "herd's user", "php-fpm: user the workers run as. Required when herd runs as root (unless --allow-root); ignored, with a warning, when it does not."),
     pool("group", "the user's primary group", "php-fpm: group the workers run as."),
     pool("command", "required", "herd: the worker program. Without a `/` it is looked up in PATH; `herd` means this herd binary."),
+    pool("spawn", "exec", "herd: `exec` starts each worker from `command`; `preload` starts `command` once per generation as a preloader (a `herd::worker` program), which loads and validates the application and forks the workers, sharing its memory copy-on-write. A failed validation refuses the generation."),
     pool("args", "none", "herd: arguments for `command`, split into words like a shell: quotes group, backslashes escape."),
     pool("chdir", "herd's working directory", "php-fpm: the workers' working directory, used as given (inside `chroot` when set)."),
     pool("chroot", "none", "php-fpm: absolute directory the workers chroot(2) into; needs root. `command` is then an absolute path inside it."),

@@ -127,6 +127,12 @@ impl fmt::Display for ListenAddr {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnMode {
+    Exec,
+    Preload,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PmMode {
     Static,
     Dynamic,
@@ -187,6 +193,9 @@ pub struct PoolConfig {
     /// Worker stdout/stderr are logged by the master line by line; otherwise
     /// they go to /dev/null.
     pub catch_workers_output: bool,
+    /// How workers start: each from `command` (exec), or forked from one
+    /// preloader per generation (preload, for `herd::worker` programs).
+    pub spawn: SpawnMode,
 
     // Process manager.
     pub pm: PmMode,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::build::{Context, Fields, invalid, path_in};
 use super::ini::Section;
 use super::value::{self, Surge};
-use super::{Location, PmMode, PoolConfig, resolve};
+use super::{Location, PmMode, PoolConfig, SpawnMode, resolve};
 
 /// herd's default access line is php-fpm's.
 const ACCESS_FORMAT: &str = r#"%R - %u %t "%m %r" %s"#;
@@ -106,6 +106,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         rlimit_core: f.get(cx, "rlimit_core", value::rlimit),
         php_defines: php_defines(f, cx),
         catch_workers_output: f.or(cx, "catch_workers_output", true, value::boolean),
+        spawn: f.or(cx, "spawn", SpawnMode::Exec, value::spawn_mode),
         max_spawn_rate: spawn_rate,
         process_idle_timeout: idle_timeout,
         max_requests: f.or(cx, "pm.max_requests", 0, value::whole),

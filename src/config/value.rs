@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{ListenAddr, LogLevel, PmMode, WarmupRequest};
+use super::{ListenAddr, LogLevel, PmMode, SpawnMode, WarmupRequest};
 
 /// What a value should have looked like, e.g. "expected a whole number".
 pub type Expected = String;
@@ -146,6 +146,14 @@ pub fn log_level(v: &str) -> Result<LogLevel, Expected> {
         "notice" => Ok(LogLevel::Notice),
         "debug" => Ok(LogLevel::Debug),
         _ => Err("expected alert, error, warning, notice or debug".into()),
+    }
+}
+
+pub fn spawn_mode(v: &str) -> Result<SpawnMode, Expected> {
+    match v.to_ascii_lowercase().as_str() {
+        "exec" => Ok(SpawnMode::Exec),
+        "preload" => Ok(SpawnMode::Preload),
+        _ => Err("expected exec or preload".into()),
     }
 }
 

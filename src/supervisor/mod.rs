@@ -9,6 +9,8 @@ pub mod backoff;
 mod gate;
 pub mod generation;
 mod output;
+mod preload;
+pub mod preloader;
 pub mod process;
 pub mod rollout;
 pub mod scaling;
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, SpawnMode};
 use crate::pool::{
     Counters, DeployStatus, GenerationStatus, Pool, PoolEvent, WorkerConn, WorkerEntry, WorkerId,
 };
@@ -73,6 +75,27 @@ enum Event {
         id: WorkerId,
         status: std::io::Result<std::process::ExitStatus>,
     },
+    Preloader {
+        generation: u32,
+        msg: preloader::Message,
+    },
+    PreloaderExited {
+        generation: u32,
+        status: std::io::Result<std::process::ExitStatus>,
+    },
+}
+
+/// The pipe that catches a process's output, when the pool wants it.
+fn output_pipe(
+    cfg: &PoolConfig,
+) -> anyhow::Result<(Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>)> {
+    Ok(match cfg.catch_workers_output {
+        true => {
+            let (r, w) = output::pipe()?;
+            (Some(r), Some(w))
+        }
+        false => (None, None),
+    })
 }
 
 /// What a supervisor tells the master.
@@ -170,6 +193,10 @@ pub struct Supervisor {
     control_timeout: Duration,
     budget: Arc<ProcessBudget>,
     next_memory_check: Instant,
+    /// `spawn = preload`: the preloader of each generation that has one.
+    preloaders: BTreeMap<u32, preload::PreloaderState>,
+    /// Workers asked of a preloader, not forked yet.
+    forking: BTreeMap<WorkerId, preload::Forking>,
     stopping: bool,
 }
 
@@ -212,6 +239,8 @@ impl Supervisor {
             control_timeout,
             budget,
             next_memory_check: Instant::now(),
+            preloaders: BTreeMap::new(),
+            forking: BTreeMap::new(),
             stopping: false,
         };
         Ok((sup, cmd_tx))
@@ -223,7 +252,11 @@ impl Supervisor {
         loop {
             self.maintain();
             self.publish();
-            if self.stopping && self.procs.is_empty() {
+            if self.stopping
+                && self.procs.is_empty()
+                && self.forking.is_empty()
+                && self.preloaders.is_empty()
+            {
                 break;
             }
             let wake = tokio::time::Instant::from_std(self.next_wake());
@@ -251,10 +284,11 @@ impl Supervisor {
     // ---- keeping the pool at its size --------------------------------
 
     fn maintain(&mut self) {
+        let now = Instant::now();
+        self.maintain_preloaders(now);
         if self.stopping {
             return;
         }
-        let now = Instant::now();
         let due = now >= self.next_tick;
         if due {
             self.next_tick = now + scaling::TICK;
@@ -339,7 +373,8 @@ impl Supervisor {
             .procs
             .values()
             .filter(|p| !p.stopping && p.ready_at.is_none())
-            .count();
+            .count()
+            + self.forking_of(None);
         let (step, limited) = self.scaler.step(&cfg, load, &idle, now);
         if limited {
             Counters::bump(&self.pool.counters.max_children_reached);
@@ -386,10 +421,12 @@ impl Supervisor {
 
     /// Live (not stopping) workers, of one generation or all.
     fn live_of(&self, generation: Option<u32>) -> usize {
-        self.procs
+        let procs = self
+            .procs
             .values()
             .filter(|p| !p.stopping && generation.is_none_or(|g| p.generation == g))
-            .count()
+            .count();
+        procs + self.forking_of(generation)
     }
 
     fn candidates(&self, of: impl Fn(&Proc) -> bool) -> Vec<Candidate> {
@@ -423,6 +460,9 @@ impl Supervisor {
         if let Some(r) = &self.rollout {
             wake = wake.min(r.deadline);
         }
+        if let Some(t) = self.next_preloader_deadline() {
+            wake = wake.min(t.max(now));
+        }
         if self
             .gens
             .values()
@@ -447,6 +487,7 @@ impl Supervisor {
                 (false, _) => c.old += 1,
             }
         }
+        c.new_warming += self.forking_of(Some(generation));
         c
     }
 
@@ -683,18 +724,15 @@ impl Supervisor {
     }
 
     fn spawn_within_budget(&mut self, generation: u32, hard: bool) -> anyhow::Result<()> {
+        if self.gens[&generation].cfg.spawn == SpawnMode::Preload {
+            return self.spawn_forked(generation, hard);
+        }
         let g = self.gens[&generation].clone();
         let id = self.next_id;
         self.next_id += 1;
         let socket = self.sockets.worker_socket(self.index, id);
         let listener = spawn::bind_worker_socket(&socket)?;
-        let (out_read, out_write) = match g.cfg.catch_workers_output {
-            true => {
-                let (r, w) = output::pipe()?;
-                (Some(r), Some(w))
-            }
-            false => (None, None),
-        };
+        let (out_read, out_write) = output_pipe(&g.cfg)?;
         let child = spawn::spawn(spawn::SpawnSpec {
             pool: &g.cfg,
             identity: &g.identity,
@@ -702,7 +740,8 @@ impl Supervisor {
             dir: g.dir.as_deref(),
             generation,
             worker: id,
-            listener,
+            listener: Some(listener),
+            control: None,
             output: out_write,
         })
         .inspect_err(|_| {
@@ -712,11 +751,24 @@ impl Supervisor {
         let handle = process::watch(child, move |status| {
             let _ = events.send(Event::Exited { id, status });
         });
+        if let Some(r) = out_read {
+            output::forward(r, self.pool.name.clone(), handle.pid);
+        }
+        self.register_worker(id, generation, handle, socket, hard);
+        Ok(())
+    }
+
+    /// A started worker: on the scoreboard, warming, and through its gate.
+    fn register_worker(
+        &mut self,
+        id: WorkerId,
+        generation: u32,
+        handle: ProcessHandle,
+        socket: PathBuf,
+        hard: bool,
+    ) {
         let pid = handle.pid;
         Counters::bump(&self.pool.counters.spawns);
-        if let Some(r) = out_read {
-            output::forward(r, self.pool.name.clone(), pid);
-        }
         tracing::info!(pool = %self.name(), worker = id, pid, generation, "worker spawned");
         let rank = generation::ranks(&self.gens)
             .get(&generation)
@@ -738,9 +790,8 @@ impl Supervisor {
                 gate_error: None,
             },
         );
-
         let events = self.events_tx.clone();
-        let cfg = g.cfg.clone();
+        let cfg = self.gens[&generation].cfg.clone();
         let socket: Arc<std::path::Path> = socket.into();
         tokio::spawn(async move {
             // A hard restart gates on FCGI_GET_VALUES only.
@@ -753,7 +804,6 @@ impl Supervisor {
             };
             let _ = events.send(ev);
         });
-        Ok(())
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -790,6 +840,10 @@ impl Supervisor {
                 self.next_spawn_at = self.next_spawn_at.max(Instant::now() + backoff::FIRST);
             }
             Event::Exited { id, status } => self.on_exit(id, status),
+            Event::Preloader { generation, msg } => self.on_preloader(generation, msg),
+            Event::PreloaderExited { generation, status } => {
+                self.on_preloader_exit(generation, status)
+            }
         }
     }
 

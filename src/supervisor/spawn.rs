@@ -4,7 +4,7 @@
 //! stale code after the master is killed.
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -70,7 +70,10 @@ pub struct SpawnSpec<'a> {
     pub dir: Option<&'a Path>,
     pub generation: u32,
     pub worker: u64,
-    pub listener: UnixListener,
+    /// The worker's listening socket (fd 0); `None` for a preloader.
+    pub listener: Option<UnixListener>,
+    /// A preloader's control socket, passed as fd 3.
+    pub control: Option<OwnedFd>,
     /// Where worker output goes: a pipe's write end, or `None` for /dev/null.
     pub output: Option<OwnedFd>,
 }
@@ -103,10 +106,16 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     }
     cmd.envs(pool.env.iter().map(|(k, v)| (k, v)));
     cmd.env("HERD_POOL", &pool.name)
-        .env("HERD_GENERATION", spec.generation.to_string())
-        .env("HERD_WORKER", spec.worker.to_string());
-
-    cmd.stdin(Stdio::from(OwnedFd::from(spec.listener)));
+        .env("HERD_GENERATION", spec.generation.to_string());
+    if spec.control.is_some() {
+        cmd.env(crate::worker::preloader::ENV, PRELOADER_FD.to_string());
+    } else {
+        cmd.env("HERD_WORKER", spec.worker.to_string());
+    }
+    match spec.listener {
+        Some(l) => cmd.stdin(Stdio::from(OwnedFd::from(l))),
+        None => cmd.stdin(Stdio::null()),
+    };
     match spec.output {
         Some(fd) => {
             let err = fd
@@ -120,15 +129,23 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     }
     cmd.kill_on_drop(false);
 
-    let child_setup = ChildSetup::new(pool, spec.dir, spec.identity)?;
+    let mut child_setup = ChildSetup::new(pool, spec.dir, spec.identity)?;
+    child_setup.control = spec.control.as_ref().map(|fd| fd.as_raw_fd());
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls on data prepared in the parent.
     unsafe {
         cmd.pre_exec(move || child_setup.apply());
     }
-    cmd.spawn()
-        .with_context(|| format!("failed to start {}", spec.program.display()))
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("failed to start {}", spec.program.display()));
+    // The child has its copy of the control socket now.
+    drop(spec.control);
+    child
 }
+
+/// Where a preloader finds its control socket.
+const PRELOADER_FD: i32 = 3;
 
 /// What the child does between fork and exec, prepared in the parent.
 struct ChildSetup {
@@ -137,6 +154,8 @@ struct ChildSetup {
     chroot: Option<CString>,
     chdir: Option<CString>,
     ids: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    /// A preloader's control socket, to be put on fd 3.
+    control: Option<libc::c_int>,
 }
 
 impl ChildSetup {
@@ -169,6 +188,7 @@ impl ChildSetup {
                     groups.iter().map(|g| g.as_raw()).collect(),
                 )
             }),
+            control: None,
         })
     }
 
@@ -189,6 +209,16 @@ impl ChildSetup {
             // Own session: a Ctrl-C at the master's terminal reaches the
             // master only, which then stops workers in order.
             libc::setsid();
+            if let Some(fd) = self.control {
+                if fd == PRELOADER_FD {
+                    check(libc::fcntl(fd, libc::F_SETFD, 0))?;
+                } else {
+                    // dup2 leaves the copy without FD_CLOEXEC.
+                    if libc::dup2(fd, PRELOADER_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
             for (resource, value) in &self.rlimits {
                 let lim = libc::rlimit {
                     rlim_cur: *value,

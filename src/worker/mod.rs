@@ -100,6 +100,7 @@ mod conn;
 mod listener;
 mod panic;
 mod preload;
+pub mod preloader;
 mod request;
 mod response;
 mod session;
@@ -157,6 +158,13 @@ pub trait App: Sized + 'static {
 /// application and serves until the listening socket fails or a handler
 /// panics. See the module documentation for the exit codes.
 pub fn run<A: App>() -> ExitCode {
+    // Started by herd with `spawn = preload`.
+    if let Some(fd) = std::env::var(preloader::ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return preloader::run::<A>(fd);
+    }
     let mode = match Mode::parse(std::env::args_os().skip(1)) {
         Ok(mode) => mode,
         Err(e) => {

@@ -491,3 +491,20 @@ impl Herd {
             .collect()
     }
 }
+
+/// `target/<profile>/examples/<name>`, next to `target/<profile>/deps/`
+/// where the test runs from (`cargo test` builds the examples first).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the examples first: cargo build --examples",
+        path.display()
+    );
+    path
+}
