@@ -7,6 +7,9 @@
 //! - `router`: listeners, client connections and the request relay.
 //! - `supervisor`: spawning, the readiness gate, reaping and backoff.
 //! - `master`: the lifecycle of the whole process: start, signals, stop.
+//! - `control`: the control socket, its protocol and `herd ctl`.
+//! - `status`: php-fpm's status formats.
+//! - `worker`: the Rust worker library (`herd::worker`).
 //! - `client`: a FastCGI client (`herd call`, the gate's probes).
 //! - `example_app`: the FastCGI application built into the binary.
 

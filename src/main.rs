@@ -135,16 +135,14 @@ fn main() -> ExitCode {
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Run { config, allow_root } => {
-            let opts = LoadOptions { allow_root };
+            let opts = LoadOptions {
+                allow_root,
+                ..LoadOptions::default()
+            };
             let cfg = match &config {
                 Some(path) => load(path, &opts)?,
                 None => embedded_default(&opts)?,
             };
-            herd::logging::init(cfg.global.log_level);
-            if let Some(log) = &cfg.global.error_log {
-                herd::logging::open_over_stderr(log)
-                    .with_context(|| format!("failed to open error_log {}", log.display()))?;
-            }
             if config.is_none() {
                 announce(&cfg);
             }
@@ -152,11 +150,17 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 config_path: config,
                 load: opts,
             };
-            herd::master::run(cfg, opts)?;
+            herd::master::start(cfg, opts)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { config, allow_root } => {
-            let cfg = load(&config, &LoadOptions { allow_root })?;
+            let cfg = load(
+                &config,
+                &LoadOptions {
+                    allow_root,
+                    ..LoadOptions::default()
+                },
+            )?;
             for w in &cfg.warnings {
                 eprintln!("herd: warning: {w}");
             }
@@ -195,9 +199,13 @@ fn ctl(
     use herd::control::protocol::Request;
     let socket = match (socket, config) {
         (Some(s), _) => s,
-        (None, Some(c)) => {
-            herd::control::socket_path(&load(&c, &LoadOptions { allow_root: true })?)
-        }
+        (None, Some(c)) => herd::control::socket_path(&load(
+            &c,
+            &LoadOptions {
+                allow_root: true,
+                ..LoadOptions::default()
+            },
+        )?),
         (None, None) => herd::control::socket_path(&embedded_default(&LoadOptions::default())?),
     };
     let request = match action {

@@ -163,3 +163,50 @@ fn workers_die_with_their_preloader_and_herd_starts_another() {
     });
     assert_eq!(herd.log_lines("preloader started").len(), 2);
 }
+
+#[test]
+fn a_program_can_be_its_own_manager() {
+    // examples/managed runs herd's master in its own binary; here with a
+    // config file on a free port instead of its built-in one.
+    let dir = support::Dir::new();
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let conf = dir.write(
+        "managed.conf",
+        &format!("[global]\ncontrol.listen = {}/ctl.sock\n[greeter]\nlisten = {addr}\npm = static\npm.max_children = 2\n{}", dir.path().display(), user_line()),
+    );
+    let log = dir.join("managed.log");
+    let mut child = std::process::Command::new(example("managed"))
+        .args(["--config", conf.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let reply = wait_for(
+        "the self-managed program to serve",
+        Duration::from_secs(15),
+        || {
+            fcgi::try_get(&addr, "/", Duration::from_secs(5))
+                .ok()
+                .filter(|r| r.status() == 200)
+        },
+    );
+    let body = reply.body();
+    assert!(
+        body.starts_with("Hello from a self-managed program, generation 1, pid "),
+        "{body}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("preloader ready"),
+        "forked from a preloader:\n{text}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_for("it to stop", Duration::from_secs(15), || {
+        child.try_wait().unwrap()
+    });
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}

@@ -14,10 +14,13 @@ use super::{
 };
 
 /// Choices made on herd's command line rather than in the file.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// `--allow-root`: let pools run workers as root (php-fpm's `-R`).
     pub allow_root: bool,
+    /// For `herd::worker::manage`: the program itself is every pool's
+    /// `command` (unless a pool names one), preloaded by default.
+    pub embedded: Option<std::path::PathBuf>,
 }
 
 /// Reads `path` and every file it includes.

@@ -449,7 +449,10 @@ fn root_workers_need_consent() {
         e.starts_with("/etc/herd/herd.conf:6: pool 'www': workers would run as root"),
         "{e}"
     );
-    let opts = LoadOptions { allow_root: true };
+    let opts = LoadOptions {
+        allow_root: true,
+        ..LoadOptions::default()
+    };
     assert!(parse_str(&text, Path::new(ORIGIN), &opts).is_ok());
 }
 

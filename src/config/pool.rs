@@ -35,9 +35,17 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
     let listen = f.required(cx, at, "listen", |v| value::listen(v, &base));
     let user = user(f, cx, at);
     let chroot = f.get(cx, "chroot", absolute).flatten();
-    let command = f.required(cx, at, "command", |v| {
-        resolve::command(v, &base, chroot.as_deref())
-    });
+    let command = match (&cx.opts.embedded, f.location("command")) {
+        (Some(program), None) => Some(program.clone()),
+        _ => f.required(cx, at, "command", |v| {
+            resolve::command(v, &base, chroot.as_deref())
+        }),
+    };
+    let default_spawn = if cx.opts.embedded.is_some() {
+        SpawnMode::Preload
+    } else {
+        SpawnMode::Exec
+    };
     let pm = pm(f, cx, at);
     let max_children = pm.as_ref().map_or(1, |pm| pm.max_children);
 
@@ -106,7 +114,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         rlimit_core: f.get(cx, "rlimit_core", value::rlimit),
         php_defines: php_defines(f, cx),
         catch_workers_output: f.or(cx, "catch_workers_output", true, value::boolean),
-        spawn: f.or(cx, "spawn", SpawnMode::Exec, value::spawn_mode),
+        spawn: f.or(cx, "spawn", default_spawn, value::spawn_mode),
         max_spawn_rate: spawn_rate,
         process_idle_timeout: idle_timeout,
         max_requests: f.or(cx, "pm.max_requests", 0, value::whole),

@@ -62,6 +62,17 @@ enum Stop {
     Fast,
 }
 
+/// Sets up logging as `config` says (stderr, or `error_log` in its place),
+/// then runs the master until it is stopped.
+pub fn start(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    logging::init(config.global.log_level);
+    if let Some(log) = &config.global.error_log {
+        logging::open_over_stderr(log)
+            .with_context(|| format!("failed to open error_log {}", log.display()))?;
+    }
+    run(config, opts)
+}
+
 /// Runs the master until it is stopped. Errors before the first worker
 /// starts (a listener that cannot open, an unknown user) end it at once.
 pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {

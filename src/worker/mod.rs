@@ -98,6 +98,7 @@
 mod body;
 mod conn;
 mod listener;
+mod manage;
 mod panic;
 mod preload;
 pub mod preloader;
@@ -112,6 +113,7 @@ use std::sync::OnceLock;
 
 pub use anyhow::{Context, Error, bail, ensure};
 pub use listener::{ListenError, Listener};
+pub use manage::manage;
 pub use panic::Panicked;
 pub use preload::{LoadError, ensure_single_threaded, load, threads};
 pub use request::Request;
