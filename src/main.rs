@@ -119,6 +119,12 @@ enum CtlAction {
     },
     /// Set a pool's number of workers (its pm.max_children).
     Scale { pool: String, workers: usize },
+    /// Every pool's metrics, in OpenMetrics text.
+    Metrics,
+    /// Replace the running master with this herd binary: the new master
+    /// takes over the listeners and starts its own workers; the old one
+    /// drains and exits. If the new one fails, the old one keeps serving.
+    Upgrade,
 }
 
 fn main() -> ExitCode {
@@ -214,6 +220,8 @@ fn ctl(
         CtlAction::Restart { pool, batch, .. } => Request::Restart { pool, batch },
         CtlAction::Stop { fast } => Request::Stop { fast },
         CtlAction::Scale { pool, workers } => Request::Scale { pool, workers },
+        CtlAction::Metrics => Request::Metrics,
+        CtlAction::Upgrade => Request::Upgrade,
     };
     herd::control::client::run(&socket, &request, json, &mut std::io::stdout())
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::directives::{self, Scope};
 use super::ini::{self, Document, Entry, Section};
 use super::{
-    Config, ConfigError, ConfigErrors, Global, ListenAddr, Location, LogLevel, pool, value,
+    Config, ConfigError, ConfigErrors, Global, ListenAddr, Location, LogFormat, LogLevel, pool,
+    value,
 };
 
 /// Choices made on herd's command line rather than in the file.
@@ -329,6 +330,7 @@ fn build_global(f: &Fields, cx: &mut Context) -> Global {
         pid: f.get(cx, "pid", &path).flatten(),
         error_log: error_log.flatten(),
         log_level: f.or(cx, "log_level", LogLevel::Notice, value::log_level),
+        log_format: f.or(cx, "log_format", LogFormat::Text, value::log_format),
         process_control_timeout: f.or(cx, "process_control_timeout", Duration::from_secs(10), dur),
         emergency_restart_threshold: f.or(cx, "emergency_restart_threshold", 0, value::whole),
         emergency_restart_interval: f.or(cx, "emergency_restart_interval", Duration::ZERO, dur),

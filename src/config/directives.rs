@@ -67,6 +67,7 @@ const fn pool(name: &'static str, default: &'static str, doc: &'static str) -> D
 pub const ALL: &[Directive] = &[
     global("pid", "none", "php-fpm: pid file, written at start and removed at exit."),
     global("error_log", "stderr", "php-fpm: the master's log file. `syslog` is not supported: leave it unset and let the service manager collect stderr."),
+    global("log_format", "text", "herd: `text`, one line per event; or `json`, one JSON object per line."),
     global("log_level", "notice", "php-fpm: least severe level logged: alert, error, warning, notice or debug."),
     global("process_control_timeout", "10s", "php-fpm: how long a stop or reload lets workers finish their requests before killing them. herd's default is 10s: php-fpm's 0 aborts in-flight requests on every reload and stop."),
     global("emergency_restart_threshold", "0", "php-fpm: this many workers dying of SIGSEGV or SIGBUS within `emergency_restart_interval` restarts every pool; 0 = off."),
@@ -79,7 +80,7 @@ pub const ALL: &[Directive] = &[
     global("daemonize", "no", "php-fpm: fork into the background. herd always runs in the foreground: `no` is accepted, `yes` is an error."),
     global("include", "none", "php-fpm: read the files matching this glob here, in name order; relative to the including file; allowed in any section; at most 5 nested files."),
 
-    pool("listen", "required", "php-fpm: where the pool accepts FastCGI connections: a unix socket path (any value with a `/`), `host:port`, `[ipv6]:port`, `*:port` or a bare port. A bare port listens on 127.0.0.1 only, where php-fpm takes every address."),
+    pool("listen", "required", "php-fpm: where the pool accepts FastCGI connections: a unix socket path (any value with a `/`), `host:port`, `[ipv6]:port`, `*:port` or a bare port (127.0.0.1 only, where php-fpm takes every address); herd adds `systemd:NAME`, the socket systemd passes with that FileDescriptorName."),
     pool("listen.backlog", "511", "php-fpm: listen(2) backlog; -1 = the kernel's maximum."),
     pool("listen.owner", "herd's user", "php-fpm: owner of the unix socket."),
     pool("listen.group", "herd's group", "php-fpm: group of the unix socket."),

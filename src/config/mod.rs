@@ -88,6 +88,7 @@ pub struct Global {
     /// `None`: stderr.
     pub error_log: Option<PathBuf>,
     pub log_level: LogLevel,
+    pub log_format: LogFormat,
     pub process_control_timeout: Duration,
     pub emergency_restart_threshold: u32,
     pub emergency_restart_interval: Duration,
@@ -115,6 +116,9 @@ pub enum LogLevel {
 pub enum ListenAddr {
     Unix(PathBuf),
     Tcp(SocketAddr),
+    /// A socket passed by systemd (`LISTEN_FDS`), by its
+    /// `FileDescriptorName`.
+    Systemd(String),
 }
 
 impl fmt::Display for ListenAddr {
@@ -122,8 +126,15 @@ impl fmt::Display for ListenAddr {
         match self {
             ListenAddr::Unix(p) => write!(f, "{}", p.display()),
             ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Systemd(name) => write!(f, "systemd:{name}"),
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{ListenAddr, LogLevel, PmMode, SpawnMode, WarmupRequest};
+use super::{ListenAddr, LogFormat, LogLevel, PmMode, SpawnMode, WarmupRequest};
 
 /// What a value should have looked like, e.g. "expected a whole number".
 pub type Expected = String;
@@ -149,6 +149,14 @@ pub fn log_level(v: &str) -> Result<LogLevel, Expected> {
     }
 }
 
+pub fn log_format(v: &str) -> Result<LogFormat, Expected> {
+    match v.to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected text or json".into()),
+    }
+}
+
 pub fn spawn_mode(v: &str) -> Result<SpawnMode, Expected> {
     match v.to_ascii_lowercase().as_str() {
         "exec" => Ok(SpawnMode::Exec),
@@ -258,6 +266,18 @@ pub fn warmup(v: &str) -> Result<WarmupRequest, Expected> {
 /// only, where php-fpm takes every address: exposing workers to the network
 /// should be written out.
 pub fn listen(v: &str, base: &Path) -> Result<ListenAddr, Expected> {
+    if let Some(name) = v.strip_prefix("systemd:") {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(
+                "expected systemd:NAME, NAME being a FileDescriptorName of the socket unit".into(),
+            );
+        }
+        return Ok(ListenAddr::Systemd(name.to_string()));
+    }
     if v.contains('/') {
         return Ok(ListenAddr::Unix(join(base, v)));
     }

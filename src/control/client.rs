@@ -40,10 +40,15 @@ pub fn run(
         let line = line.context("failed to read the answer")?;
         let v: Value =
             serde_json::from_str(&line).context("the master sent something that is not JSON")?;
-        if json {
-            writeln!(out, "{line}")?;
+        let shown = if json {
+            writeln!(out, "{line}")
         } else {
-            show(&v, out)?;
+            show(&v, out)
+        };
+        match shown {
+            // A reader that went away (`| head`) is not an error of ours.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            other => other?,
         }
         if v["done"] == true {
             let ok = v["ok"] == true;
@@ -62,6 +67,9 @@ pub fn run(
 }
 
 fn show(v: &Value, out: &mut dyn Write) -> std::io::Result<()> {
+    if v["event"] == "progress" && v["message"].is_string() {
+        return writeln!(out, "{}", s(&v["message"]));
+    }
     if v["event"] == "progress" {
         return writeln!(
             out,
@@ -78,6 +86,9 @@ fn show(v: &Value, out: &mut dyn Write) -> std::io::Result<()> {
             show_pool(p, out)?;
         }
         return Ok(());
+    }
+    if let Some(text) = v["metrics"].as_str() {
+        write!(out, "{text}")?;
     }
     if let Some(msg) = v["message"].as_str() {
         writeln!(out, "{msg}")?;

@@ -41,6 +41,10 @@ pub enum Request {
         #[serde(default)]
         fast: bool,
     },
+    /// OpenMetrics text of every pool.
+    Metrics,
+    /// Replace the master binary: a new master takes over the listeners.
+    Upgrade,
 }
 
 /// Longest request line accepted; the socket is local and 0600, but a

@@ -46,6 +46,22 @@ impl ControlSocket {
         })
     }
 
+    /// Takes over the control socket of the master this one replaces.
+    pub fn adopt(fd: std::os::fd::OwnedFd, path: &Path) -> anyhow::Result<ControlSocket> {
+        let std = std::os::unix::net::UnixListener::from(fd);
+        std.set_nonblocking(true)?;
+        Ok(ControlSocket {
+            listener: UnixListener::from_std(std)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The socket's fd, to pass to a master that replaces this one.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.listener.as_raw_fd()
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -68,7 +84,9 @@ impl ControlSocket {
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if !crate::router::handed_off() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

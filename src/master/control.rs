@@ -85,6 +85,12 @@ impl Master {
                 Some(_) => done_err(&reply, "a pool needs at least one worker".into()),
                 None => done_err(&reply, format!("no pool named '{pool}'")),
             },
+            Request::Metrics => {
+                let pools: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.pool.clone()).collect();
+                let text = status::openmetrics(&pools);
+                let _ = reply.send(json!({"done": true, "ok": true, "metrics": text}));
+            }
+            Request::Upgrade => return self.upgrade(reply).await,
             Request::Stop { fast } => {
                 done_ok(
                     &reply,
@@ -163,4 +169,43 @@ fn pool_json(pool: &Arc<Pool>) -> Value {
     v["listen"] = json!(pool.config().listen.to_string());
     v["deploy"] = serde_json::to_value(pool.deploy.borrow().clone()).unwrap_or(Value::Null);
     v
+}
+
+impl Master {
+    /// `herd ctl upgrade`: answered when the new master is ready or failed.
+    async fn upgrade(&mut self, reply: Reply) -> Option<Stop> {
+        if self.upgrading.is_some() {
+            done_err(&reply, "an upgrade is already under way".into());
+            return None;
+        }
+        match self.start_upgrade() {
+            Ok(pid) => {
+                let _ = reply.send(json!({"event": "progress", "message": format!("new master started, pid {pid}; waiting for its workers")}));
+                self.upgrading = Some(reply);
+            }
+            Err(e) => done_err(&reply, format!("upgrade failed: {e}")),
+        }
+        None
+    }
+
+    /// Tells systemd `READY=1` again once a reload's rollouts settled.
+    pub(super) fn notify_when_settled(&self, done: Vec<Reloaded>) {
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            for r in done {
+                let Some(generation) = r.generation else {
+                    continue;
+                };
+                let mut rx = r.pool.deploy.subscribe();
+                let _ = rx
+                    .wait_for(|d| {
+                        d.generation > generation
+                            || (d.serving >= generation && d.state == "stable")
+                            || (d.generation == generation && d.state == "refused")
+                    })
+                    .await;
+            }
+            let _ = internal.send(super::Internal::ReloadSettled);
+        });
+    }
 }

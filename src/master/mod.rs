@@ -6,11 +6,13 @@ mod control;
 mod pidfile;
 mod reload;
 mod stop;
+mod systemd;
+mod upgrade;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
@@ -21,6 +23,7 @@ use crate::control::server::{Control, ControlSocket};
 use crate::logging;
 use crate::phase::{Phase, PhaseRx, PhaseTx};
 use crate::pool::Pool;
+use crate::router::inherit::Inherited;
 use crate::router::{self, Listener};
 use crate::signals::{SignalEvent, Signals};
 use crate::supervisor::socket_dir::SocketDir;
@@ -38,6 +41,9 @@ pub struct RunOptions {
 /// A running pool, as the master holds it.
 struct PoolHandle {
     pool: Arc<Pool>,
+    /// The listening socket's fd, owned by the accept loop; passed on to a
+    /// master that replaces this one.
+    listener_fd: std::os::fd::RawFd,
     commands: mpsc::UnboundedSender<supervisor::Command>,
     supervisor: JoinHandle<()>,
     acceptor: JoinHandle<()>,
@@ -54,11 +60,32 @@ struct Master {
     /// Times of recent SIGSEGV/SIGBUS deaths (`emergency_restart_*`).
     crashes: VecDeque<Instant>,
     budget: Arc<supervisor::ProcessBudget>,
+    systemd: systemd::Systemd,
+    internal: mpsc::UnboundedSender<Internal>,
+    /// The program and arguments this master was started with, for
+    /// `herd ctl upgrade`.
+    exe: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    control_fd: std::os::fd::RawFd,
+    /// The `herd ctl upgrade` waiting for the new master.
+    upgrading: Option<mpsc::UnboundedSender<serde_json::Value>>,
+}
+
+/// What the master's own tasks report back to its loop.
+enum Internal {
+    /// Every pool's first workers passed their gate.
+    Started,
+    /// A reload's rollouts settled (done or refused).
+    ReloadSettled,
+    UpgradeReady(u32),
+    UpgradeFailed(String),
 }
 
 /// What ends the master's loop.
 enum Stop {
     Graceful,
+    /// A new master took over the sockets (`herd ctl upgrade`).
+    HandOff,
     Fast,
 }
 
@@ -97,13 +124,23 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 
 async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     raise_fd_limit();
+    let mut inherited = Inherited::from_env();
+    let mut upgrade_pipe = upgrade::claim_pipe();
     let mut signals = Signals::install().context("failed to install signal handlers")?;
     let sockets = Arc::new(SocketDir::create(config.global.socket_dir.as_deref())?);
-    let listeners = open_listeners(&config.pools)?;
-    let control = ControlSocket::open(&crate::control::socket_path(&config))?;
+    let listeners = open_listeners(&config.pools, &mut inherited)?;
+    let control_path = crate::control::socket_path(&config);
+    let control = match inherited.take_control() {
+        Some(fd) => ControlSocket::adopt(fd, &control_path)?,
+        None => ControlSocket::open(&control_path)?,
+    };
+    for name in inherited.unused() {
+        tracing::warn!("closing the passed socket '{name}': no pool listens on it");
+    }
     let _pid_file = pidfile::PidFile::write(config.global.pid.as_deref())?;
     let (phase, _) = watch::channel(Phase::Running);
     let (reports, mut reports_rx) = mpsc::unbounded_channel();
+    let (internal, mut internal_rx) = mpsc::unbounded_channel();
     let budget = supervisor::ProcessBudget::new(config.global.process_max);
     let mut master = Master {
         config,
@@ -115,6 +152,12 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         reports,
         crashes: VecDeque::new(),
         budget,
+        systemd: systemd::Systemd::from_env(),
+        internal,
+        exe: std::env::current_exe().context("failed to find the herd binary")?,
+        args: std::env::args_os().collect(),
+        control_fd: control.raw_fd(),
+        upgrading: None,
     };
     for (cfg, listener) in master.config.pools.clone().into_iter().zip(listeners) {
         master.start_pool(cfg, listener)?;
@@ -127,6 +170,9 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         master.pools.len()
     );
+    master.notify_when_started();
+    let mut watchdog =
+        tokio::time::interval(master.systemd.watchdog.unwrap_or(Duration::from_secs(10)));
 
     let stop = loop {
         tokio::select! {
@@ -137,20 +183,32 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
                 break stop;
             },
             Some(report) = reports_rx.recv() => master.on_report(report).await,
+            Some(ev) = internal_rx.recv() => if let Some(stop) = master.on_internal(ev, &mut upgrade_pipe) {
+                break stop;
+            },
+            _ = watchdog.tick() => {
+                master.systemd.watchdog_ping();
+                master.systemd.status(&systemd::summary(&master.pool_list()));
+            }
         }
     };
+    master.systemd.stopping();
     match stop {
-        Stop::Graceful => master.graceful_stop(&mut signals).await,
+        Stop::Graceful => master.graceful_stop(&mut signals, false).await,
+        Stop::HandOff => master.graceful_stop(&mut signals, true).await,
         Stop::Fast => master.fast_stop().await,
     }
     tracing::info!("herd stopped");
     Ok(())
 }
 
-fn open_listeners(pools: &[PoolConfig]) -> anyhow::Result<Vec<Listener>> {
+fn open_listeners(
+    pools: &[PoolConfig],
+    inherited: &mut Inherited,
+) -> anyhow::Result<Vec<Listener>> {
     pools
         .iter()
-        .map(|p| Listener::open(p).with_context(|| format!("pool '{}'", p.name)))
+        .map(|p| Listener::open(p, inherited).with_context(|| format!("pool '{}'", p.name)))
         .collect()
 }
 
@@ -161,27 +219,85 @@ impl Master {
 
     fn start_pool(&mut self, cfg: PoolConfig, listener: Listener) -> anyhow::Result<()> {
         let name = cfg.name.clone();
+        let listener_fd = listener.raw_fd();
         let (pool, events) =
             Pool::new(Arc::new(cfg.clone())).with_context(|| format!("pool '{name}'"))?;
+        let shared = supervisor::Shared {
+            sockets: self.sockets.clone(),
+            reports: self.reports.clone(),
+            control_timeout: self.config.global.process_control_timeout,
+            budget: self.budget.clone(),
+        };
         let (sup, commands) = Supervisor::new(
             pool.clone(),
             self.next_index,
             events,
-            self.sockets.clone(),
-            self.reports.clone(),
-            self.config.global.process_control_timeout,
-            self.budget.clone(),
+            shared,
+            upgrade::first_generation(&name),
         )
         .with_context(|| format!("pool '{name}'"))?;
         self.next_index += 1;
         tracing::info!(pool = %name, "listening on {}", cfg.listen);
         self.pools.push(PoolHandle {
+            listener_fd,
             supervisor: tokio::spawn(sup.run()),
             acceptor: tokio::spawn(router::accept_loop(listener, pool.clone(), self.phase_rx())),
             pool,
             commands,
         });
         Ok(())
+    }
+
+    fn pool_list(&self) -> Vec<Arc<Pool>> {
+        self.pools.iter().map(|p| p.pool.clone()).collect()
+    }
+
+    /// Sends `Internal::Started` once every pool's first workers are up.
+    fn notify_when_started(&self) {
+        let pools = self.pool_list();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            systemd::all_started(pools).await;
+            let _ = internal.send(Internal::Started);
+        });
+    }
+
+    fn on_internal(
+        &mut self,
+        ev: Internal,
+        upgrade_pipe: &mut Option<std::os::fd::OwnedFd>,
+    ) -> Option<Stop> {
+        match ev {
+            Internal::Started => {
+                let summary = systemd::summary(&self.pool_list());
+                tracing::info!("ready: {summary}");
+                self.systemd.ready(&summary);
+                if let Some(pipe) = upgrade_pipe.take() {
+                    tracing::info!("upgrade: telling the old master we are ready");
+                    self.systemd.main_pid(std::process::id());
+                    upgrade::report_ready(pipe);
+                }
+            }
+            Internal::ReloadSettled => self.systemd.ready(&systemd::summary(&self.pool_list())),
+            Internal::UpgradeReady(pid) => {
+                tracing::info!(
+                    "upgrade: the new master (pid {pid}) is ready; handing over and draining"
+                );
+                self.systemd.main_pid(pid);
+                router::hand_off();
+                if let Some(reply) = self.upgrading.take() {
+                    let _ = reply.send(serde_json::json!({"done": true, "ok": true, "message": format!("upgraded: the new master is pid {pid}; this one drains and exits")}));
+                }
+                return Some(Stop::HandOff);
+            }
+            Internal::UpgradeFailed(why) => {
+                tracing::error!("upgrade failed: {why}; this master keeps serving");
+                if let Some(reply) = self.upgrading.take() {
+                    let _ = reply.send(serde_json::json!({"done": true, "ok": false, "error": format!("upgrade failed: {why}; the old master keeps serving")}));
+                }
+            }
+        }
+        None
     }
 
     fn pool(&self, name: &str) -> Option<&PoolHandle> {
@@ -193,8 +309,13 @@ impl Master {
             SignalEvent::GracefulStop => return Some(Stop::Graceful),
             SignalEvent::FastStop => return Some(Stop::Fast),
             SignalEvent::Reload => {
-                if let Err(e) = self.reload(None, false).await {
-                    tracing::error!("reload refused: {e}");
+                self.systemd.reloading();
+                match self.reload(None, false).await {
+                    Ok(done) => self.notify_when_settled(done),
+                    Err(e) => {
+                        tracing::error!("reload refused: {e}");
+                        self.systemd.ready(&systemd::summary(&self.pool_list()));
+                    }
                 }
             }
             SignalEvent::ReopenLogs => {

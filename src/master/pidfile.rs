@@ -18,7 +18,10 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        if let Some(p) = &self.0 {
+        // After an upgrade the file holds the new master's pid.
+        if let Some(p) = &self.0
+            && !crate::router::handed_off()
+        {
             let _ = std::fs::remove_file(p);
         }
     }

@@ -40,7 +40,8 @@ impl Master {
             .filter(|p| self.pool(&p.name).is_none())
             .cloned()
             .collect();
-        let listeners = open_listeners(&added).map_err(|e| format!("{e:#}"))?;
+        let listeners =
+            open_listeners(&added, &mut Default::default()).map_err(|e| format!("{e:#}"))?;
 
         let mut done = Vec::new();
         for cfg in new

@@ -14,9 +14,17 @@ impl Master {
     /// already waits in the backlog), let queued and in-flight requests
     /// finish within `process_control_timeout`, then stop the workers. A
     /// second stop signal escalates to a fast stop.
-    pub(super) async fn graceful_stop(self, signals: &mut Signals) {
+    ///
+    /// After `herd ctl upgrade` (`handoff`) the new master already serves
+    /// from the same sockets: no depool delay, and the sockets, their
+    /// files and backlogs are left to it.
+    pub(super) async fn graceful_stop(self, signals: &mut Signals, handoff: bool) {
         let grace = self.config.global.process_control_timeout;
-        let depool = self.config.global.shutdown_depool_delay;
+        let depool = if handoff {
+            Duration::ZERO
+        } else {
+            self.config.global.shutdown_depool_delay
+        };
         self.phase.send_replace(Phase::Depooling);
         if !depool.is_zero() {
             tracing::info!(

@@ -186,6 +186,8 @@ pub struct DeployStatus {
     pub generations: Vec<GenerationStatus>,
     /// Failed starts and early exits that are counting towards the backoff.
     pub backoff_failures: u32,
+    /// The pool's first workers have all passed their gate (it stays true).
+    pub started: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -17,6 +18,7 @@ use tokio::sync::Semaphore;
 use crate::phase::PhaseRx;
 
 use super::conn;
+use super::inherit::Inherited;
 use crate::config::{ListenAddr, PoolConfig};
 use crate::pool::Pool;
 
@@ -24,25 +26,85 @@ pub enum Listener {
     Tcp(TcpListener),
     Unix {
         listener: UnixListener,
-        path: PathBuf,
+        /// The socket file to remove at the end; `None` when it is not
+        /// ours (systemd's).
+        path: Option<PathBuf>,
     },
 }
 
+/// Set when a new master took over the listeners (`herd ctl upgrade`):
+/// this one then stops accepting but leaves the sockets, their files and
+/// their backlogs to the new one.
+static HANDED_OFF: AtomicBool = AtomicBool::new(false);
+
+pub fn hand_off() {
+    HANDED_OFF.store(true, Ordering::SeqCst);
+}
+
+/// Whether the sockets now belong to a new master: nothing of theirs (files,
+/// the pid file) may be removed on the way out.
+pub fn handed_off() -> bool {
+    HANDED_OFF.load(Ordering::SeqCst)
+}
+
 impl Listener {
-    /// Opens the pool's listener. Must run inside the runtime.
-    pub fn open(cfg: &PoolConfig) -> anyhow::Result<Listener> {
+    /// Opens the pool's listener, or takes the one systemd or the previous
+    /// master passed. Must run inside the runtime.
+    pub fn open(cfg: &PoolConfig, inherited: &mut Inherited) -> anyhow::Result<Listener> {
+        if let Some(fd) = inherited.take(&cfg.listen) {
+            return adopt(fd, &cfg.listen);
+        }
         match &cfg.listen {
             ListenAddr::Tcp(addr) => open_tcp(*addr, cfg.listen_backlog),
             ListenAddr::Unix(path) => open_unix(path, cfg),
+            ListenAddr::Systemd(name) => {
+                bail!(
+                    "no socket named '{name}' was passed by systemd (LISTEN_FDNAMES); check FileDescriptorName= in the socket unit"
+                )
+            }
         }
     }
 
-    /// Removes the socket file of a unix listener.
+    /// The listening socket's fd, to pass to a master that replaces this
+    /// one. Valid while the accept loop runs.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix { listener, .. } => listener.as_raw_fd(),
+        }
+    }
+
+    /// Removes the socket file of a unix listener that is ours.
     fn cleanup(&self) {
-        if let Listener::Unix { path, .. } = self {
+        if let Listener::Unix {
+            path: Some(path), ..
+        } = self
+        {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// A listening socket received from systemd or the previous master.
+fn adopt(fd: std::os::fd::OwnedFd, listen: &ListenAddr) -> anyhow::Result<Listener> {
+    let sock = Socket::from(fd);
+    sock.set_nonblocking(true)?;
+    let local = sock
+        .local_addr()
+        .with_context(|| format!("passed socket for {listen} is not a socket"))?;
+    if local.as_socket().is_some() {
+        return Ok(Listener::Tcp(TcpListener::from_std(sock.into())?));
+    }
+    let path = match listen {
+        ListenAddr::Unix(p) => Some(p.clone()),
+        _ => None,
+    };
+    let std: std::os::unix::net::UnixListener = sock.into();
+    Ok(Listener::Unix {
+        listener: UnixListener::from_std(std)?,
+        path,
+    })
 }
 
 fn open_tcp(addr: SocketAddr, backlog: i32) -> anyhow::Result<Listener> {
@@ -102,7 +164,7 @@ fn open_unix(path: &Path, cfg: &PoolConfig) -> anyhow::Result<Listener> {
     let std: std::os::unix::net::UnixListener = sock.into();
     Ok(Listener::Unix {
         listener: UnixListener::from_std(std)?,
-        path: path.to_path_buf(),
+        path: Some(path.to_path_buf()),
     })
 }
 
@@ -230,6 +292,10 @@ pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut phase: PhaseRx
             continue;
         };
         spawn_conn(stream, peer, &pool, &phase, Some(permit));
+    }
+    if HANDED_OFF.load(Ordering::SeqCst) {
+        // The new master accepts from the same sockets, backlog included.
+        return;
     }
     // Unix clients that come from now on find no socket file: refused,
     // not reset. Then what already waits in the backlog is served.

@@ -3,8 +3,9 @@
 
 mod access_log;
 mod conn;
+pub mod inherit;
 pub mod listener;
 mod local;
 mod relay;
 
-pub use listener::{Listener, accept_loop};
+pub use listener::{Listener, accept_loop, hand_off, handed_off};

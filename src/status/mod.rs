@@ -233,6 +233,19 @@ pub fn parse_query(query: &str) -> (Format, bool) {
     (format, has("full"))
 }
 
+/// The OpenMetrics exposition of every pool, for `herd ctl metrics`: each
+/// pool's status page in `?openmetrics` form, joined under one `# EOF`.
+pub fn openmetrics(pools: &[Arc<Pool>]) -> String {
+    let mut out = String::new();
+    for pool in pools {
+        let started = SystemTime::now() - pool.started.elapsed();
+        let (_, text) = render(&snapshot(pool, started), Format::OpenMetrics, false);
+        out.push_str(text.trim_end_matches("# EOF\n"));
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,6 +105,16 @@ pub enum Report {
     Crashed,
 }
 
+/// What every pool's supervisor gets from the master.
+#[derive(Clone)]
+pub struct Shared {
+    pub sockets: Arc<SocketDir>,
+    pub reports: mpsc::UnboundedSender<Report>,
+    /// `process_control_timeout`.
+    pub control_timeout: Duration,
+    pub budget: Arc<ProcessBudget>,
+}
+
 /// `process.max`: workers across every pool of the master.
 #[derive(Debug, Default)]
 pub struct ProcessBudget {
@@ -193,6 +203,8 @@ pub struct Supervisor {
     control_timeout: Duration,
     budget: Arc<ProcessBudget>,
     next_memory_check: Instant,
+    /// The pool's first workers have all passed their gate.
+    started: bool,
     /// `spawn = preload`: the preloader of each generation that has one.
     preloaders: BTreeMap<u32, preload::PreloaderState>,
     /// Workers asked of a preloader, not forked yet.
@@ -205,22 +217,20 @@ impl Supervisor {
         pool: Arc<Pool>,
         index: usize,
         pool_events: mpsc::UnboundedReceiver<PoolEvent>,
-        sockets: Arc<SocketDir>,
-        reports: mpsc::UnboundedSender<Report>,
-        control_timeout: Duration,
-        budget: Arc<ProcessBudget>,
+        shared: Shared,
+        first_generation: u32,
     ) -> anyhow::Result<(Supervisor, mpsc::UnboundedSender<Command>)> {
-        let mut first = Generation::new(1, pool.config())?;
+        let mut first = Generation::new(first_generation, pool.config())?;
         first.state = GenState::Stable;
         first.finished = true;
-        pool.set_generation(1);
+        pool.set_generation(first_generation);
         let (events_tx, events) = mpsc::unbounded_channel();
         let (cmd_tx, commands) = mpsc::unbounded_channel();
         let sup = Supervisor {
             pool,
             index,
-            gens: BTreeMap::from([(1, first)]),
-            serving: 1,
+            gens: BTreeMap::from([(first_generation, first)]),
+            serving: first_generation,
             rollout: None,
             procs: BTreeMap::new(),
             next_id: 1,
@@ -228,17 +238,18 @@ impl Supervisor {
             next_spawn_at: Instant::now(),
             scaler: Scaler::default(),
             next_tick: Instant::now(),
-            sockets,
+            sockets: shared.sockets,
             events_tx,
             events,
             pool_events,
             commands,
-            reports,
+            reports: shared.reports,
             refused: None,
             demand: false,
-            control_timeout,
-            budget,
+            control_timeout: shared.control_timeout,
+            budget: shared.budget,
             next_memory_check: Instant::now(),
+            started: false,
             preloaders: BTreeMap::new(),
             forking: BTreeMap::new(),
             stopping: false,
@@ -658,7 +669,25 @@ impl Supervisor {
     }
 
     /// Publishes where deploys stand, for status and `herd ctl`.
-    fn publish(&self) {
+    fn publish(&mut self) {
+        if !self.started && self.rollout.is_none() {
+            // Started: the workers the pool wants at first are all through
+            // their gate (an ondemand pool wants none).
+            let (load, _) = self.pool.load();
+            let want = self.scaler.max_children(&self.serving_gen().cfg).min(
+                match self.serving_gen().cfg.pm {
+                    crate::config::PmMode::Static => usize::MAX,
+                    crate::config::PmMode::Dynamic => self.serving_gen().cfg.start_servers as usize,
+                    crate::config::PmMode::Ondemand => 0,
+                },
+            );
+            let warming = self
+                .procs
+                .values()
+                .any(|p| p.ready_at.is_none() && !p.stopping)
+                || !self.forking.is_empty();
+            self.started = !warming && load.idle + load.busy >= want;
+        }
         let newest = self.gens.keys().max().copied().unwrap_or(1);
         let ranks = generation::ranks(&self.gens);
         let (state, reason, ready, old, target) = match (&self.rollout, &self.refused) {
@@ -699,6 +728,7 @@ impl Supervisor {
             target,
             generations,
             backoff_failures: self.backoff.failures(),
+            started: self.started,
         };
         self.pool.deploy.send_if_modified(|s| {
             let changed = *s != status;
