@@ -8,21 +8,31 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::config::LogLevel;
+use crate::config::{LogFormat, LogLevel};
 
-pub fn init(level: LogLevel) {
+/// One line per event on stderr: `text` (timestamp, level, message, then
+/// `key=value` fields such as pool, worker, pid) or `json` (one object per
+/// line with the same fields, for log pipelines).
+pub fn init(level: LogLevel, format: LogFormat) {
     let filter = match level {
         LogLevel::Alert | LogLevel::Error => tracing::Level::ERROR,
         LogLevel::Warning => tracing::Level::WARN,
         LogLevel::Notice => tracing::Level::INFO,
         LogLevel::Debug => tracing::Level::DEBUG,
     };
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_max_level(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 /// Points fd 2 at `path` (appending); nothing to do without a file.

@@ -161,3 +161,27 @@ fn run_without_a_config_serves_the_embedded_default() {
     });
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_event() {
+    let port = support::free_port();
+    let herd = support::Herd::start(&format!(
+        "[global]\nerror_log = {{dir}}/herd.log\nlog_format = json\n\
+         [app]\nlisten = 127.0.0.1:{port}\npm = static\npm.max_children = 1\ncommand = {{herd}}\nargs = example-app\n{}",
+        support::user_line()
+    ));
+    let ready = support::wait_for("a worker ready event", Duration::from_secs(20), || {
+        herd.log_text()
+            .lines()
+            .find(|l| l.contains("worker ready"))
+            .map(String::from)
+    });
+    let v: serde_json::Value =
+        serde_json::from_str(&ready).unwrap_or_else(|e| panic!("not JSON ({e}): {ready}"));
+    assert_eq!(v["message"], "worker ready");
+    assert_eq!(v["pool"], "app");
+    assert!(
+        v["pid"].as_u64().is_some() && v["level"] == "INFO" && v["timestamp"].is_string(),
+        "{v}"
+    );
+}

@@ -92,7 +92,7 @@ enum Stop {
 /// Sets up logging as `config` says (stderr, or `error_log` in its place),
 /// then runs the master until it is stopped.
 pub fn start(config: Config, opts: RunOptions) -> anyhow::Result<()> {
-    logging::init(config.global.log_level);
+    logging::init(config.global.log_level, config.global.log_format);
     if let Some(log) = &config.global.error_log {
         logging::open_over_stderr(log)
             .with_context(|| format!("failed to open error_log {}", log.display()))?;
