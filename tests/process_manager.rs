@@ -117,6 +117,34 @@ fn dynamic_pool_starts_pm_start_servers_workers() {
 }
 
 #[test]
+fn a_rollout_of_a_dynamic_pool_replaces_its_workers_and_grows_no_more() {
+    let addr = addr();
+    let herd = Herd::start(&config(
+        "control.listen = {dir}/ctl.sock\n",
+        &[pool("app", &addr, DYNAMIC, "")],
+    ));
+    herd.wait_ready(2);
+    let (code, out, err) = herd.ctl(&herd.dir.join("ctl.sock"), &["reload", "--force", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Two workers before, two of generation 2 after: the rollout's size is
+    // fixed when it starts (it once grew with every worker it started).
+    let v = wait_total(&herd, &addr, 2, Duration::from_secs(10));
+    assert!(
+        v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["generation"] == 2),
+        "{v}"
+    );
+    assert!(
+        herd.log_lines("worker spawned").len() <= 4,
+        "{}",
+        herd.log_text()
+    );
+}
+
+#[test]
 fn dynamic_pool_grows_for_a_burst_then_reaps_its_youngest_idle_workers() {
     let addr = addr();
     let herd = Herd::start(&config("", &[pool("app", &addr, DYNAMIC, "")]));

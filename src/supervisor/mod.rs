@@ -538,13 +538,11 @@ impl Supervisor {
         }
     }
 
-    /// The size a rollout brings the new generation to.
+    /// The size a rollout brings the new generation to, fixed when it
+    /// starts (counting the new workers would make a dynamic pool's target
+    /// grow with every one started).
     fn rollout_target(&self) -> usize {
-        let cfg = self.gens[&self.rollout.as_ref().expect("rolling").generation]
-            .cfg
-            .clone();
-        let (load, _) = self.pool.load();
-        self.scaler.target(&cfg, load).max(1)
+        self.rollout.as_ref().expect("rolling").target
     }
 
     /// Starts rolling out `cfg` as the next generation.
@@ -570,9 +568,15 @@ impl Supervisor {
             }
             tracing::warn!(pool = %self.name(), "generation {} superseded by {number} before its rollout finished", old.generation);
         }
+        let live = crate::supervisor::scaling::Load {
+            idle: self.live_of(None),
+            ..Default::default()
+        };
+        let target = self.scaler.target(&cfg, live).max(1);
         self.gens.insert(number, generation);
         self.refused = None;
         self.rollout = Some(Rollout::new(
+            target,
             number,
             kind,
             cfg.rollout_surge,

@@ -26,6 +26,8 @@ pub enum Kind {
 
 #[derive(Clone, Debug)]
 pub struct Rollout {
+    /// The pool's size when the rollout started: what it replaces.
+    pub target: usize,
     pub generation: u32,
     pub kind: Kind,
     pub started: Instant,
@@ -70,6 +72,7 @@ impl std::fmt::Display for Refusal {
 
 impl Rollout {
     pub fn new(
+        target: usize,
         generation: u32,
         kind: Kind,
         surge: u32,
@@ -78,6 +81,7 @@ impl Rollout {
         now: Instant,
     ) -> Rollout {
         Rollout {
+            target,
             generation,
             kind,
             started: now,
@@ -168,6 +172,7 @@ mod tests {
 
     fn graceful(surge: u32) -> Rollout {
         Rollout::new(
+            4,
             2,
             Kind::Graceful,
             surge,
@@ -241,7 +246,7 @@ mod tests {
     #[test]
     fn times_out() {
         let now = Instant::now();
-        let r = Rollout::new(2, Kind::Graceful, 1, 3, Duration::from_secs(5), now);
+        let r = Rollout::new(4, 2, Kind::Graceful, 1, 3, Duration::from_secs(5), now);
         assert_eq!(r.timed_out(now + Duration::from_secs(1)), None);
         assert!(r.timed_out(now + Duration::from_secs(5)).is_some());
     }
@@ -250,6 +255,7 @@ mod tests {
     fn hard_restart_starts_everything_and_stops_old_in_batches() {
         let now = Instant::now();
         let all = Rollout::new(
+            4,
             2,
             Kind::Hard { batch: None },
             1,
@@ -266,6 +272,7 @@ mod tests {
         assert_eq!(all.spawns_wanted(c), 4);
         assert_eq!(all.hard_stops_wanted(c, 0), 4);
         let batched = Rollout::new(
+            4,
             2,
             Kind::Hard { batch: Some(2) },
             1,
