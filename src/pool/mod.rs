@@ -8,6 +8,8 @@
 //! is synchronous and behind one short-held lock; the supervisor learns what
 //! it must act on (a worker to retire) through [`PoolEvent`]s.
 
+mod deploy;
+mod histogram;
 mod scoreboard;
 mod worker_conn;
 
@@ -21,6 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::PoolConfig;
 use crate::logging::LogFile;
 use crate::supervisor::scaling::{IdleWorker, Load};
+pub use deploy::{DeployCell, DeployStatus, GenerationStatus};
+pub use histogram::{BUCKETS, Histogram, HistogramSnapshot};
 pub use scoreboard::{BusyInfo, WorkerEntry, WorkerState};
 pub use worker_conn::WorkerConn;
 
@@ -103,6 +107,10 @@ struct Dispatch {
     busy: usize,
     /// The pool's newest generation.
     generation: u32,
+    /// Requests that ended, by the generation of the worker that served
+    /// them. Counted here, under the lock release takes anyway, so the hot
+    /// path gains no lock, and so totals outlive the workers.
+    served: BTreeMap<u32, u64>,
 }
 
 impl Dispatch {
@@ -145,6 +153,13 @@ pub struct Counters {
     pub max_active: AtomicU64,
     /// Times the pool wanted another worker and `pm.max_children` said no.
     pub max_children_reached: AtomicU64,
+    /// Requests that ended without a worker serving them: refused by herd,
+    /// or given up by the client while queued.
+    pub unserved: AtomicU64,
+    /// Each request's time in herd, from its params to its last record.
+    pub latency: Histogram,
+    /// Each lease's wait in the queue (zero when a worker was idle).
+    pub queue_wait: Histogram,
 }
 
 impl Counters {
@@ -162,40 +177,8 @@ pub struct Pool {
     pub counters: Counters,
     pub started: Instant,
     pub logs: PoolLogs,
-    pub deploy: tokio::sync::watch::Sender<DeployStatus>,
+    pub deploy: DeployCell,
     open_conns: tokio::sync::watch::Sender<usize>,
-}
-
-/// Where the pool's deploys stand, published by the supervisor for status
-/// and `herd ctl`.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct DeployStatus {
-    /// The newest generation.
-    pub generation: u32,
-    /// The generation that last finished a rollout.
-    pub serving: u32,
-    /// `stable`, `rolling out` or `refused`.
-    pub state: String,
-    /// Why the newest generation was refused.
-    pub reason: Option<String>,
-    /// Rollout progress: new workers through the gate, old ones left, the
-    /// pool's size.
-    pub ready: usize,
-    pub old: usize,
-    pub target: usize,
-    pub generations: Vec<GenerationStatus>,
-    /// Failed starts and early exits that are counting towards the backoff.
-    pub backoff_failures: u32,
-    /// The pool's first workers have all passed their gate (it stays true).
-    pub started: bool,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct GenerationStatus {
-    pub number: u32,
-    pub state: String,
-    pub workers: usize,
-    pub rank: u64,
 }
 
 /// The pool's own log files.
@@ -257,7 +240,7 @@ impl Pool {
             counters: Counters::default(),
             started: Instant::now(),
             logs,
-            deploy: tokio::sync::watch::Sender::new(DeployStatus::default()),
+            deploy: DeployCell::default(),
             open_conns: tokio::sync::watch::Sender::new(0),
         });
         Ok((pool, rx))
@@ -343,18 +326,30 @@ impl Pool {
         }
     }
 
-    /// Gives a lease back. A clean connection goes to the first waiter or
-    /// back to the idle set; a worker that reached `pm.max_requests`, was
-    /// marked retiring, or whose connection broke is handed to the
-    /// supervisor to stop.
+    /// Gives a lease back: its request has ended. A clean connection goes
+    /// to the first waiter or back to the idle set; a worker that reached
+    /// `pm.max_requests`, was marked retiring, or whose connection broke is
+    /// handed to the supervisor to stop.
     pub fn release(&self, mut lease: Lease, outcome: Outcome) {
         let conn = lease.conn.take();
-        self.give_back(lease.id, conn, outcome);
+        self.give_back(&lease, conn, outcome, true);
     }
 
-    fn give_back(&self, id: WorkerId, conn: Option<WorkerConn>, outcome: Outcome) {
+    /// Gives back the lease of a worker that died before answering, when
+    /// its request goes on to another worker: the request has not ended,
+    /// so it is not counted yet.
+    pub fn release_for_retry(&self, mut lease: Lease) {
+        lease.conn = None;
+        self.give_back(&lease, None, Outcome::Broken, false);
+    }
+
+    fn give_back(&self, lease: &Lease, conn: Option<WorkerConn>, outcome: Outcome, ended: bool) {
+        let id = lease.id;
         let max_requests = self.config().max_requests;
         let mut d = self.lock();
+        if ended {
+            *d.served.entry(lease.generation).or_insert(0) += 1;
+        }
         let Some(entry) = d.workers.get_mut(&id) else {
             return; // exited meanwhile
         };
@@ -485,6 +480,7 @@ impl Pool {
             queue_len: d.queue.iter().filter(|w| !w.tx.is_closed()).count(),
             unavailable: d.unavailable.clone(),
             generation: d.generation,
+            served: d.served.iter().map(|(g, n)| (*g, *n)).collect(),
         }
     }
 
@@ -567,6 +563,8 @@ pub struct Snapshot {
     pub queue_len: usize,
     pub unavailable: Option<String>,
     pub generation: u32,
+    /// Requests that ended, by generation, oldest first.
+    pub served: Vec<(u32, u64)>,
 }
 
 impl Drop for Lease {
@@ -575,7 +573,7 @@ impl Drop for Lease {
             // Dropped without release: the request was cut off mid-way, so
             // the connection is at an unknown point of the stream.
             drop(conn);
-            self.pool.give_back(self.id, None, Outcome::Broken);
+            self.pool.give_back(self, None, Outcome::Broken, true);
         }
     }
 }

@@ -81,8 +81,12 @@ where
     for attempt in 0..2 {
         let lease = match acquire(&pool, &cfg, &mut req).await {
             Ok(lease) => lease,
-            Err(Refusal::Aborted) => break,
+            Err(Refusal::Aborted) => {
+                Counters::bump(&pool.counters.unserved);
+                break;
+            }
             Err(Refusal::Respond(status, body)) => {
+                Counters::bump(&pool.counters.unserved);
                 ending = respond(client, &cfg, id, status, body).await;
                 log.status = status;
                 break;
@@ -94,8 +98,9 @@ where
         } else {
             Some(&mut req.stdin)
         };
+        let may_retry = retriable && attempt == 0;
         match forward(
-            &pool, lease, &cfg, id, &head, stdin, &req.abort, client, &mut log,
+            &pool, lease, &cfg, id, &head, stdin, &req.abort, client, &mut log, may_retry,
         )
         .await
         {
@@ -143,6 +148,9 @@ where
             }
         }
     }
+    // Every request is counted once when it ends: by its worker's
+    // generation when its lease comes back, else as unserved above.
+    pool.counters.latency.observe(started.elapsed());
     if let Some(access) = &pool.logs.access {
         let entry = access_log::Entry {
             pool: &pool.name,
@@ -209,8 +217,13 @@ enum Refusal {
 
 async fn acquire(pool: &Arc<Pool>, cfg: &PoolConfig, req: &mut Request) -> Result<Lease, Refusal> {
     const NO_WORKERS: &str = "Service Unavailable: no worker of this pool can start.\n";
+    let asked = Instant::now();
+    let leased = |lease: Lease| {
+        pool.counters.queue_wait.observe(asked.elapsed());
+        lease
+    };
     let waiting = match pool.acquire(req.info.clone(), cfg.max_queue) {
-        Ok(Ok(lease)) => return Ok(lease),
+        Ok(Ok(lease)) => return Ok(leased(lease)),
         Ok(Err(rx)) => rx,
         Err(AcquireError::QueueFull) => {
             return Err(Refusal::Respond(
@@ -225,7 +238,7 @@ async fn acquire(pool: &Arc<Pool>, cfg: &PoolConfig, req: &mut Request) -> Resul
     };
     let mut waiting = std::pin::pin!(waiting);
     tokio::select! {
-        got = &mut waiting => got.map_err(|_| {
+        got = &mut waiting => got.map(leased).map_err(|_| {
             Counters::bump(&pool.counters.unavailable);
             Refusal::Respond(503, NO_WORKERS)
         }),
@@ -233,7 +246,7 @@ async fn acquire(pool: &Arc<Pool>, cfg: &PoolConfig, req: &mut Request) -> Resul
             // A worker may have been handed over just as the time ran out.
             waiting.close();
             match waiting.try_recv() {
-                Ok(lease) => Ok(lease),
+                Ok(lease) => Ok(leased(lease)),
                 Err(_) => {
                     Counters::bump(&pool.counters.queue_timeouts);
                     Err(Refusal::Respond(503, "Service Unavailable: timed out waiting for a worker.\n"))
@@ -296,6 +309,8 @@ async fn write_client<W: AsyncWrite + Unpin>(
 }
 
 /// Sends the request to the leased worker and relays the response.
+/// `may_retry`: a worker lost before it answered gets the request sent to
+/// another one, so the request has not ended with this lease.
 #[allow(clippy::too_many_arguments)]
 async fn forward<W>(
     pool: &Pool,
@@ -307,6 +322,7 @@ async fn forward<W>(
     abort: &watch::Receiver<bool>,
     client: &Mutex<W>,
     log: &mut ResponseLog,
+    may_retry: bool,
 ) -> Attempt
 where
     W: AsyncWrite + Unpin,
@@ -378,7 +394,11 @@ where
             Attempt::Answered { client_ok }
         }
         RelayEnd::WorkerLost { sent_any } => {
-            pool.release(lease, Outcome::Broken);
+            if may_retry && !sent_any {
+                pool.release_for_retry(lease);
+            } else {
+                pool.release(lease, Outcome::Broken);
+            }
             Attempt::WorkerLost { sent_any }
         }
         RelayEnd::TimedOut => {

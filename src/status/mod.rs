@@ -2,8 +2,10 @@
 //! while every worker is busy. Status speaks php-fpm's formats (text,
 //! `?json`, `?xml`, `?html`, `?openmetrics`, `&full`) with php-fpm's field
 //! names, so existing exporters and dashboards read it unchanged, and adds
-//! herd's own fields after them.
+//! herd's own fields after them. herd's OpenMetrics families are in
+//! [`metrics`].
 
+pub mod metrics;
 mod render;
 mod time;
 
@@ -12,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use crate::pool::{Pool, WorkerState};
+pub use metrics::Metrics;
 pub use render::render;
 
 /// Now, as php-fpm's logs print it: `23/Nov/2026:19:00:00 +0000`.
@@ -51,6 +54,8 @@ pub struct PoolStatus {
     /// `ok`, or why the pool cannot serve.
     pub state: String,
     pub processes: Vec<ProcessStatus>,
+    /// What herd's OpenMetrics families add.
+    pub metrics: Metrics,
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +90,7 @@ pub struct ProcessStatus {
 pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime) -> PoolStatus {
     let cfg = pool.config();
     let snap = pool.snapshot();
+    let metrics = Metrics::collect(pool, &snap);
     let c = &pool.counters;
     let now = std::time::Instant::now();
     let wall_now = SystemTime::now();
@@ -164,6 +170,7 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime) -> PoolStatus {
         retried: c.retried.load(Ordering::Relaxed),
         state: snap.unavailable.unwrap_or_else(|| "ok".into()),
         processes,
+        metrics,
     }
 }
 
@@ -233,15 +240,17 @@ pub fn parse_query(query: &str) -> (Format, bool) {
     (format, has("full"))
 }
 
-/// The OpenMetrics exposition of every pool, for `herd ctl metrics`: each
-/// pool's status page in `?openmetrics` form, joined under one `# EOF`.
+/// The OpenMetrics exposition of every pool, for `herd ctl metrics`:
+/// herd's labelled families only, each once with a sample per pool.
+/// php-fpm's families are unlabelled, so they cannot be repeated per pool
+/// in one document; each pool's status page (`?openmetrics`) has them.
 pub fn openmetrics(pools: &[Arc<Pool>]) -> String {
+    let snaps: Vec<PoolStatus> = pools
+        .iter()
+        .map(|pool| snapshot(pool, SystemTime::now() - pool.started.elapsed()))
+        .collect();
     let mut out = String::new();
-    for pool in pools {
-        let started = SystemTime::now() - pool.started.elapsed();
-        let (_, text) = render(&snapshot(pool, started), Format::OpenMetrics, false);
-        out.push_str(text.trim_end_matches("# EOF\n"));
-    }
+    metrics::write(&mut out, &snaps.iter().collect::<Vec<_>>());
     out.push_str("# EOF\n");
     out
 }
@@ -249,6 +258,96 @@ pub fn openmetrics(pools: &[Arc<Pool>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pool of two workers of generation 1, one busy, for the renderers.
+    pub(super) fn sample() -> PoolStatus {
+        PoolStatus {
+            pool: "www".into(),
+            process_manager: "static",
+            start_time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            start_since: 5,
+            accepted_conn: 7,
+            listen_queue: 1,
+            max_listen_queue: 2,
+            listen_queue_len: 1024,
+            idle_processes: 1,
+            active_processes: 1,
+            total_processes: 2,
+            max_active_processes: 2,
+            max_children_reached: 0,
+            slow_requests: 0,
+            generation: 1,
+            max_children: 2,
+            warming_processes: 0,
+            spawns: 2,
+            failures: 0,
+            queue_full: 0,
+            queue_timeouts: 0,
+            unavailable: 0,
+            terminated: 0,
+            worker_lost: 0,
+            retried: 0,
+            state: "ok".into(),
+            metrics: sample_metrics(),
+            processes: vec![ProcessStatus {
+                pid: 42,
+                state: "Running",
+                start_time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_001),
+                start_since: 4,
+                requests: 3,
+                request_duration: 1500,
+                request_method: "GET".into(),
+                request_uri: "/a?b=<c>".into(),
+                content_length: 0,
+                user: "-".into(),
+                script: "/srv/a.php".into(),
+                last_request_cpu: 0.0,
+                last_request_memory: 0,
+                generation: 1,
+                retiring: false,
+                rss: 1024,
+                cpu_seconds: 0.5,
+                last_used: None,
+            }],
+        }
+    }
+
+    fn sample_metrics() -> Metrics {
+        let latency = crate::pool::Histogram::default();
+        for ms in [2, 30, 700] {
+            latency.observe(Duration::from_millis(ms));
+        }
+        latency.observe(Duration::from_micros(10));
+        let queue_wait = crate::pool::Histogram::default();
+        for ms in [0, 0, 0, 40] {
+            queue_wait.observe(Duration::from_millis(ms));
+        }
+        Metrics {
+            requests: vec![(1, 3)],
+            unserved: 1,
+            latency: latency.snapshot(),
+            queue_wait: queue_wait.snapshot(),
+            workers: vec![(1, [1, 1, 0, 0])],
+            deploy: crate::pool::DeployStatus {
+                generation: 1,
+                serving: 1,
+                state: "stable".into(),
+                ready: 2,
+                target: 2,
+                generations: vec![crate::pool::GenerationStatus {
+                    number: 1,
+                    state: "stable".into(),
+                    workers: 2,
+                    rank: 1,
+                }],
+                ..Default::default()
+            },
+            deploys_refused: 0,
+            backoff_delay: Duration::ZERO,
+            connections: 4,
+            connections_open: 1,
+        }
+    }
 
     #[test]
     fn query_picks_the_format_like_php_fpm() {

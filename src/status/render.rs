@@ -227,7 +227,7 @@ fn html(s: &PoolStatus, full: bool) -> String {
 }
 
 /// php-fpm's metric names, unlabelled as php-fpm has them, then herd's,
-/// labelled by pool. php-fpm declares its counters as `counter` without the
+/// labelled by pool (see [`super::metrics`]). php-fpm declares its counters as `counter` without the
 /// `_total` suffix OpenMetrics requires; herd keeps the names (so existing
 /// queries keep working) and declares them `unknown`, which is valid.
 fn openmetrics(s: &PoolStatus) -> String {
@@ -314,53 +314,7 @@ fn openmetrics(s: &PoolStatus) -> String {
         s.slow_requests,
     );
 
-    let pool = s
-        .pool
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n");
-    let _ = writeln!(
-        out,
-        "# TYPE herd_pool_generation gauge\n# HELP herd_pool_generation The pool's newest generation.\nherd_pool_generation{{pool=\"{pool}\"}} {}",
-        s.generation
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE herd_workers gauge\n# HELP herd_workers Workers by state."
-    );
-    for (state, n) in [
-        ("idle", s.idle_processes),
-        ("busy", s.active_processes),
-        ("warming", s.warming_processes),
-    ] {
-        let _ = writeln!(out, "herd_workers{{pool=\"{pool}\",state=\"{state}\"}} {n}");
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE herd_spawns counter\n# HELP herd_spawns Workers started.\nherd_spawns_total{{pool=\"{pool}\"}} {}",
-        s.spawns
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE herd_worker_failures counter\n# HELP herd_worker_failures Workers that failed to start or exited early.\nherd_worker_failures_total{{pool=\"{pool}\"}} {}",
-        s.failures
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE herd_requests_refused counter\n# HELP herd_requests_refused Requests herd answered with an error itself, by kind."
-    );
-    for (kind, n) in [
-        ("queue_full", s.queue_full),
-        ("queue_timeout", s.queue_timeouts),
-        ("unavailable", s.unavailable),
-        ("terminated", s.terminated),
-        ("worker_lost", s.worker_lost),
-    ] {
-        let _ = writeln!(
-            out,
-            "herd_requests_refused_total{{pool=\"{pool}\",kind=\"{kind}\"}} {n}"
-        );
-    }
+    super::metrics::write(&mut out, &[s]);
     out.push_str("# EOF\n");
     out
 }
@@ -368,58 +322,7 @@ fn openmetrics(s: &PoolStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, SystemTime};
-
-    fn sample() -> PoolStatus {
-        PoolStatus {
-            pool: "www".into(),
-            process_manager: "static",
-            start_time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            start_since: 5,
-            accepted_conn: 7,
-            listen_queue: 1,
-            max_listen_queue: 2,
-            listen_queue_len: 1024,
-            idle_processes: 1,
-            active_processes: 1,
-            total_processes: 2,
-            max_active_processes: 2,
-            max_children_reached: 0,
-            slow_requests: 0,
-            generation: 1,
-            max_children: 2,
-            warming_processes: 0,
-            spawns: 2,
-            failures: 0,
-            queue_full: 0,
-            queue_timeouts: 0,
-            unavailable: 0,
-            terminated: 0,
-            worker_lost: 0,
-            retried: 0,
-            state: "ok".into(),
-            processes: vec![ProcessStatus {
-                pid: 42,
-                state: "Running",
-                start_time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_001),
-                start_since: 4,
-                requests: 3,
-                request_duration: 1500,
-                request_method: "GET".into(),
-                request_uri: "/a?b=<c>".into(),
-                content_length: 0,
-                user: "-".into(),
-                script: "/srv/a.php".into(),
-                last_request_cpu: 0.0,
-                last_request_memory: 0,
-                generation: 1,
-                retiring: false,
-                rss: 1024,
-                cpu_seconds: 0.5,
-                last_used: None,
-            }],
-        }
-    }
+    use crate::status::tests::sample;
 
     #[test]
     fn text_uses_php_fpm_field_names() {
@@ -463,6 +366,7 @@ mod tests {
         let m = openmetrics(&sample());
         assert!(m.ends_with("# EOF\n"));
         assert!(m.contains("phpfpm_accepted_connections 7\n"));
-        assert!(m.contains("herd_workers{pool=\"www\",state=\"busy\"} 1\n"));
+        assert!(m.contains("herd_workers{pool=\"www\",generation=\"1\",state=\"busy\"} 1\n"));
+        assert_eq!(m.matches("# EOF").count(), 1);
     }
 }

@@ -1,0 +1,565 @@
+//! herd's own OpenMetrics families, labelled by pool: one family per name,
+//! one sample per pool (and generation, kind or state), so they can be
+//! exposed for one pool (after php-fpm's unlabelled families on its status
+//! page, `?openmetrics`) or for every pool in one document
+//! (`herd ctl metrics`, where php-fpm's families could not repeat).
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `herd_requests_total` | counter | pool, generation | requests that ended, by the generation of the worker that served them (the last one, for a retried request); `generation="none"`: ended without a worker (refused by herd, or given up by the client while queued) |
+//! | `herd_failures_total` | counter | pool, kind | `queue_full`, `queue_timeout`, `unavailable` (503s herd answered), `terminated` (504 past `request_terminate_timeout`), `worker_lost` (502, or cut off: the worker died mid-request), `deploy_refused` (generations refused) |
+//! | `herd_requests_retried_total` | counter | pool | requests sent again to another worker after theirs died before answering |
+//! | `herd_slow_requests_total` | counter | pool | requests that ran past `request_slowlog_timeout` |
+//! | `herd_request_duration_seconds` | histogram | pool | time in herd, from the request's params to its last record, queue wait included; every request of `herd_requests_total` |
+//! | `herd_queue_wait_seconds` | histogram | pool | time from asking for a worker to getting one, per worker lease (0 when one was idle) |
+//! | `herd_queue_length` | gauge | pool | requests waiting for a worker now |
+//! | `herd_queue_limit` | gauge | pool | `pm.max_queue` |
+//! | `herd_connections_total` | counter | pool | client connections accepted |
+//! | `herd_connections_open` | gauge | pool | client connections open now |
+//! | `herd_workers` | gauge | pool, generation, state | workers now, by generation and state: `idle`, `busy`, `warming` (before the readiness gate), `retiring` (getting no new request) |
+//! | `herd_workers_limit` | gauge | pool | `pm.max_children` |
+//! | `herd_max_children_reached_total` | counter | pool | times the pool wanted another worker and `pm.max_children` said no |
+//! | `herd_spawns_total` | counter | pool | workers started |
+//! | `herd_worker_failures_total` | counter | pool | workers that failed to start or exited early |
+//! | `herd_backoff_failures` | gauge | pool | failures counting towards the respawn backoff now (0 when healthy) |
+//! | `herd_backoff_delay_seconds` | gauge | pool | the respawn delay those failures set: 0, then 0.1 doubling to 30 |
+//! | `herd_pool_unavailable` | gauge | pool | 1 while no worker can start and requests are refused at once |
+//! | `herd_pool_generation` | gauge | pool | the newest generation |
+//! | `herd_pool_serving_generation` | gauge | pool | the generation that last finished a rollout |
+//! | `herd_deploy_state` | stateset | pool, herd_deploy_state | `stable`, `rolling_out` or `refused`: 1 for the current one |
+//! | `herd_rollout_ready` | gauge | pool | new workers through the gate (when stable: the live workers) |
+//! | `herd_rollout_old` | gauge | pool | old workers left to replace |
+//! | `herd_rollout_target` | gauge | pool | the workers the rollout ends with (0 when refused) |
+//! | `herd_generation_info` | info | pool, generation, state | one per generation herd still tracks: `rolling_out`, `stable`, `superseded`, `refused`, `retired` |
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::PoolStatus;
+use crate::pool::{BUCKETS, DeployStatus, HistogramSnapshot, Pool, Snapshot, WorkerState};
+use crate::supervisor::backoff::Backoff;
+
+/// What herd's families show beyond the fields php-fpm's status has.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    /// Requests that ended, by generation.
+    pub requests: Vec<(u32, u64)>,
+    /// Requests that ended without a worker.
+    pub unserved: u64,
+    pub latency: HistogramSnapshot,
+    pub queue_wait: HistogramSnapshot,
+    /// Workers by generation: idle, busy, warming, retiring.
+    pub workers: Vec<(u32, [u64; 4])>,
+    pub deploy: DeployStatus,
+    pub deploys_refused: u64,
+    pub backoff_delay: Duration,
+    pub connections: u64,
+    pub connections_open: u64,
+}
+
+const WORKER_STATES: [&str; 4] = ["idle", "busy", "warming", "retiring"];
+const DEPLOY_STATES: [&str; 3] = ["stable", "rolling_out", "refused"];
+
+impl Metrics {
+    pub fn collect(pool: &Arc<Pool>, snap: &Snapshot) -> Metrics {
+        let c = &pool.counters;
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        let mut workers: Vec<(u32, [u64; 4])> = Vec::new();
+        for (_, w) in &snap.workers {
+            let state = match w.state {
+                _ if w.retiring => 3,
+                WorkerState::Idle => 0,
+                WorkerState::Busy(_) => 1,
+                WorkerState::Warming => 2,
+            };
+            match workers.iter_mut().find(|(g, _)| *g == w.generation) {
+                Some((_, n)) => n[state] += 1,
+                None => {
+                    let mut n = [0; 4];
+                    n[state] = 1;
+                    workers.push((w.generation, n));
+                }
+            }
+        }
+        workers.sort_by_key(|(g, _)| *g);
+        let deploy = pool.deploy.borrow().clone();
+        Metrics {
+            requests: snap.served.clone(),
+            unserved: load(&c.unserved),
+            latency: c.latency.snapshot(),
+            queue_wait: c.queue_wait.snapshot(),
+            workers,
+            backoff_delay: backoff_delay(deploy.backoff_failures),
+            deploy,
+            deploys_refused: pool.deploy.refusals(),
+            connections: load(&c.accepted_conns),
+            connections_open: pool.open_connections() as u64,
+        }
+    }
+}
+
+/// The respawn delay `failures` consecutive failures set, as the
+/// supervisor's backoff computes it (it stops growing well before 20).
+fn backoff_delay(failures: u32) -> Duration {
+    let mut b = Backoff::default();
+    for _ in 0..failures.min(20) {
+        b.fail();
+    }
+    b.delay()
+}
+
+/// A label value, escaped as OpenMetrics wants.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes the families' metadata, then their samples through `samples`.
+struct Out<'a> {
+    text: &'a mut String,
+}
+
+impl Out<'_> {
+    fn family(&mut self, name: &str, kind: &str, unit: Option<&str>, help: &str) {
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        if let Some(unit) = unit {
+            let _ = writeln!(self.text, "# UNIT {name} {unit}");
+        }
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        let _ = writeln!(self.text, "{name}{{{labels}}} {value}");
+    }
+
+    /// A family with one sample per pool.
+    fn per_pool<V: std::fmt::Display>(
+        &mut self,
+        pools: &[&PoolStatus],
+        (name, kind, help): (&str, &str, &str),
+        value: impl Fn(&PoolStatus) -> V,
+    ) {
+        self.family(name, kind, None, help);
+        let sample = if kind == "counter" {
+            format!("{name}_total")
+        } else {
+            name.to_string()
+        };
+        for s in pools {
+            self.sample(&sample, &pool_label(s), value(s));
+        }
+    }
+
+    fn histogram(
+        &mut self,
+        pools: &[&PoolStatus],
+        name: &str,
+        help: &str,
+        h: impl Fn(&PoolStatus) -> HistogramSnapshot,
+    ) {
+        self.family(name, "histogram", Some("seconds"), help);
+        for s in pools {
+            let (pool, h) = (pool_label(s), h(s));
+            let les = BUCKETS.iter().map(|(_, le)| *le).chain(["+Inf"]);
+            for (le, n) in les.zip(h.cumulative) {
+                self.sample(&format!("{name}_bucket"), &format!("{pool},le=\"{le}\""), n);
+            }
+            self.sample(&format!("{name}_count"), &pool, h.count());
+            self.sample(&format!("{name}_sum"), &pool, h.sum_seconds());
+        }
+    }
+}
+
+fn pool_label(s: &PoolStatus) -> String {
+    format!("pool=\"{}\"", escape(&s.pool))
+}
+
+/// Appends herd's families for `pools` to `text` (without `# EOF`).
+pub fn write(text: &mut String, pools: &[&PoolStatus]) {
+    let mut out = Out { text };
+    requests(&mut out, pools);
+    queue(&mut out, pools);
+    workers(&mut out, pools);
+    deploys(&mut out, pools);
+}
+
+fn requests(out: &mut Out<'_>, pools: &[&PoolStatus]) {
+    out.family(
+        "herd_requests",
+        "counter",
+        None,
+        "Requests that ended, by the generation of the worker that served them; none: ended without a worker.",
+    );
+    for s in pools {
+        let pool = pool_label(s);
+        for (generation, n) in &s.metrics.requests {
+            let labels = format!("{pool},generation=\"{generation}\"");
+            out.sample("herd_requests_total", &labels, n);
+        }
+        let labels = format!("{pool},generation=\"none\"");
+        out.sample("herd_requests_total", &labels, s.metrics.unserved);
+    }
+    out.family(
+        "herd_failures",
+        "counter",
+        None,
+        "Requests refused or cut off, and generations refused, by kind.",
+    );
+    for s in pools {
+        let pool = pool_label(s);
+        for (kind, n) in [
+            ("queue_full", s.queue_full),
+            ("queue_timeout", s.queue_timeouts),
+            ("unavailable", s.unavailable),
+            ("terminated", s.terminated),
+            ("worker_lost", s.worker_lost),
+            ("deploy_refused", s.metrics.deploys_refused),
+        ] {
+            let labels = format!("{pool},kind=\"{kind}\"");
+            out.sample("herd_failures_total", &labels, n);
+        }
+    }
+    out.per_pool(
+        pools,
+        (
+            "herd_requests_retried",
+            "counter",
+            "Requests sent again to another worker after theirs died before answering.",
+        ),
+        |s| s.retried,
+    );
+    out.per_pool(
+        pools,
+        (
+            "herd_slow_requests",
+            "counter",
+            "Requests that ran past request_slowlog_timeout.",
+        ),
+        |s| s.slow_requests,
+    );
+    out.histogram(
+        pools,
+        "herd_request_duration_seconds",
+        "Time from a request's params to its last record, queue wait included.",
+        |s| s.metrics.latency,
+    );
+}
+
+fn queue(out: &mut Out<'_>, pools: &[&PoolStatus]) {
+    out.histogram(
+        pools,
+        "herd_queue_wait_seconds",
+        "Time from asking for a worker to getting one, per lease.",
+        |s| s.metrics.queue_wait,
+    );
+    out.per_pool(
+        pools,
+        (
+            "herd_queue_length",
+            "gauge",
+            "Requests waiting for a worker.",
+        ),
+        |s| s.listen_queue,
+    );
+    out.per_pool(
+        pools,
+        (
+            "herd_queue_limit",
+            "gauge",
+            "The most requests that may wait (pm.max_queue).",
+        ),
+        |s| s.listen_queue_len,
+    );
+    out.per_pool(
+        pools,
+        (
+            "herd_connections",
+            "counter",
+            "Client connections accepted.",
+        ),
+        |s| s.metrics.connections,
+    );
+    out.per_pool(
+        pools,
+        ("herd_connections_open", "gauge", "Client connections open."),
+        |s| s.metrics.connections_open,
+    );
+}
+
+fn workers(out: &mut Out<'_>, pools: &[&PoolStatus]) {
+    out.family(
+        "herd_workers",
+        "gauge",
+        None,
+        "Workers by generation and state.",
+    );
+    for s in pools {
+        let pool = pool_label(s);
+        let none = [(s.generation, [0; 4])];
+        let by_generation = if s.metrics.workers.is_empty() {
+            &none[..]
+        } else {
+            &s.metrics.workers[..]
+        };
+        for (generation, counts) in by_generation {
+            for (state, n) in WORKER_STATES.iter().zip(counts) {
+                let labels = format!("{pool},generation=\"{generation}\",state=\"{state}\"");
+                out.sample("herd_workers", &labels, n);
+            }
+        }
+    }
+    out.per_pool(
+        pools,
+        (
+            "herd_workers_limit",
+            "gauge",
+            "The most workers at once (pm.max_children).",
+        ),
+        |s| s.max_children,
+    );
+    out.per_pool(
+        pools,
+        (
+            "herd_max_children_reached",
+            "counter",
+            "Times the pool wanted another worker and pm.max_children said no.",
+        ),
+        |s| s.max_children_reached,
+    );
+    out.per_pool(pools, ("herd_spawns", "counter", "Workers started."), |s| {
+        s.spawns
+    });
+    out.per_pool(
+        pools,
+        (
+            "herd_worker_failures",
+            "counter",
+            "Workers that failed to start or exited early.",
+        ),
+        |s| s.failures,
+    );
+    out.per_pool(
+        pools,
+        (
+            "herd_backoff_failures",
+            "gauge",
+            "Failures counting towards the respawn backoff.",
+        ),
+        |s| s.metrics.deploy.backoff_failures,
+    );
+    out.family(
+        "herd_backoff_delay_seconds",
+        "gauge",
+        Some("seconds"),
+        "The respawn delay the backoff has reached.",
+    );
+    for s in pools {
+        let delay = s.metrics.backoff_delay.as_secs_f64();
+        out.sample("herd_backoff_delay_seconds", &pool_label(s), delay);
+    }
+    out.per_pool(
+        pools,
+        (
+            "herd_pool_unavailable",
+            "gauge",
+            "1 while no worker can start and requests are refused at once.",
+        ),
+        |s| u8::from(s.state != "ok"),
+    );
+}
+
+fn deploys(out: &mut Out<'_>, pools: &[&PoolStatus]) {
+    out.per_pool(
+        pools,
+        ("herd_pool_generation", "gauge", "The newest generation."),
+        |s| s.generation,
+    );
+    out.per_pool(
+        pools,
+        (
+            "herd_pool_serving_generation",
+            "gauge",
+            "The generation that last finished a rollout.",
+        ),
+        |s| s.metrics.deploy.serving,
+    );
+    out.family(
+        "herd_deploy_state",
+        "stateset",
+        None,
+        "Where the newest generation's deploy stands.",
+    );
+    for s in pools {
+        let now = s.metrics.deploy.state.replace(' ', "_");
+        for state in DEPLOY_STATES {
+            let labels = format!("{},herd_deploy_state=\"{state}\"", pool_label(s));
+            out.sample("herd_deploy_state", &labels, u8::from(now == state));
+        }
+    }
+    out.per_pool(
+        pools,
+        (
+            "herd_rollout_ready",
+            "gauge",
+            "New workers through the readiness gate.",
+        ),
+        |s| s.metrics.deploy.ready,
+    );
+    out.per_pool(
+        pools,
+        ("herd_rollout_old", "gauge", "Old workers left to replace."),
+        |s| s.metrics.deploy.old,
+    );
+    out.per_pool(
+        pools,
+        (
+            "herd_rollout_target",
+            "gauge",
+            "The workers the rollout ends with.",
+        ),
+        |s| s.metrics.deploy.target,
+    );
+    out.family(
+        "herd_generation",
+        "info",
+        None,
+        "The generations herd tracks, with their state.",
+    );
+    for s in pools {
+        for g in &s.metrics.deploy.generations {
+            let labels = format!(
+                "{},generation=\"{}\",state=\"{}\"",
+                pool_label(s),
+                g.number,
+                escape(&g.state.replace(' ', "_"))
+            );
+            out.sample("herd_generation_info", &labels, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::tests::sample;
+
+    fn render(pools: &[&PoolStatus]) -> String {
+        let mut text = String::new();
+        write(&mut text, pools);
+        text
+    }
+
+    /// The family a sample belongs to, by the suffixes its type allows.
+    fn family_of(sample: &str, family: &str, kind: &str) -> bool {
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_count", "_sum"],
+            "info" => &["_info"],
+            _ => &[""],
+        };
+        suffixes.iter().any(|s| format!("{family}{s}") == sample)
+    }
+
+    /// Checks OpenMetrics' structure: each family declared once, before
+    /// its samples, which all follow it; returns the sample lines.
+    fn check(text: &str) -> Vec<&str> {
+        let mut seen = std::collections::HashSet::new();
+        let (mut family, mut kind) = ("", "");
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, k) = rest.split_once(' ').unwrap();
+                assert!(seen.insert(name.to_string()), "{name} declared twice");
+                (family, kind) = (name, k);
+            } else if let Some(rest) = line.strip_prefix("# UNIT ") {
+                let (name, unit) = rest.split_once(' ').unwrap();
+                assert_eq!(name, family);
+                assert!(name.ends_with(&format!("_{unit}")), "{line}");
+            } else if !line.starts_with("# HELP ") {
+                let name = &line[..line.find('{').unwrap()];
+                assert!(family_of(name, family, kind), "{line} after {family}");
+                samples.push(line);
+            }
+        }
+        samples
+    }
+
+    #[test]
+    fn one_pool_has_every_family_with_its_samples() {
+        let s = sample();
+        let text = render(&[&s]);
+        let samples = check(&text);
+        for line in [
+            "herd_requests_total{pool=\"www\",generation=\"1\"} 3",
+            "herd_requests_total{pool=\"www\",generation=\"none\"} 1",
+            "herd_failures_total{pool=\"www\",kind=\"deploy_refused\"} 0",
+            "herd_request_duration_seconds_bucket{pool=\"www\",le=\"0.001\"} 1",
+            "herd_request_duration_seconds_bucket{pool=\"www\",le=\"0.0025\"} 2",
+            "herd_request_duration_seconds_bucket{pool=\"www\",le=\"1.0\"} 4",
+            "herd_request_duration_seconds_bucket{pool=\"www\",le=\"+Inf\"} 4",
+            "herd_request_duration_seconds_count{pool=\"www\"} 4",
+            "herd_request_duration_seconds_sum{pool=\"www\"} 0.73201",
+            "herd_queue_wait_seconds_bucket{pool=\"www\",le=\"0.025\"} 3",
+            "herd_queue_wait_seconds_count{pool=\"www\"} 4",
+            "herd_queue_length{pool=\"www\"} 1",
+            "herd_workers{pool=\"www\",generation=\"1\",state=\"idle\"} 1",
+            "herd_workers{pool=\"www\",generation=\"1\",state=\"retiring\"} 0",
+            "herd_spawns_total{pool=\"www\"} 2",
+            "herd_backoff_delay_seconds{pool=\"www\"} 0",
+            "herd_pool_unavailable{pool=\"www\"} 0",
+            "herd_deploy_state{pool=\"www\",herd_deploy_state=\"stable\"} 1",
+            "herd_deploy_state{pool=\"www\",herd_deploy_state=\"rolling_out\"} 0",
+            "herd_rollout_target{pool=\"www\"} 2",
+            "herd_generation_info{pool=\"www\",generation=\"1\",state=\"stable\"} 1",
+        ] {
+            assert!(samples.contains(&line), "missing {line}:\n{text}");
+        }
+        assert!(text.contains("# UNIT herd_request_duration_seconds seconds\n"));
+        assert!(!text.contains("# EOF"), "the caller ends the document");
+    }
+
+    #[test]
+    fn several_pools_share_each_family() {
+        let a = sample();
+        let mut b = sample();
+        b.pool = "api \"v2\"".into();
+        b.metrics.workers = Vec::new();
+        b.metrics.deploy.state = "rolling out".into();
+        b.state = "a worker exited early; next attempt in 1.6s".into();
+        let text = render(&[&a, &b]);
+        let samples = check(&text);
+        let b_label = "pool=\"api \\\"v2\\\"\"";
+        for family in [
+            "herd_requests_total",
+            "herd_queue_limit",
+            "herd_rollout_old",
+        ] {
+            for pool in ["pool=\"www\"", b_label] {
+                assert!(
+                    samples
+                        .iter()
+                        .any(|l| l.starts_with(&format!("{family}{{{pool}"))),
+                    "{family} for {pool}:\n{text}"
+                );
+            }
+        }
+        // A pool without workers still shows its generation's states.
+        assert!(samples.contains(
+            &format!("herd_workers{{{b_label},generation=\"1\",state=\"busy\"}} 0").as_str()
+        ));
+        assert!(samples.contains(
+            &format!("herd_deploy_state{{{b_label},herd_deploy_state=\"rolling_out\"}} 1").as_str()
+        ));
+        assert!(samples.contains(&format!("herd_pool_unavailable{{{b_label}}} 1").as_str()));
+    }
+
+    #[test]
+    fn backoff_delay_follows_the_supervisors_backoff() {
+        assert_eq!(backoff_delay(0), Duration::ZERO);
+        assert_eq!(backoff_delay(1), Duration::from_millis(100));
+        assert_eq!(backoff_delay(4), Duration::from_millis(800));
+        assert_eq!(backoff_delay(u32::MAX), Duration::from_secs(30));
+    }
+}
