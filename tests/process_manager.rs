@@ -635,3 +635,37 @@ fn a_pool_that_cannot_start_answers_503_while_another_serves() {
     }
     assert!(herd.running());
 }
+
+/// The nice value of a process (field 19 of /proc/<pid>/stat).
+fn nice(pid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    rest.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
+#[test]
+fn process_priority_sets_the_master_and_the_workers_apart() {
+    if !support::is_root() {
+        eprintln!("not root: cannot lower a nice value; nothing to check");
+        return;
+    }
+    let (a, b) = (addr(), addr());
+    let herd = Herd::start(&config(
+        "process.priority = -5\n",
+        &[
+            pool(
+                "a",
+                &a,
+                "pm = static\npm.max_children = 1\n",
+                "process.priority = 5\n",
+            ),
+            pool("b", &b, "pm = static\npm.max_children = 1\n", ""),
+        ],
+    ));
+    herd.wait_ready(2);
+    assert_eq!(nice(herd.pid()), -5, "the master's own");
+    let pa = support::fcgi::get(&a, "/").pid();
+    let pb = support::fcgi::get(&b, "/").pid();
+    assert_eq!(nice(pa), 5, "pool a's process.priority");
+    assert_eq!(nice(pb), 0, "pool b's workers do not inherit the master's");
+}

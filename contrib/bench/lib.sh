@@ -40,6 +40,12 @@ log() {
     echo "$BENCH_NAME: $*" >&2
 }
 
+# Connections nginx may hold: wrk's and the upstream ones for each.
+NGINX_CONNECTIONS=4096
+# The listen backlog every contender gets, so that a burst of connections
+# is queued alike by all of them.
+BACKLOG=4096
+
 # The options every benchmark shares.
 check_common_args() {
     [[ $TRANSPORT == unix || $TRANSPORT == tcp ]] || die "--transport must be unix or tcp"
@@ -47,6 +53,11 @@ check_common_args() {
     # wrk needs at least as many connections as threads (-t2).
     [[ $CONNECTIONS =~ ^[0-9]+$ ]] && ((CONNECTIONS >= 2)) || die "--connections must be at least 2"
     [[ $DURATION =~ ^[0-9]+[smh]?$ ]] || die "--duration must look like 10s, 1m or 30"
+    # Thousands of connections (the scale case) need room for them in
+    # nginx, in wrk's and every server's descriptor limits.
+    ((CONNECTIONS * 4 > NGINX_CONNECTIONS)) && NGINX_CONNECTIONS=$((CONNECTIONS * 4))
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    return 0
 }
 
 # --- setup -------------------------------------------------------------------
@@ -239,7 +250,8 @@ worker_processes 1;
 daemon off;
 pid $TMP/nginx/nginx.pid;
 error_log $TMP/nginx/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile $((NGINX_CONNECTIONS * 2));
+events { worker_connections $NGINX_CONNECTIONS; }
 http {
     access_log off;
     client_body_temp_path $TMP/nginx/body;
@@ -322,6 +334,7 @@ start_spawn_fcgi() {
     else
         listen=(-a "${ADDR[$name]%:*}" -p "${ADDR[$name]##*:}")
     fi
+    listen+=(-b "$BACKLOG")
     ((EUID == 0)) && user=(-u www-data -g www-data)
     LOGS=("$dir/stderr.log")
     env "${envs[@]}" spawn-fcgi "${listen[@]}" "${user[@]}" -F "$WORKERS" -- "$@" \

@@ -119,6 +119,7 @@ pid = $dir/php-fpm.pid
 [bench]
 listen = ${ADDR[php-fpm]}
 listen.mode = 0666
+listen.backlog = $BACKLOG
 $(run_as_lines)
 pm = static
 pm.max_children = $WORKERS
@@ -132,6 +133,9 @@ EOF
     LOGS=("$dir/stderr.log" "$dir/error.log")
 }
 
+# Extra [global] lines for herd (e.g. process.priority for the scale case).
+HERD_GLOBAL_EXTRA=${HERD_GLOBAL_EXTRA:-}
+
 start_herd() {
     local dir=$TMP/herd
     mkdir -p "$dir" "$dir/run"
@@ -141,13 +145,17 @@ error_log = $dir/herd.log
 ; keep herd's pid, control and worker sockets private to this run
 pid = $dir/herd.pid
 worker.socket_dir = $dir/run
+$HERD_GLOBAL_EXTRA
 
 [bench]
 listen = ${ADDR[herd]}
 listen.mode = 0666
+listen.backlog = $BACKLOG
 $(run_as_lines)
 pm = static
 pm.max_children = $WORKERS
+; every nginx connection may be waiting for a worker at once
+pm.max_queue = $((CONNECTIONS > 1024 ? CONNECTIONS * 2 : 1024))
 command = $PHP_CGI
 env[PHP_FCGI_MAX_REQUESTS] = 0
 EOF

@@ -212,7 +212,7 @@ impl<'a> Fields<'a> {
         cx: &mut Context,
     ) -> Option<&'static directives::Directive> {
         let key = entry.full_key();
-        let message = match directives::find(&entry.key) {
+        let message = match directives::find_in(&entry.key, scope) {
             None => format!("unknown directive '{}' in {}", entry.key, self.what),
             Some(d) if d.scope != scope && scope == Scope::Global => {
                 format!(
@@ -337,6 +337,7 @@ fn build_global(f: &Fields, cx: &mut Context) -> Global {
         socket_dir: f.get(cx, "worker.socket_dir", &path).flatten(),
         control_listen: f.get(cx, "control.listen", &path).flatten(),
         process_max: f.or(cx, "process.max", 0, value::whole),
+        process_priority: f.get(cx, "process.priority", value::priority),
         master_threads: f.or(cx, "master.threads", 1, value::whole),
         shutdown_depool_delay: f.or(cx, "shutdown.depool_delay", Duration::ZERO, dur),
     }

@@ -3,7 +3,7 @@
 //! generated from (and checked against) [`reference_markdown`].
 
 /// Where a directive may be written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
     Global,
     Pool,
@@ -40,7 +40,20 @@ impl Directive {
     }
 }
 
-/// The directive written as `key` (without brackets), if there is one.
+/// The directive written as `key` (without brackets), if there is one;
+/// a key that exists in both scopes (php-fpm's `process.priority`) is
+/// found in `scope` first.
+pub fn find_in(key: &str, scope: Scope) -> Option<&'static Directive> {
+    let mut named = ALL.iter().filter(|d| d.key() == key);
+    let first = named.next()?;
+    if first.scope == scope {
+        Some(first)
+    } else {
+        named.find(|d| d.scope == scope).or(Some(first))
+    }
+}
+
+/// The directive written as `key`, in any scope.
 pub fn find(key: &str) -> Option<&'static Directive> {
     ALL.iter().find(|d| d.key() == key)
 }
@@ -73,6 +86,7 @@ pub const ALL: &[Directive] = &[
     global("emergency_restart_threshold", "0", "php-fpm: this many workers dying of SIGSEGV or SIGBUS within `emergency_restart_interval` restarts every pool; 0 = off."),
     global("emergency_restart_interval", "0", "php-fpm: the window for `emergency_restart_threshold`; 0 = off."),
     global("process.max", "0", "php-fpm: cap on workers across all pools; 0 = no cap."),
+    global("process.priority", "unchanged", "php-fpm: the master's nice value, -19 (favoured) to 20. herd's master relays every request, so with many busy workers a lower value keeps it from waiting its turn behind them; lowering it needs root."),
     global("master.threads", "1", "herd: threads running the master's event loop. One keeps the master's share of a small host low; raise it when one core cannot route all requests."),
     global("worker.socket_dir", "a private directory under $XDG_RUNTIME_DIR or /tmp; /run/herd as root", "herd: directory for the sockets between herd and its workers."),
     global("control.listen", "beside the pid file (`herd.pid` → `herd.sock`) when `pid` is set, else `herd.sock` in `worker.socket_dir`", "herd: unix socket (mode 0600) for `herd ctl`."),
@@ -96,6 +110,7 @@ pub const ALL: &[Directive] = &[
     pool("chroot", "none", "php-fpm: absolute directory the workers chroot(2) into; needs root. `command` is then an absolute path inside it."),
     pool("clear_env", "yes", "php-fpm: start workers with an empty environment plus `env[]`, USER and HOME."),
     pool("env[NAME]", "none", "php-fpm: set NAME for the workers; a value that is exactly `$VAR` copies VAR from herd's environment. An empty value is an error."),
+    pool("process.priority", "unchanged", "php-fpm: the workers' nice value, -19 to 20."),
     pool("rlimit_files", "inherited", "php-fpm: the workers' open file limit (RLIMIT_NOFILE)."),
     pool("rlimit_core", "inherited", "php-fpm: the workers' core file size limit in bytes, or `unlimited`."),
     pool("php_value[NAME]", "none", "php-fpm: a php.ini setting for the workers, passed as `-d NAME=value` after `args`."),
@@ -161,7 +176,7 @@ mod tests {
         let mut seen = HashSet::new();
         for d in ALL {
             assert!(
-                seen.insert(d.key()),
+                seen.insert((d.key(), d.scope)),
                 "directive '{}' is listed twice",
                 d.name
             );

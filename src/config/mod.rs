@@ -100,6 +100,8 @@ pub struct Global {
     pub process_max: u32,
     /// `master.threads`: threads of the master's event loop.
     pub master_threads: u32,
+    /// `process.priority`: the master's nice value.
+    pub process_priority: Option<i32>,
     pub shutdown_depool_delay: Duration,
 }
 
@@ -198,6 +200,8 @@ pub struct PoolConfig {
     pub env: Vec<(String, String)>,
     pub rlimit_files: Option<u64>,
     pub rlimit_core: Option<u64>,
+    /// `process.priority`: the workers' nice value.
+    pub process_priority: Option<i32>,
     /// `php_value[k]`, `php_flag[k]`, `php_admin_value[k]`, `php_admin_flag[k]`,
     /// in file order; passed to the worker as `-d k=v` arguments after `args`.
     pub php_defines: Vec<(String, String)>,

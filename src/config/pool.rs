@@ -112,6 +112,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         env: env(f, cx),
         rlimit_files: f.get(cx, "rlimit_files", value::whole),
         rlimit_core: f.get(cx, "rlimit_core", value::rlimit),
+        process_priority: f.get(cx, "process.priority", value::priority),
         php_defines: php_defines(f, cx),
         catch_workers_output: f.or(cx, "catch_workers_output", true, value::boolean),
         spawn: f.or(cx, "spawn", default_spawn, value::spawn_mode),

@@ -149,6 +149,14 @@ pub fn log_level(v: &str) -> Result<LogLevel, Expected> {
     }
 }
 
+/// A nice(2) value, -19 to 20 as php-fpm's `process.priority` takes.
+pub fn priority(v: &str) -> Result<i32, Expected> {
+    match v.trim().parse::<i32>() {
+        Ok(n) if (-19..=20).contains(&n) => Ok(n),
+        _ => Err("expected a nice value from -19 to 20".into()),
+    }
+}
+
 pub fn log_format(v: &str) -> Result<LogFormat, Expected> {
     match v.to_ascii_lowercase().as_str() {
         "text" => Ok(LogFormat::Text),

@@ -124,6 +124,7 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 
 async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     raise_fd_limit();
+    set_priority(config.global.process_priority)?;
     let mut inherited = Inherited::from_env();
     let mut upgrade_pipe = upgrade::claim_pipe();
     let mut signals = Signals::install().context("failed to install signal handlers")?;
@@ -366,6 +367,21 @@ impl Master {
             }
         }
     }
+}
+
+/// `process.priority` for the master. Workers do not inherit it: they get
+/// their pool's `process.priority`, or the nice value herd started with.
+fn set_priority(nice: Option<i32>) -> anyhow::Result<()> {
+    let Some(nice) = nice else { return Ok(()) };
+    crate::supervisor::spawn::remember_start_nice();
+    // SAFETY: setpriority on this process only.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        anyhow::bail!(
+            "failed to set process.priority {nice}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 /// Connections are what bound herd's concurrency; the soft limit of 1024

@@ -60,6 +60,20 @@ impl Identity {
     }
 }
 
+/// The nice value herd started with, when `process.priority` changed it.
+static START_NICE: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// Records the nice value before the master changes its own.
+pub fn remember_start_nice() {
+    // SAFETY: getpriority has no preconditions; errno is cleared first as
+    // -1 is a valid result.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    let _ = START_NICE.set(nice);
+}
+
 /// Everything needed to start one worker.
 pub struct SpawnSpec<'a> {
     pub pool: &'a PoolConfig,
@@ -156,6 +170,8 @@ struct ChildSetup {
     ids: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     /// A preloader's control socket, to be put on fd 3.
     control: Option<libc::c_int>,
+    /// The pool's `process.priority`, or the nice herd started with.
+    nice: Option<i32>,
 }
 
 impl ChildSetup {
@@ -189,6 +205,7 @@ impl ChildSetup {
                 )
             }),
             control: None,
+            nice: pool.process_priority.or(START_NICE.get().copied()),
         })
     }
 
@@ -218,6 +235,9 @@ impl ChildSetup {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
+            }
+            if let Some(nice) = self.nice {
+                check(libc::setpriority(libc::PRIO_PROCESS, 0, nice))?;
             }
             for (resource, value) in &self.rlimits {
                 let lim = libc::rlimit {
