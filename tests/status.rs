@@ -173,3 +173,19 @@ fn ping_reports_not_ready_once_a_graceful_stop_begins() {
         "the listener is closed after the stop"
     );
 }
+
+#[test]
+fn ping_says_not_ready_until_the_first_workers_passed_their_gate() {
+    // A load balancer or readiness probe must not send traffic to a host
+    // whose workers are still warming up.
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start(&pool(&addr, 1, "warmup.request[] = /?ms=1500\n"));
+    let early = wait_for("the listener", Duration::from_secs(10), || {
+        fcgi::try_get(&addr, "/ping", Duration::from_secs(5)).ok()
+    });
+    assert_eq!(early.status(), 503, "{}", early.text());
+    herd.wait_ready(1);
+    wait_for("ping to say ready", Duration::from_secs(10), || {
+        (fcgi::get(&addr, "/ping").status() == 200).then_some(())
+    });
+}

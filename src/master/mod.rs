@@ -188,12 +188,17 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
                 break stop;
             },
             _ = watchdog.tick() => {
-                master.systemd.watchdog_ping();
+                if master.systemd.watchdog.is_some() {
+                    master.systemd.watchdog_ping();
+                }
                 master.systemd.status(&systemd::summary(&master.pool_list()));
             }
         }
     };
-    master.systemd.stopping();
+    if !matches!(stop, Stop::HandOff) {
+        // After a hand-off the service goes on, under the new master.
+        master.systemd.stopping();
+    }
     match stop {
         Stop::Graceful => master.graceful_stop(&mut signals, false).await,
         Stop::HandOff => master.graceful_stop(&mut signals, true).await,

@@ -66,6 +66,9 @@ impl Master {
             .env(inherit::ENV, list.join(";"))
             .env(GENERATIONS_ENV, generations.join(";"))
             .env(ENV, write_fd.to_string())
+            // systemd's watchdog is for the main pid, which becomes the new
+            // master's: without the old pid it pings as "for us".
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null());
         // SAFETY: runs in the forked child before exec: fcntl only, on fds
         // that are open in the parent (the listeners live in their accept

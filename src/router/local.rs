@@ -33,12 +33,13 @@ pub fn answer(
         ),
     ];
     if cfg.ping_path.as_deref() == Some(path) {
-        // From the moment a stop begins, load balancers are told to look
-        // elsewhere while in-flight requests still finish.
+        // Until the first workers are ready, and from the moment a stop
+        // begins, load balancers are told to look elsewhere (while in-flight
+        // requests still finish).
         let (status, body) = if ready {
             (200, format!("{}\n", cfg.ping_response))
         } else {
-            (503, "stopping\n".to_string())
+            (503, "not ready\n".to_string())
         };
         return Some(respond(
             id,
