@@ -7,6 +7,8 @@
 
 pub mod fcgi;
 pub mod nginx;
+pub mod notify;
+pub mod procfs;
 
 use std::fs;
 use std::io::Read;
@@ -125,12 +127,23 @@ impl Herd {
     }
 
     pub fn start_in(dir: Dir, config: &str) -> Herd {
+        Herd::start_with(dir, config, |config| {
+            let mut cmd = Command::new(HERD);
+            cmd.args(["run", "-c"]).arg(config);
+            cmd
+        })
+    }
+
+    /// Starts herd the way `launch` says: it gets the written config file's
+    /// path and returns the command to run, with whatever environment,
+    /// wrapper or inherited fds the test needs (a wrapper must `exec` herd,
+    /// so that the child's pid is the master's). Standard input, output and
+    /// the log are set here.
+    pub fn start_with(dir: Dir, config: &str, launch: impl FnOnce(&Path) -> Command) -> Herd {
         let text = expand(config, &dir);
         let config = dir.write("herd.conf", &text);
         let log = dir.join("herd.log");
-        let child = Command::new(HERD)
-            .args(["run", "-c"])
-            .arg(&config)
+        let child = launch(&config)
             .env("HERD_TEST", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -507,4 +520,55 @@ pub fn example(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Makes `fds` the child's fds 3, 4, ... (in that order, without
+/// `FD_CLOEXEC`), as systemd passes sockets to a socket-activated service.
+/// The caller keeps its own copies open until the child has started.
+pub fn pass_fds(cmd: &mut Command, fds: &[std::os::fd::RawFd]) {
+    use std::os::unix::process::CommandExt;
+    let fds = fds.to_vec();
+    // SAFETY: runs in the forked child before exec and calls only fcntl
+    // and dup2, which are async-signal-safe, on fds open in the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            // First out of the way (a source may already sit on 3 or 4),
+            // then into place; dup2 clears FD_CLOEXEC on the target.
+            let mut high = Vec::with_capacity(fds.len());
+            for &fd in &fds {
+                let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+                if h < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                high.push(h);
+            }
+            for (i, &h) in high.iter().enumerate() {
+                if libc::dup2(h, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The inodes of the sockets `pid` has open (from /proc/<pid>/fd), to tell
+/// whether a process holds a given socket.
+pub fn socket_inodes(pid: u32) -> Vec<u64> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_str()?.to_string();
+            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
+/// The inode of a socket this process holds.
+pub fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0, "fstat");
+    st.st_ino
 }

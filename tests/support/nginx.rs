@@ -84,23 +84,36 @@ impl Nginx {
 
     /// [`Nginx::get`] that panics if the response takes longer than `within`.
     pub fn get_within(&self, path: &str, within: Duration) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(within)).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text)
-            .unwrap_or_else(|e| panic!("GET {path} through nginx: {e} (within {within:?})"));
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        self.try_get(path, within)
+            .unwrap_or_else(|e| panic!("GET {path} through nginx: {e} (within {within:?})"))
     }
+
+    /// One HTTP/1.0 GET; what went wrong instead of a panic, for load
+    /// loops that count failures.
+    pub fn try_get(&self, path: &str, within: Duration) -> Result<(u16, String), String> {
+        try_get(self.port, path, within)
+    }
+}
+
+/// [`Nginx::try_get`] on the nginx listening on `port` (for client threads,
+/// which need not hold the `Nginx`).
+pub fn try_get(port: u16, path: &str, within: Duration) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(within))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 impl Drop for Nginx {
