@@ -359,3 +359,109 @@ fn catch_workers_output_logs_what_workers_write_and_relays_fcgi_stderr() {
         herd.log_text()
     );
 }
+
+/// Copies `binary` and the shared libraries `ldd` names into `root`, so
+/// it runs chrooted there.
+fn chroot_tree(root: &std::path::Path, binary: &std::path::Path) -> std::path::PathBuf {
+    let out = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .expect("ldd");
+    let libs: Vec<std::path::PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(std::path::PathBuf::from)
+        .collect();
+    for lib in libs.iter().chain(std::iter::once(&binary.to_path_buf())) {
+        let dest = root.join(lib.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &dest).unwrap();
+    }
+    for dir in std::fs::read_dir(root).unwrap().flatten() {
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(dir.path())
+            .status();
+    }
+    std::path::PathBuf::from("/").join(binary.strip_prefix("/").unwrap())
+}
+
+#[test]
+fn workers_run_chrooted_in_chdir_when_asked() {
+    if !support::is_root() {
+        eprintln!("not root: chroot needs root; nothing to check");
+        return;
+    }
+    let dir = support::Dir::new();
+    let root = dir.join("jail");
+    std::fs::create_dir_all(root.join("srv")).unwrap();
+    let inside = chroot_tree(&root, std::path::Path::new(support::HERD));
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(
+        dir,
+        &format!(
+            "[global]\nerror_log = {{dir}}/herd.log\n\
+             [jail]\nlisten = {addr}\npm = static\npm.max_children = 1\n\
+             chroot = {{dir}}/jail\nchdir = /srv\ncommand = {}\nargs = example-app\n{}",
+            inside.display(),
+            support::user_line()
+        ),
+    );
+    let pid = herd.wait_ready(1)[0];
+    assert_eq!(fcgi::get(&addr, "/").status(), 200);
+    // The kernel says where the worker's root and working directory are.
+    let jail = std::fs::canonicalize(herd.dir.join("jail")).unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/root")).unwrap(),
+        jail
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        jail.join("srv")
+    );
+}
+
+#[test]
+fn workers_get_the_supplementary_groups_of_their_user() {
+    if !support::is_root() {
+        eprintln!("not root: herd cannot switch users; nothing to check");
+        return;
+    }
+    // `user = nobody` with `group = daemon`: the worker's groups are exactly
+    // its primary group plus the user's own supplementary groups (none for
+    // nobody) — not the root master's.
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start(&format!(
+        "[global]\nerror_log = {{dir}}/herd.log\n\
+         [g]\nlisten = {addr}\npm = static\npm.max_children = 1\ncommand = {{herd}}\nargs = example-app\nuser = nobody\ngroup = daemon\n"
+    ));
+    let pid = herd.wait_ready(1)[0];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap()
+            .to_string()
+    };
+    let daemon = nix::unistd::Group::from_name("daemon")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw()
+        .to_string();
+    assert!(
+        line("Gid:").split_whitespace().skip(1).all(|g| g == daemon),
+        "{}",
+        line("Gid:")
+    );
+    assert_eq!(
+        line("Groups:")
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>(),
+        vec![daemon.as_str()],
+        "{}",
+        line("Groups:")
+    );
+}
