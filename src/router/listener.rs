@@ -19,6 +19,7 @@ use crate::phase::PhaseRx;
 
 use super::conn;
 use super::inherit::Inherited;
+use super::throttle::Throttle;
 use crate::config::{ListenAddr, PoolConfig};
 use crate::pool::Pool;
 
@@ -205,43 +206,6 @@ fn set_owner(path: &Path, cfg: &PoolConfig) -> anyhow::Result<()> {
         .with_context(|| format!("failed to chown {}", path.display()))
 }
 
-/// Logs a refusal at most once a second, with the count since the last line.
-struct Throttle {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    fn new() -> Throttle {
-        Throttle {
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    fn hit(&mut self, pool: &str, what: std::fmt::Arguments<'_>) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            self.suppressed += 1;
-            return;
-        }
-        if self.suppressed > 0 {
-            tracing::warn!(
-                pool,
-                "{what} (and {} more since the last report)",
-                self.suppressed
-            );
-        } else {
-            tracing::warn!(pool, "{what}");
-        }
-        self.last = Some(now);
-        self.suppressed = 0;
-    }
-}
-
 /// Accepts until the phase says the listeners close, then takes what is already in the
 /// backlog, closes the listener and removes its socket file.
 pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut phase: PhaseRx) {
@@ -251,17 +215,24 @@ pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut phase: PhaseRx
     let mut refused = Throttle::new();
     let mut failures = Throttle::new();
     loop {
+        let flush = refused
+            .flush_at()
+            .into_iter()
+            .chain(failures.flush_at())
+            .min();
         let accepted = tokio::select! {
             r = accept(&listener) => r,
             _ = phase.wait_for(|p| p.closed()) => break,
+            _ = sleep_until(flush) => {
+                refused.flush(&pool.name);
+                failures.flush(&pool.name);
+                continue;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                failures.hit(
-                    &pool.name,
-                    format_args!("failed to accept a connection: {e}"),
-                );
+                failures.hit(&pool.name, format!("failed to accept a connection: {e}"));
                 if matches!(
                     e.raw_os_error(),
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -277,14 +248,14 @@ pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut phase: PhaseRx
         {
             refused.hit(
                 &pool.name,
-                format_args!("connection from {ip} refused: not in listen.allowed_clients"),
+                format!("connection from {ip} refused: not in listen.allowed_clients"),
             );
             continue;
         }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refused.hit(
                 &pool.name,
-                format_args!(
+                format!(
                     "connection refused: listen.max_connections ({}) reached",
                     cfg.listen_max_connections
                 ),
@@ -397,6 +368,14 @@ fn drain_backlog(listener: &Listener) -> Vec<(Accepted, Option<IpAddr>)> {
         }
     }
     out
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

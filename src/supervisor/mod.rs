@@ -199,6 +199,10 @@ pub struct Supervisor {
     refused: Option<String>,
     /// A request had to queue since the last scaling step.
     demand: bool,
+    /// Requests are refused at once: no worker is up or coming soon.
+    unavailable: bool,
+    /// Why the last worker failed, for status while none can start.
+    last_failure: String,
     /// `process_control_timeout`: what a busy retiring worker gets.
     control_timeout: Duration,
     budget: Arc<ProcessBudget>,
@@ -246,6 +250,8 @@ impl Supervisor {
             reports: shared.reports,
             refused: None,
             demand: false,
+            unavailable: false,
+            last_failure: String::new(),
             control_timeout: shared.control_timeout,
             budget: shared.budget,
             next_memory_check: Instant::now(),
@@ -307,6 +313,7 @@ impl Supervisor {
         self.forgive_failures(now);
         self.enforce_finish_by(now);
         self.check_memory(now);
+        self.update_availability(now);
         if self.rollout.is_some() {
             self.maintain_rollout(now);
         } else if self.serving_gen().cfg.pm == crate::config::PmMode::Static
@@ -319,6 +326,7 @@ impl Supervisor {
             self.demand = false;
             self.scale(now);
         }
+        self.update_availability(now);
     }
 
     /// `worker.max_memory`: a worker grown past it is retired after its
@@ -371,7 +379,25 @@ impl Supervisor {
                 .any(|p| p.ready_at.is_some_and(|t| now >= t + min))
         {
             self.backoff.reset();
-            self.pool.set_unavailable(None);
+        }
+    }
+
+    /// Requests wait for a worker only when one is up or coming: with none
+    /// up, none starting and the next start held back by the backoff, they
+    /// get a 503 at once and status says why.
+    fn update_availability(&mut self, now: Instant) {
+        let up = self.procs.values().any(|p| !p.stopping) || !self.forking.is_empty();
+        let held = self.next_spawn_at > now + Duration::from_millis(500);
+        let reason = (!up && held && self.backoff.failures() > 0).then(|| {
+            format!(
+                "{}; no worker is up, the next start is in {:.1?}",
+                self.last_failure,
+                self.next_spawn_at - now
+            )
+        });
+        if reason.is_some() != self.unavailable {
+            self.unavailable = reason.is_some();
+            self.pool.set_unavailable(reason);
         }
     }
 
@@ -978,16 +1004,7 @@ impl Supervisor {
         Counters::bump(&self.pool.counters.worker_failures);
         let delay = self.backoff.fail();
         self.next_spawn_at = Instant::now() + delay;
-        // No worker up and the next attempt is a while away: fail requests
-        // at once rather than let them wait for a worker that may never come.
-        let any_ready = self
-            .procs
-            .values()
-            .any(|p| p.ready_at.is_some() && !p.stopping);
-        if !any_ready && delay >= Duration::from_secs(1) {
-            self.pool
-                .set_unavailable(Some(format!("{why}; next attempt in {delay:?}")));
-        }
+        self.last_failure = why.to_string();
         delay
     }
 
