@@ -297,6 +297,14 @@ impl Drop for Herd {
     fn drop(&mut self) {
         let workers = self.worker_pids();
         if let Some(mut child) = self.child.take() {
+            // A fast stop first, so herd removes its sockets (a control
+            // socket left in /run/herd by every test would pile up), then
+            // SIGKILL if it takes more than a few seconds.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = child.kill();
             let _ = child.wait();
             for &pid in &workers {
