@@ -26,4 +26,5 @@ pub mod router;
 pub mod signals;
 pub mod status;
 pub mod supervisor;
+pub mod throttle;
 pub mod worker;

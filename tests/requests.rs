@@ -120,7 +120,7 @@ fn a_full_queue_answers_503_with_retry_after_at_once() {
         let addr = addr.clone();
         thread::spawn(move || fcgi::get(&addr, uri))
     };
-    let running = spawn("/?ms=1500");
+    let running = spawn("/?ms=3000");
     wait_load(&addr, 1, 0);
     let queued = spawn("/?ms=10");
     wait_load(&addr, 1, 1);
@@ -137,6 +137,28 @@ fn a_full_queue_answers_503_with_retry_after_at_once() {
         full.text()
     );
     assert!(full.body().contains("queue of this pool is full"));
+    // A flood of refusals: a few log lines, each counting the ones it
+    // stands for, and every refusal accounted for.
+    for _ in 0..20 {
+        assert_eq!(fcgi::get(&addr, "/flood").status(), 503);
+    }
+    let accounted = |lines: &[String]| -> u64 {
+        lines
+            .iter()
+            .map(|l| match l.split_once("(and ") {
+                Some((_, rest)) => 1 + rest.split(' ').next().unwrap().parse::<u64>().unwrap(),
+                None => 1,
+            })
+            .sum()
+    };
+    let needle = "the queue is full (pm.max_queue = 1)";
+    let lines = wait_for("21 refusals in the log", Duration::from_secs(10), || {
+        let lines = herd.log_lines(needle);
+        (accounted(&lines) >= 21).then_some(lines)
+    });
+    assert_eq!(accounted(&lines), 21, "{lines:#?}");
+    assert!(lines.len() <= 4, "not one line per refusal: {lines:#?}");
+    assert!(lines[0].contains("503 for GET /third"), "{}", lines[0]);
     assert_eq!(running.join().unwrap().status(), 200);
     assert_eq!(
         queued.join().unwrap().status(),
@@ -172,6 +194,11 @@ fn a_queued_request_times_out_with_503() {
         reply.body().contains("timed out waiting for a worker"),
         "{}",
         reply.text()
+    );
+    herd.wait_log(
+        "503 for GET /queued: no worker within request.queue_timeout (1s)",
+        1,
+        Duration::from_secs(5),
     );
     assert_eq!(busy.join().unwrap().status(), 200);
 }

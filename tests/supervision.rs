@@ -150,6 +150,11 @@ fn a_worker_program_that_exits_at_once_backs_off_and_requests_get_503() {
     );
     assert_eq!(reply.status(), 503);
     assert!(herd.running());
+    herd.wait_log(
+        "503 for GET /: no worker can start",
+        1,
+        Duration::from_secs(5),
+    );
 
     // And the log says so: every failed start with the delay before the
     // next attempt.

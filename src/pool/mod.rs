@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::PoolConfig;
 use crate::logging::LogFile;
 use crate::supervisor::scaling::{IdleWorker, Load};
+use crate::throttle::Throttle;
 pub use deploy::{DeployCell, DeployStatus, GenerationStatus};
 pub use histogram::{BUCKETS, Histogram, HistogramSnapshot};
 pub use scoreboard::{BusyInfo, WorkerEntry, WorkerState};
@@ -179,6 +180,32 @@ pub struct Pool {
     pub logs: PoolLogs,
     pub deploy: DeployCell,
     open_conns: tokio::sync::watch::Sender<usize>,
+    refusals: Mutex<Refusals>,
+}
+
+/// The 503s herd answers itself, by kind: each kind is logged at most
+/// once a second, with a count of the ones held back.
+#[derive(Clone, Copy, Debug)]
+pub enum Refused {
+    QueueFull,
+    QueueTimeout,
+    Unavailable,
+}
+
+struct Refusals {
+    queue_full: Throttle,
+    queue_timeout: Throttle,
+    unavailable: Throttle,
+}
+
+impl Refusals {
+    fn each(&mut self) -> [&mut Throttle; 3] {
+        [
+            &mut self.queue_full,
+            &mut self.queue_timeout,
+            &mut self.unavailable,
+        ]
+    }
 }
 
 /// The pool's own log files.
@@ -242,6 +269,11 @@ impl Pool {
             logs,
             deploy: DeployCell::default(),
             open_conns: tokio::sync::watch::Sender::new(0),
+            refusals: Mutex::new(Refusals {
+                queue_full: Throttle::new(),
+                queue_timeout: Throttle::new(),
+                unavailable: Throttle::new(),
+            }),
         });
         Ok((pool, rx))
     }
@@ -268,6 +300,32 @@ impl Pool {
 
     pub fn set_config(&self, config: Arc<PoolConfig>) {
         *self.config.write().expect("pool config lock") = config;
+    }
+
+    /// Logs a 503 herd answered itself: at once, or counted into the next
+    /// line of its kind when one was logged less than a second ago.
+    pub fn refused(&self, kind: Refused, what: String) {
+        let mut r = self.refusals.lock().expect("refusals lock");
+        let t = match kind {
+            Refused::QueueFull => &mut r.queue_full,
+            Refused::QueueTimeout => &mut r.queue_timeout,
+            Refused::Unavailable => &mut r.unavailable,
+        };
+        t.hit(&self.name, what);
+    }
+
+    /// Logs the refusals held back whose second is over; the supervisor
+    /// calls it on every tick.
+    pub fn flush_refusals(&self) {
+        let mut r = self.refusals.lock().expect("refusals lock");
+        for t in r.each() {
+            t.flush(&self.name);
+        }
+    }
+
+    /// Why no worker can start, while that is so.
+    pub fn unavailable_reason(&self) -> Option<String> {
+        self.lock().unavailable.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Dispatch> {

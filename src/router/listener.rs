@@ -19,9 +19,9 @@ use crate::phase::PhaseRx;
 
 use super::conn;
 use super::inherit::Inherited;
-use super::throttle::Throttle;
 use crate::config::{ListenAddr, PoolConfig};
 use crate::pool::Pool;
+use crate::throttle::Throttle;
 
 pub enum Listener {
     Tcp(TcpListener),

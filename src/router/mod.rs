@@ -7,6 +7,5 @@ pub mod inherit;
 pub mod listener;
 mod local;
 mod relay;
-mod throttle;
 
 pub use listener::{Listener, accept_loop, hand_off, handed_off};

@@ -24,7 +24,7 @@ use crate::config::PoolConfig;
 use crate::fastcgi::frame::records;
 use crate::fastcgi::record::{self, BeginRequest, EndRequest, HEADER_LEN};
 use crate::fastcgi::{pairs, response};
-use crate::pool::{AcquireError, BusyInfo, Counters, Lease, Outcome, Pool, WorkerConn};
+use crate::pool::{AcquireError, BusyInfo, Counters, Lease, Outcome, Pool, Refused, WorkerConn};
 
 /// A request whose params are complete, ready to be served.
 pub struct Request {
@@ -222,26 +222,38 @@ async fn acquire(pool: &Arc<Pool>, cfg: &PoolConfig, req: &mut Request) -> Resul
         pool.counters.queue_wait.observe(asked.elapsed());
         lease
     };
+    let refused = |kind: Refused, why: String| {
+        pool.refused(
+            kind,
+            format!("503 for {} {}: {why}", req.info.method, req.info.uri),
+        );
+    };
+    let unavailable = || {
+        Counters::bump(&pool.counters.unavailable);
+        let why = pool
+            .unavailable_reason()
+            .unwrap_or_else(|| "the pool has no worker and none is starting".into());
+        refused(Refused::Unavailable, format!("no worker can start: {why}"));
+        Refusal::Respond(503, NO_WORKERS)
+    };
     let waiting = match pool.acquire(req.info.clone(), cfg.max_queue) {
         Ok(Ok(lease)) => return Ok(leased(lease)),
         Ok(Err(rx)) => rx,
         Err(AcquireError::QueueFull) => {
+            refused(
+                Refused::QueueFull,
+                format!("the queue is full (pm.max_queue = {})", cfg.max_queue),
+            );
             return Err(Refusal::Respond(
                 503,
                 "Service Unavailable: the queue of this pool is full.\n",
             ));
         }
-        Err(AcquireError::NoWorkers) => {
-            Counters::bump(&pool.counters.unavailable);
-            return Err(Refusal::Respond(503, NO_WORKERS));
-        }
+        Err(AcquireError::NoWorkers) => return Err(unavailable()),
     };
     let mut waiting = std::pin::pin!(waiting);
     tokio::select! {
-        got = &mut waiting => got.map(leased).map_err(|_| {
-            Counters::bump(&pool.counters.unavailable);
-            Refusal::Respond(503, NO_WORKERS)
-        }),
+        got = &mut waiting => got.map(leased).map_err(|_| unavailable()),
         _ = tokio::time::sleep(cfg.request_queue_timeout) => {
             // A worker may have been handed over just as the time ran out.
             waiting.close();
@@ -249,6 +261,13 @@ async fn acquire(pool: &Arc<Pool>, cfg: &PoolConfig, req: &mut Request) -> Resul
                 Ok(lease) => Ok(leased(lease)),
                 Err(_) => {
                     Counters::bump(&pool.counters.queue_timeouts);
+                    refused(
+                        Refused::QueueTimeout,
+                        format!(
+                            "no worker within request.queue_timeout ({:?})",
+                            cfg.request_queue_timeout
+                        ),
+                    );
                     Err(Refusal::Respond(503, "Service Unavailable: timed out waiting for a worker.\n"))
                 }
             }

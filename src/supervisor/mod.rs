@@ -302,6 +302,7 @@ impl Supervisor {
 
     fn maintain(&mut self) {
         let now = Instant::now();
+        self.pool.flush_refusals();
         self.maintain_preloaders(now);
         if self.stopping {
             return;

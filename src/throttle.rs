@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(1);
 
+#[derive(Default)]
 pub struct Throttle {
     last: Option<Instant>,
     /// Refusals since the last line, and the latest one's text.
