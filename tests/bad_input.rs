@@ -191,6 +191,34 @@ fn an_unknown_role_gets_unknown_role_and_the_connection_stays_usable() {
 }
 
 #[test]
+fn a_connection_that_never_sends_is_closed_quietly_after_read_timeout() {
+    let (herd, addr) = start("request.read_timeout = 1s\n");
+    let before = herd.warnings().len();
+    let opened = Instant::now();
+    let mut silent: Vec<Conn> = (0..20).map(|_| Conn::open(&addr)).collect();
+    // A keep-alive connection that was served, then went idle, is nginx's
+    // to close: it stays.
+    let mut served = Conn::open(&addr);
+    served.send(&fcgi::request_bytes(1, "/", true, &[], b""));
+    assert_eq!(served.reply(1).expect("a reply").status(), 200);
+
+    for c in &mut silent {
+        c.wait_closed("a connection that sent nothing", Duration::from_secs(5));
+    }
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}, before request.read_timeout (1s)"
+    );
+    assert!(!served.closed_now(), "the idle keep-alive connection stays");
+    served.send(&fcgi::request_bytes(2, "/", true, &[], b""));
+    assert_eq!(served.reply(2).expect("a reply").status(), 200);
+    // Port probes are not worth a warning each.
+    assert_eq!(herd.warnings().len(), before, "{}", herd.log_text());
+    assert!(herd.running());
+}
+
+#[test]
 fn a_client_stalling_mid_record_is_dropped_after_read_timeout() {
     let (herd, addr) = start("request.read_timeout = 1s\n");
     let before = herd.warnings().len();
@@ -257,7 +285,7 @@ fn connections_past_max_connections_are_closed_at_once_with_few_log_lines() {
         started.elapsed()
     );
     // Every connection past the limit is closed; the first LIMIT stay open
-    // (they are idle, and an idle connection has no read timeout).
+    // (they are idle, and closed only after request.read_timeout, 30 s).
     let closed = wait_for(
         &format!("{} connections to be refused", OPEN - LIMIT),
         Duration::from_secs(5),

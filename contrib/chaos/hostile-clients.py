@@ -17,16 +17,18 @@ for a GET every 100 ms. The phases, one after the other:
   a  `--stallers` connections send a BEGIN_REQUEST and half a PARAMS
      record, then stall: each must be closed after about read_timeout,
      with one log line each (not one per byte).
-  b  `--idle` connections opened and left idle for `--hold`: none closed
-     by herd (an idle connection between requests has no timeout), then a
-     sample of them still gets served.
+  b  `--idle` connections each served one kept-alive request, then left
+     idle for `--hold` (longer than read_timeout): none closed by herd (a
+     connection idle between requests is nginx's to close), then a sample
+     of them still gets served.
   c  params at the bound: max_params_size - 1 and exactly max_params_size
      bytes are served; max_params_size + 1 and 16 MiB close the
      connection, with one log line each, the 16 MiB costing no memory.
-  d  `--burst` connections opened as fast as possible and left idle, for
-     `--hold`, `--burst-rounds` times: up to listen.max_connections are
-     held open, the rest closed at once with a throttled log line (one a
-     second at most, with a count, not one per connection); the master's
+  d  `--burst` connections opened as fast as possible that never send a
+     byte, `--burst-rounds` times: up to listen.max_connections are held
+     open, the rest closed at once with a throttled log line (one a
+     second at most, with a count, not one per connection); the held ones
+     are closed after read_timeout, quietly (no line each); the master's
      VmRSS must stay within 16 KiB per connection held (what the
      allocator keeps after a burst counts: it is not given back).
   e  `--tricklers` connections send a valid request one byte at a time,
@@ -418,8 +420,18 @@ def main():
             socks, errs = open_many("127.0.0.1", port, args.idle)
             t.row("b: idle connections opened (connect errors)", f"{len(socks)} ({c.kinds_text(errs)})",
                   args.idle, len(socks) == args.idle)
-            closed = wait_closed(socks, args.hold)
-            t.row(f"b: closed by herd while idle for {args.hold:g} s", len(closed), 0, not closed)
+            served = 0
+            for s in socks:
+                conn = c.FcgiConn(addr, timeout=10)
+                conn.sock = s
+                if conn.request("/idle/first", keep_conn=True).kind == "ok":
+                    served += 1
+            t.row("b: each served one kept-alive request first", f"{served} of {len(socks)}",
+                  "all", served == len(socks))
+            hold = max(args.hold, rt + 1)
+            closed = wait_closed(socks, hold)
+            t.row(f"b: closed by herd while idle for {hold:g} s (read_timeout {rt:g} s)", len(closed), 0,
+                  not closed)
             fds = herd.fds()
             t.row("b: master fds while they are open", fds)
             sample = [s for i, s in enumerate(socks) if i not in closed][:: max(1, args.idle // 50)]
@@ -467,9 +479,12 @@ def main():
             def go():
                 rss_before = herd.rss_kb()
                 socks, errs, took = open_nb("127.0.0.1", port, args.burst)
+                opened = time.monotonic()
                 t.row(f"d{rnd}: {args.burst} connections opened in", f"{took:.2f} s"
                       + (f" (connect errors: {c.kinds_text(errs)})" if errs else ""))
-                closed = wait_closed(socks, args.hold)
+                # Refusals come at once (or after the kernel's 1 s SYN retry);
+                # the held ones are closed at read_timeout.
+                closed = wait_closed(socks, min(args.hold, rt * 0.75))
                 d_state.setdefault("refused", []).append(len(closed))
                 held = herd.metric("herd_connections_open", 'pool="app"')
                 held = None if held is None else int(held)
@@ -486,6 +501,14 @@ def main():
                 t.row(f"d{rnd}: connections open in herd (herd_connections_open)", held,
                       f"{want_open} (-1)", held is not None and want_open - 1 <= held <= want_open)
                 peak = herd.rss_kb()
+                rest = [x for i, x in enumerate(socks) if i not in closed]
+                since = time.monotonic() - opened
+                later = sorted(since + v for v in wait_closed(rest, rt + 5).values())
+                t.row(f"d{rnd}: the held ones (never sent a byte) closed by herd, seconds after the burst",
+                      f"{len(later)} of {len(rest)}, after {c.fmt_s(later[0] if later else None)}"
+                      f"..{c.fmt_s(later[-1] if later else None)}",
+                      f"all, after >= {rt * 0.75:.1f} s", len(later) == len(rest)
+                      and (not later or later[0] >= rt * 0.75))
                 close_all(socks)
                 time.sleep(1.0)
                 d_state.setdefault("rounds", []).append((rss_before, peak, herd.rss_kb(), herd.fds()))

@@ -96,7 +96,11 @@ where
         if st.tasks.is_empty() && (eof || (st.phase.closed() && idle)) {
             break;
         }
-        let receiving = !buf.is_empty() || st.reqs.iter().any(Incoming::receiving);
+        // A connection that never sent a byte gets the same time as a
+        // stalled request, then closes; one idle between requests is
+        // nginx's to close (its upstream keepalive_timeout).
+        let fresh = served == 0 && st.reqs.is_empty();
+        let receiving = fresh || !buf.is_empty() || st.reqs.iter().any(Incoming::receiving);
         let deadline = progress + cfg.request_read_timeout;
         let stalled_tx = st.stalled.as_ref().map(|(tx, _)| tx.clone());
         tokio::select! {
@@ -128,7 +132,13 @@ where
                 progress = Instant::now();
             },
             _ = tokio::time::sleep_until(deadline), if receiving && !eof => {
-                tracing::warn!(pool = %pool.name, %peer, "dropping connection: {}", Fault::Stalled(cfg.request_read_timeout));
+                if fresh && buf.is_empty() {
+                    // A port probe or a client that never began: not worth
+                    // a warning each (a flood of them would be a flood of lines).
+                    tracing::debug!(pool = %pool.name, %peer, "closing a connection that sent nothing for {:?}", cfg.request_read_timeout);
+                } else {
+                    tracing::warn!(pool = %pool.name, %peer, "dropping connection: {}", Fault::Stalled(cfg.request_read_timeout));
+                }
                 st.abort_all();
                 eof = true;
             },
