@@ -470,3 +470,31 @@ fn workers_get_the_supplementary_groups_of_their_user() {
         line("Groups:")
     );
 }
+
+#[test]
+fn a_worker_killed_after_serving_is_replaced_at_once_one_killed_before_backs_off() {
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start(&example_pool(&addr, 1, ""));
+    // Three times: the worker serves a request, then dies of SIGKILL well
+    // within worker.min_lifetime (5 s). It worked: no failure, no backoff.
+    for round in 1..=3 {
+        let pid = *herd.wait_ready(round).last().unwrap();
+        assert_eq!(fcgi::get(&addr, "/served").status(), 200);
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let line = herd.wait_log("respawning", round, Duration::from_secs(10))[round - 1].clone();
+        assert!(
+            line.contains(&format!("pid={pid}")) && line.contains("1 requests; respawning"),
+            "replaced at once, not backed off: {line}"
+        );
+    }
+    // Killed before it served anything: a failure, the respawn backs off.
+    let pid = *herd.wait_ready(4).last().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let line = herd.wait_log("respawning", 4, Duration::from_secs(10))[3].clone();
+    assert!(
+        line.contains(&format!("pid={pid}")) && line.contains("respawning in 100ms"),
+        "{line}"
+    );
+    herd.wait_ready(5);
+    assert_eq!(fcgi::get(&addr, "/after").status(), 200);
+}

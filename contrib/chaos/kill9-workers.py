@@ -21,7 +21,8 @@ URI and the killed pid. A request with no complete answer after
 When the kills stop (the load goes on), the time until the pool is back
 to `--workers` ready workers is measured and compared with the respawn
 backoff in effect then (100 ms doubling per failure, up to 30 s; a worker
-killed within `worker.min_lifetime` counts as a failure). `--min-lifetime`
+killed within `worker.min_lifetime` before it served a request counts as a
+failure). `--min-lifetime`
 sets `worker.min_lifetime` (default: herd's default, 5s).
 
 Prints one markdown table; exits 1 when something is flagged. Every

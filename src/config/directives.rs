@@ -139,7 +139,7 @@ pub const ALL: &[Directive] = &[
     pool("request.read_timeout", "30s", "herd: a client request whose next bytes take longer than this is dropped."),
     pool("request.max_params_size", "128K", "herd: the largest FastCGI params block accepted from a client."),
     pool("worker.start_timeout", "30s", "herd: the longest a new worker may take to become ready, warm-up included."),
-    pool("worker.min_lifetime", "5s", "herd: a worker exiting sooner than this counts as a failed start."),
+    pool("worker.min_lifetime", "5s", "herd: a worker exiting sooner than this without having served a request counts as a failed start (the respawns back off)."),
     pool("worker.stop_signal", "TERM", "herd: signal that stops a worker, by name (TERM, QUIT, INT, HUP, USR1, USR2, KILL) or number."),
     pool("worker.kill_timeout", "5s", "herd: time between `worker.stop_signal` and SIGKILL."),
     pool("worker.max_memory", "none", "herd: replace a worker whose resident memory grows past this size, e.g. 256M; 0 = no limit."),

@@ -947,11 +947,13 @@ impl Supervisor {
             return;
         }
         let cfg = self.gens[&p.generation].cfg.clone();
-        let clean_exit = status.as_ref().is_ok_and(|s| s.success());
-        // A worker may end itself after serving, as php-cgi does after
-        // PHP_FCGI_MAX_REQUESTS: that is recycling, not a failure.
-        let failure = p.ready_at.is_none()
-            || (lived < cfg.worker_min_lifetime && !(clean_exit && served > 0));
+        // A worker that served a request works: however soon it ends after
+        // (php-cgi recycling itself after PHP_FCGI_MAX_REQUESTS, the OOM
+        // killer, an operator's kill -9), that is no sign of a program that
+        // cannot start, and holding its respawn back would empty the pool.
+        // One that dies young without serving anything is (a SIGSEGV on the
+        // first request, every time), and backs the respawns off.
+        let failure = p.ready_at.is_none() || (lived < cfg.worker_min_lifetime && served == 0);
         let fatal = status
             .as_ref()
             .ok()
