@@ -401,6 +401,33 @@ impl Pool {
         self.give_back(&lease, None, Outcome::Broken, false);
     }
 
+    /// Gives back a lease whose request never reached the worker: the
+    /// client went away just as the worker was handed to it. Not a
+    /// request, and the connection is clean: the worker goes to the next
+    /// waiter or back to the idle set, as it was.
+    pub fn return_unused(&self, mut lease: Lease) {
+        let Some(conn) = lease.conn.take() else {
+            return;
+        };
+        let id = lease.id;
+        let mut d = self.lock();
+        let Some(entry) = d.workers.get_mut(&id) else {
+            return; // exited meanwhile
+        };
+        let retiring = entry.retiring;
+        entry.state = WorkerState::Idle;
+        d.busy -= 1;
+        if retiring {
+            drop(d);
+            let _ = self.events.send(PoolEvent::Retire {
+                id,
+                reason: "retiring",
+            });
+            return;
+        }
+        self.hand_over(&mut d, id, conn);
+    }
+
     fn give_back(&self, lease: &Lease, conn: Option<WorkerConn>, outcome: Outcome, ended: bool) {
         let id = lease.id;
         let max_requests = self.config().max_requests;

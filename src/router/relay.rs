@@ -272,7 +272,16 @@ async fn acquire(pool: &Arc<Pool>, cfg: &PoolConfig, req: &mut Request) -> Resul
                 }
             }
         }
-        _ = aborted(&mut req.abort) => Err(Refusal::Aborted),
+        _ = aborted(&mut req.abort) => {
+            // A worker may have been handed over just as the client went:
+            // it never saw this request, so it goes on to the next one.
+            // (Dropped in the receiver, it would be retired as broken.)
+            waiting.close();
+            if let Ok(lease) = waiting.try_recv() {
+                pool.return_unused(lease);
+            }
+            Err(Refusal::Aborted)
+        }
     }
 }
 
@@ -603,6 +612,83 @@ fn scan(buf: &[u8], id: u16) -> Result<(usize, bool), crate::fastcgi::ProtocolEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use futures_util::FutureExt;
+
+    use crate::pool::{PoolEvent, WorkerEntry};
+
+    fn info() -> BusyInfo {
+        BusyInfo {
+            method: "GET".into(),
+            uri: "/".into(),
+            script: String::new(),
+            user: String::new(),
+            content_length: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// The race a burst of client timeouts hits: a worker is handed to a
+    /// queued request just as its client goes away. The worker never saw
+    /// the request; it must stay in service, not be retired as broken.
+    #[tokio::test]
+    async fn a_client_gone_as_its_worker_is_handed_over_leaves_the_worker_in_service() {
+        let text = "[www]\nlisten = 127.0.0.1:9\nuser = nobody\ncommand = /bin/true\n\
+                    pm = static\npm.max_children = 1\n";
+        let config = crate::config::parse_str(
+            text,
+            std::path::Path::new("test.conf"),
+            &crate::config::LoadOptions::default(),
+        )
+        .expect("config");
+        let cfg = Arc::new(config.pools[0].clone());
+        let (pool, mut events) = Pool::new(cfg.clone()).expect("pool");
+        pool.add_worker(1, WorkerEntry::new(4242, 1, 1));
+        let socket: Arc<std::path::Path> = Arc::from(std::path::Path::new("/nonexistent"));
+        pool.worker_ready(1, WorkerConn::new(socket, None));
+
+        let mut outcomes = (0, 0);
+        for _ in 0..64 {
+            let Ok(Ok(first)) = pool.acquire(info(), 8) else {
+                panic!("the worker is idle");
+            };
+            let (abort_tx, abort) = watch::channel(false);
+            let mut req = Request {
+                id: 1,
+                begin: BeginRequest {
+                    role: record::ROLE_RESPONDER,
+                    flags: 0,
+                },
+                params: Bytes::new(),
+                info: info(),
+                stdin: mpsc::channel(1).1,
+                abort,
+            };
+            let mut waiting = Box::pin(acquire(&pool, &cfg, &mut req));
+            assert!(waiting.as_mut().now_or_never().is_none(), "queued");
+            // The worker frees up and is handed to the waiter; then, before
+            // the waiter runs, its client goes.
+            pool.release(first, Outcome::Clean);
+            abort_tx.send(true).unwrap();
+            match waiting.await {
+                Ok(lease) => {
+                    outcomes.0 += 1;
+                    pool.release(lease, Outcome::Clean);
+                }
+                Err(Refusal::Aborted) => outcomes.1 += 1,
+                Err(Refusal::Respond(status, body)) => panic!("{status} {body}"),
+            }
+            assert!(pool.is_idle(1), "the worker is back in the idle set");
+            while let Ok(ev) = events.try_recv() {
+                assert!(
+                    !matches!(ev, PoolEvent::Retire { .. }),
+                    "the worker was retired"
+                );
+            }
+        }
+        // Either branch may win the race; the abort must have won some.
+        assert!(outcomes.1 > 0, "{outcomes:?}");
+    }
 
     #[test]
     fn scan_cuts_after_end_request() {
