@@ -53,6 +53,16 @@ impl Throttle {
         }
     }
 
+    /// Logs the refusals held back now, window or not: the last word
+    /// before the pool goes away.
+    pub fn flush_now(&mut self, pool: &str) {
+        if self.held > 0 {
+            let latest = std::mem::take(&mut self.latest);
+            self.log(pool, &latest, self.held - 1);
+            self.held = 0;
+        }
+    }
+
     fn log(&self, pool: &str, what: &str, held: u64) {
         if held > 0 {
             tracing::warn!(pool, "{what} (and {held} more since the last report)");
@@ -80,6 +90,18 @@ mod tests {
         assert_eq!(t.held, 2);
         t.last = Some(Instant::now() - WINDOW);
         t.flush("p");
+        assert_eq!(t.held, 0);
+        assert_eq!(t.flush_at(), None);
+    }
+
+    #[test]
+    fn flush_now_logs_what_is_held_before_the_window_ends() {
+        let mut t = Throttle::new();
+        t.hit("p", "first".into());
+        t.hit("p", "second".into());
+        t.flush("p"); // within the window: held
+        assert_eq!(t.held, 1);
+        t.flush_now("p");
         assert_eq!(t.held, 0);
         assert_eq!(t.flush_at(), None);
     }

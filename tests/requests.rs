@@ -106,6 +106,18 @@ fn wait_load(addr: &str, active: u32, queued: u32) {
     );
 }
 
+/// How many refusals throttled log lines stand for: each itself, plus the
+/// `(and N more since the last report)` it counts.
+fn accounted(lines: &[String]) -> u64 {
+    lines
+        .iter()
+        .map(|l| match l.split_once("(and ") {
+            Some((_, rest)) => 1 + rest.split(' ').next().unwrap().parse::<u64>().unwrap(),
+            None => 1,
+        })
+        .sum()
+}
+
 #[test]
 fn a_full_queue_answers_503_with_retry_after_at_once() {
     let addr = format!("127.0.0.1:{}", support::free_port());
@@ -142,15 +154,6 @@ fn a_full_queue_answers_503_with_retry_after_at_once() {
     for _ in 0..20 {
         assert_eq!(fcgi::get(&addr, "/flood").status(), 503);
     }
-    let accounted = |lines: &[String]| -> u64 {
-        lines
-            .iter()
-            .map(|l| match l.split_once("(and ") {
-                Some((_, rest)) => 1 + rest.split(' ').next().unwrap().parse::<u64>().unwrap(),
-                None => 1,
-            })
-            .sum()
-    };
     let needle = "the queue is full (pm.max_queue = 1)";
     let lines = wait_for("21 refusals in the log", Duration::from_secs(10), || {
         let lines = herd.log_lines(needle);
@@ -255,4 +258,35 @@ fn a_client_abort_lets_the_worker_finish_and_keeps_it() {
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["worker lost requests"], 0);
     assert_eq!(v["spawns"], 1);
+}
+
+#[test]
+fn refusals_the_log_held_back_are_logged_when_herd_stops() {
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let mut herd = Herd::start(&pool(
+        &addr,
+        1,
+        "pm.max_queue = 1\npm.status_path = /status\n",
+    ));
+    herd.wait_ready(1);
+    let spawn = |uri: &'static str| {
+        let addr = addr.clone();
+        thread::spawn(move || fcgi::try_get(&addr, uri, Duration::from_secs(20)))
+    };
+    let running = spawn("/?ms=3000");
+    wait_load(&addr, 1, 0);
+    let queued = spawn("/?ms=10");
+    wait_load(&addr, 1, 1);
+    for _ in 0..10 {
+        assert_eq!(fcgi::get(&addr, "/refused").status(), 503);
+    }
+    // Within the second the throttle holds the last nine back: a stop
+    // now must still account for them.
+    herd.signal(libc::SIGTERM);
+    herd.wait_exit(Duration::from_secs(10));
+    // Ten refused, plus maybe the two others: killed by the stop, a GET's
+    // retry finds no worker either.
+    let lines = herd.log_lines("the queue is full");
+    assert!((10..=12).contains(&accounted(&lines)), "{lines:#?}");
+    let _ = (running.join(), queued.join());
 }

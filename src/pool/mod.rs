@@ -315,11 +315,15 @@ impl Pool {
     }
 
     /// Logs the refusals held back whose second is over; the supervisor
-    /// calls it on every tick.
-    pub fn flush_refusals(&self) {
+    /// calls it on every tick, and with `now` once its workers stopped.
+    pub fn flush_refusals(&self, now: bool) {
         let mut r = self.refusals.lock().expect("refusals lock");
         for t in r.each() {
-            t.flush(&self.name);
+            if now {
+                t.flush_now(&self.name);
+            } else {
+                t.flush(&self.name);
+            }
         }
     }
 

@@ -287,6 +287,7 @@ impl Supervisor {
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
+        self.pool.flush_refusals(true);
         tracing::info!(pool = %self.pool.name, "all workers stopped");
     }
 
@@ -302,7 +303,7 @@ impl Supervisor {
 
     fn maintain(&mut self) {
         let now = Instant::now();
-        self.pool.flush_refusals();
+        self.pool.flush_refusals(false);
         self.maintain_preloaders(now);
         if self.stopping {
             return;
