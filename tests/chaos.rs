@@ -917,3 +917,50 @@ fn every_refusal_past_max_connections_is_accounted_for_in_the_log() {
     drop(conns);
     assert!(herd.running());
 }
+
+#[test]
+fn after_a_burst_of_connections_the_master_gives_its_memory_back() {
+    const BURST: usize = 5000;
+    // The client side needs a descriptor per connection too.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    lim.rlim_cur = lim.rlim_max;
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    assert!(
+        lim.rlim_cur as usize > BURST + 100,
+        "a hard fd limit of {} is too low for this test",
+        lim.rlim_max
+    );
+    let addr = local_addr();
+    let herd = start(&config(&addr, 2, "listen.backlog = 4096\n"), 2);
+    let pid = herd.pid();
+    let before = procfs::rss_kb(pid);
+
+    let burst: Vec<TcpStream> = (0..BURST)
+        .map(|_| TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    // herd holds them all: a read buffer and a task each.
+    let peak = wait_for(
+        "the master to hold the burst",
+        Duration::from_secs(20),
+        || {
+            let rss = procfs::rss_kb(pid);
+            (rss >= before + 12 * 1024).then_some(rss)
+        },
+    );
+    drop(burst);
+    // Once they are gone, the memory goes back to the system.
+    let after = wait_for(
+        "the master to give the memory back",
+        Duration::from_secs(15),
+        || {
+            let rss = procfs::rss_kb(pid);
+            (rss <= before + 8 * 1024).then_some(rss)
+        },
+    );
+    eprintln!("VmRSS {before} KiB, {peak} KiB with {BURST} connections, {after} KiB after");
+    assert_eq!(fcgi::get(&addr, "/after").status(), 200);
+}

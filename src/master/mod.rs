@@ -3,6 +3,7 @@
 //! control commands into reloads, scaling and a graceful or fast stop.
 
 mod control;
+mod memory;
 mod pidfile;
 mod reload;
 mod stop;
@@ -174,6 +175,9 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     master.notify_when_started();
     let mut watchdog =
         tokio::time::interval(master.systemd.watchdog.unwrap_or(Duration::from_secs(10)));
+    let mut trimmer = memory::Trimmer::new();
+    let mut trim = tokio::time::interval(Duration::from_secs(2));
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     let stop = loop {
         tokio::select! {
@@ -187,6 +191,7 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             Some(ev) = internal_rx.recv() => if let Some(stop) = master.on_internal(ev, &mut upgrade_pipe) {
                 break stop;
             },
+            _ = trim.tick() => trimmer.tick(&master.pool_list()),
             _ = watchdog.tick() => {
                 if master.systemd.watchdog.is_some() {
                     master.systemd.watchdog_ping();
