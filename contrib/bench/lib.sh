@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by the side-by-side benchmarks (run.sh, rust.sh): processes, one
+# Shared by the benchmarks (run.sh, rust.sh, reload.sh): processes, one
 # private nginx in front of every contender, readiness, wrk runs, the table.
 # Sourced, never run.
 #
@@ -300,7 +300,7 @@ start_nginx() {
     nginx -t -q -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
         >"$TMP/nginx/stderr.log" 2>&1 || { show_logs "$TMP/nginx/stderr.log" "$TMP/nginx/error.log"; die "nginx config test failed"; }
     nginx -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
-        >>"$TMP/nginx/stderr.log" 2>&1 &
+        >>"$TMP/nginx/stderr.log" 2>&1 </dev/null &
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
     local i

@@ -47,23 +47,15 @@ KEEP_TMP=0
 READY_DEADLINE=15   # seconds a server gets to answer through nginx
 STOP_DEADLINE=15    # seconds a server gets to exit after SIGTERM
 
-TMP=
-PIDS=()             # every process we started that may still run
-NGINX_PID=
-FAILED=0
+BENCH_NAME=reload.sh
+# Processes, nginx, cleanup: shared with run.sh and rust.sh. What differs
+# here (the temporary directory, nginx's config, readiness) is defined
+# below, after it.
+# shellcheck source=contrib/bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-}
-
-die() {
-    echo "reload.sh: $*" >&2
-    FAILED=1
-    exit 1
-}
-
-log() {
-    echo "reload.sh: $*" >&2
 }
 
 parse_args() {
@@ -133,92 +125,7 @@ make_tmp() {
     install -m 644 "$BENCH_DIR/app.php" "$BENCH_DIR/health.php" "$TMP/www/"
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # --- processes ---------------------------------------------------------------
-
-# True while $1 runs; a zombie counts as gone.
-alive() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat:0:1} != Z ]]
-}
-
-# Direct children of $1 (by parent pid, never by name).
-children_of() {
-    ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true
-}
-
-# SIGTERM every pid given (and, after $deadline seconds, SIGKILL it and the
-# children it had when we began).
-stop_pids() {
-    local deadline=$1 pid i kids=() left
-    shift
-    for pid in "$@"; do
-        alive "$pid" || continue
-        kids+=($(children_of "$pid"))
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for ((i = 0; i < deadline * 10; i++)); do
-        left=0
-        for pid in "$@"; do alive "$pid" && left=1; done
-        ((left)) || break
-        sleep 0.1
-    done
-    for pid in "$@"; do
-        if alive "$pid"; then
-            log "pid $pid still running ${deadline}s after SIGTERM; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
-    for pid in "${kids[@]}"; do
-        alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
-    done
-    for ((i = 0; i < 20; i++)); do
-        left=0
-        for pid in "$@" "${kids[@]}"; do alive "$pid" && left=1; done
-        ((left)) || break
-        sleep 0.1
-    done
-    return 0
-}
-
-forget_pid() {
-    local keep=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-cleanup() {
-    local rc=$? others=() pid
-    set +e
-    trap - EXIT
-    ((rc)) && FAILED=1
-    # The load generator and the servers before nginx.
-    for pid in "${PIDS[@]}"; do [[ $pid == "$NGINX_PID" ]] || others+=("$pid"); done
-    ((${#others[@]} == 0)) || stop_pids "$STOP_DEADLINE" "${others[@]}"
-    [[ -z $NGINX_PID ]] || stop_pids "$STOP_DEADLINE" "$NGINX_PID"
-    if [[ -n $TMP && -d $TMP ]]; then
-        if ((FAILED || KEEP_TMP)); then
-            log "logs, configs and per-request data kept in $TMP"
-        else
-            rm -rf "$TMP"
-        fi
-    fi
-}
-
-show_logs() {
-    local f
-    for f in "$@"; do
-        [[ -s $f ]] || continue
-        echo "----- tail $f" >&2
-        tail -n 25 "$f" >&2
-    done
-}
 
 # --- nginx -------------------------------------------------------------------
 
@@ -268,25 +175,6 @@ EOF
         echo "    }"
         echo "}"
     } >"$TMP/nginx/nginx.conf"
-}
-
-start_nginx() {
-    NGINX_PORT=$(free_port)
-    write_nginx_conf
-    nginx -t -q -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
-        >"$TMP/nginx/stderr.log" 2>&1 || { show_logs "$TMP/nginx/stderr.log" "$TMP/nginx/error.log"; die "nginx config test failed"; }
-    nginx -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
-        >>"$TMP/nginx/stderr.log" 2>&1 </dev/null &
-    NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
-    local i
-    for ((i = 0; i < READY_DEADLINE * 10; i++)); do
-        curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$NGINX_PORT/ready" && return 0
-        alive "$NGINX_PID" || break
-        sleep 0.1
-    done
-    show_logs "$TMP/nginx/stderr.log" "$TMP/nginx/error.log"
-    die "nginx did not come up on 127.0.0.1:$NGINX_PORT within ${READY_DEADLINE}s"
 }
 
 # --- the servers -------------------------------------------------------------
@@ -483,9 +371,7 @@ report() {
 
 main() {
     parse_args "$@"
-    trap cleanup EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM HUP
+    setup_traps
     ((EUID == 0)) || die "run as root: the workers run as www-data, like a real deployment"
     install_missing
     build_herd
