@@ -964,3 +964,50 @@ fn after_a_burst_of_connections_the_master_gives_its_memory_back() {
     eprintln!("VmRSS {before} KiB, {peak} KiB with {BURST} connections, {after} KiB after");
     assert_eq!(fcgi::get(&addr, "/after").status(), 200);
 }
+
+#[test]
+fn clients_giving_up_while_queued_cost_no_worker() {
+    // Clients that send a request and go away while it waits in the queue:
+    // wrk's timeouts under overload, users closing the tab. A worker handed
+    // to such a request just as its client left must go on serving, not
+    // be retired as broken (and respawned: costly for php-cgi).
+    const CLIENTS: usize = 16;
+    let addr = local_addr();
+    let herd = start(&config(&addr, 2, "pm.max_queue = 4096\n"), 2);
+    let first = herd.worker_pids();
+    let until = Instant::now() + Duration::from_secs(4);
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let addr = addr.clone();
+            thread::spawn(move || {
+                let mut sent = 0u64;
+                let mut n = i as u64;
+                while Instant::now() < until && sent < 10_000 {
+                    let Ok(mut s) = TcpStream::connect(&addr) else {
+                        continue;
+                    };
+                    let _ = s.write_all(&fcgi::request_bytes(1, "/?ms=1", false, &[], b""));
+                    sent += 1;
+                    // Leave after 0 to 3 ms: about when a worker frees up.
+                    n = n
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    thread::sleep(Duration::from_micros((n >> 33) % 3000));
+                    drop(s);
+                }
+                sent
+            })
+        })
+        .collect();
+    let sent: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(sent > 1000, "only {sent} requests sent");
+    assert_eq!(fcgi::get(&addr, "/after").status(), 200);
+    let broke = herd.log_lines("its connection broke");
+    assert!(
+        broke.is_empty(),
+        "{} of {sent} abandoned requests cost a worker:\n{}",
+        broke.len(),
+        broke.join("\n")
+    );
+    assert_eq!(herd.worker_pids(), first, "no worker was replaced");
+}
