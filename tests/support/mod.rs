@@ -323,6 +323,18 @@ impl Drop for Herd {
                 }
             }
         }
+        // A master killed with SIGKILL (some tests do) leaves its control
+        // socket behind, in /run/herd by default: remove it once nothing
+        // answers on it.
+        for line in self.log_lines("control socket ") {
+            let Some(path) = line.split("control socket ").nth(1) else {
+                continue;
+            };
+            let path = Path::new(path.trim());
+            if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+                let _ = fs::remove_file(path);
+            }
+        }
         if std::thread::panicking() {
             eprintln!("--- herd log ---\n{}", self.log_text());
         }
