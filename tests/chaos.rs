@@ -20,7 +20,7 @@ use herd::fastcgi::pairs;
 use herd::fastcgi::record::{self, BeginRequest};
 use serde_json::Value;
 use support::fcgi::{self, Conn};
-use support::{Herd, procfs, user_line, wait_for};
+use support::{Herd, procfs, refusals_accounted, user_line, wait_for};
 
 /// A request with no complete answer after this long is hung.
 const HANG: Duration = Duration::from_secs(10);
@@ -753,25 +753,16 @@ fn a_burst_of_hostile_connections_costs_bounded_memory_and_a_few_log_lines() {
             .map(String::from)
             .collect()
     };
-    let accounted = |lines: &[String]| -> usize {
-        lines
-            .iter()
-            .map(|l| match l.split_once("(and ") {
-                Some((_, rest)) => 1 + rest.split(' ').next().unwrap().parse::<usize>().unwrap(),
-                None => 1,
-            })
-            .sum()
-    };
     let refused = wait_for(
         &format!("at least {fewest} refusals in the log"),
         Duration::from_secs(10),
         || {
-            let n = accounted(&refusal_lines());
+            let n = refusals_accounted(&refusal_lines());
             (n >= fewest).then_some(n)
         },
     );
     thread::sleep(Duration::from_millis(1500)); // held-back ones, if any
-    let refused = accounted(&refusal_lines()).max(refused);
+    let refused = refusals_accounted(&refusal_lines()).max(refused);
     let rss_peak = peak.load(Ordering::SeqCst);
     drop(burst);
     drop(stallers);
@@ -841,22 +832,6 @@ fn a_burst_of_hostile_connections_costs_bounded_memory_and_a_few_log_lines() {
         "the master's VmRSS grew by {growth_mib} MiB ({rss_before} KiB -> {rss_peak} KiB)"
     );
     assert!(herd.running(), "herd exited:\n{log}");
-}
-
-/// The refusals a log accounts for: one per line, plus the "(and N more
-/// since the last report)" each line carries.
-fn refusals_accounted(lines: &[&str]) -> usize {
-    lines
-        .iter()
-        .map(|l| {
-            1 + l
-                .split("(and ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(0)
-        })
-        .sum()
 }
 
 #[test]

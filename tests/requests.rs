@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::fcgi;
-use support::{Herd, user_line, wait_for};
+use support::{Herd, refusals_accounted, user_line, wait_for};
 
 fn pool(addr: &str, workers: u32, extra: &str) -> String {
     format!(
@@ -106,18 +106,6 @@ fn wait_load(addr: &str, active: u32, queued: u32) {
     );
 }
 
-/// How many refusals throttled log lines stand for: each itself, plus the
-/// `(and N more since the last report)` it counts.
-fn accounted(lines: &[String]) -> u64 {
-    lines
-        .iter()
-        .map(|l| match l.split_once("(and ") {
-            Some((_, rest)) => 1 + rest.split(' ').next().unwrap().parse::<u64>().unwrap(),
-            None => 1,
-        })
-        .sum()
-}
-
 #[test]
 fn a_full_queue_answers_503_with_retry_after_at_once() {
     let addr = format!("127.0.0.1:{}", support::free_port());
@@ -157,9 +145,9 @@ fn a_full_queue_answers_503_with_retry_after_at_once() {
     let needle = "the queue is full (pm.max_queue = 1)";
     let lines = wait_for("21 refusals in the log", Duration::from_secs(10), || {
         let lines = herd.log_lines(needle);
-        (accounted(&lines) >= 21).then_some(lines)
+        (refusals_accounted(&lines) >= 21).then_some(lines)
     });
-    assert_eq!(accounted(&lines), 21, "{lines:#?}");
+    assert_eq!(refusals_accounted(&lines), 21, "{lines:#?}");
     assert!(lines.len() <= 4, "not one line per refusal: {lines:#?}");
     assert!(lines[0].contains("503 for GET /third"), "{}", lines[0]);
     assert_eq!(running.join().unwrap().status(), 200);
@@ -287,6 +275,9 @@ fn refusals_the_log_held_back_are_logged_when_herd_stops() {
     // Ten refused, plus maybe the two others: killed by the stop, a GET's
     // retry finds no worker either.
     let lines = herd.log_lines("the queue is full");
-    assert!((10..=12).contains(&accounted(&lines)), "{lines:#?}");
+    assert!(
+        (10..=12).contains(&refusals_accounted(&lines)),
+        "{lines:#?}"
+    );
     let _ = (running.join(), queued.join());
 }

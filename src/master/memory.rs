@@ -21,7 +21,7 @@ pub struct Trimmer {
 impl Trimmer {
     pub fn new() -> Trimmer {
         Trimmer {
-            baseline_kib: rss_kib().unwrap_or(0),
+            baseline_kib: rss_kib(),
         }
     }
 
@@ -32,12 +32,12 @@ impl Trimmer {
         if open > QUIET {
             return;
         }
-        let Some(before) = rss_kib() else { return };
+        let before = rss_kib();
         if before < self.baseline_kib + GROWTH_KIB {
             return;
         }
         trim();
-        let after = rss_kib().unwrap_or(before);
+        let after = rss_kib();
         tracing::debug!(
             "returned {} KiB to the system after a burst of connections",
             before.saturating_sub(after)
@@ -58,12 +58,7 @@ fn trim() {
 #[cfg(not(target_env = "gnu"))]
 fn trim() {}
 
-/// The master's resident set, from `/proc/self/statm` (pages).
-fn rss_kib() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()? as u64;
-    Some(pages * page / 1024)
+/// The master's resident set in KiB (0 when /proc cannot tell).
+fn rss_kib() -> u64 {
+    crate::status::rss_of(std::process::id()) / 1024
 }

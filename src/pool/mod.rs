@@ -180,7 +180,8 @@ pub struct Pool {
     pub logs: PoolLogs,
     pub deploy: DeployCell,
     open_conns: tokio::sync::watch::Sender<usize>,
-    refusals: Mutex<Refusals>,
+    /// One log throttle per kind of refusal, indexed by `Refused`.
+    refusals: Mutex<[Throttle; 3]>,
 }
 
 /// The 503s herd answers itself, by kind: each kind is logged at most
@@ -190,22 +191,6 @@ pub enum Refused {
     QueueFull,
     QueueTimeout,
     Unavailable,
-}
-
-struct Refusals {
-    queue_full: Throttle,
-    queue_timeout: Throttle,
-    unavailable: Throttle,
-}
-
-impl Refusals {
-    fn each(&mut self) -> [&mut Throttle; 3] {
-        [
-            &mut self.queue_full,
-            &mut self.queue_timeout,
-            &mut self.unavailable,
-        ]
-    }
 }
 
 /// The pool's own log files.
@@ -269,11 +254,7 @@ impl Pool {
             logs,
             deploy: DeployCell::default(),
             open_conns: tokio::sync::watch::Sender::new(0),
-            refusals: Mutex::new(Refusals {
-                queue_full: Throttle::new(),
-                queue_timeout: Throttle::new(),
-                unavailable: Throttle::new(),
-            }),
+            refusals: Mutex::default(),
         });
         Ok((pool, rx))
     }
@@ -305,20 +286,13 @@ impl Pool {
     /// Logs a 503 herd answered itself: at once, or counted into the next
     /// line of its kind when one was logged less than a second ago.
     pub fn refused(&self, kind: Refused, what: String) {
-        let mut r = self.refusals.lock().expect("refusals lock");
-        let t = match kind {
-            Refused::QueueFull => &mut r.queue_full,
-            Refused::QueueTimeout => &mut r.queue_timeout,
-            Refused::Unavailable => &mut r.unavailable,
-        };
-        t.hit(&self.name, what);
+        self.refusals.lock().expect("refusals lock")[kind as usize].hit(&self.name, what);
     }
 
     /// Logs the refusals held back whose second is over; the supervisor
     /// calls it on every tick, and with `now` once its workers stopped.
     pub fn flush_refusals(&self, now: bool) {
-        let mut r = self.refusals.lock().expect("refusals lock");
-        for t in r.each() {
+        for t in self.refusals.lock().expect("refusals lock").iter_mut() {
             if now {
                 t.flush_now(&self.name);
             } else {

@@ -252,36 +252,37 @@ async fn acquire(pool: &Arc<Pool>, cfg: &PoolConfig, req: &mut Request) -> Resul
         Err(AcquireError::NoWorkers) => return Err(unavailable()),
     };
     let mut waiting = std::pin::pin!(waiting);
-    tokio::select! {
-        got = &mut waiting => got.map(leased).map_err(|_| unavailable()),
-        _ = tokio::time::sleep(cfg.request_queue_timeout) => {
-            // A worker may have been handed over just as the time ran out.
-            waiting.close();
-            match waiting.try_recv() {
-                Ok(lease) => Ok(leased(lease)),
-                Err(_) => {
-                    Counters::bump(&pool.counters.queue_timeouts);
-                    refused(
-                        Refused::QueueTimeout,
-                        format!(
-                            "no worker within request.queue_timeout ({:?})",
-                            cfg.request_queue_timeout
-                        ),
-                    );
-                    Err(Refusal::Respond(503, "Service Unavailable: timed out waiting for a worker.\n"))
-                }
-            }
+    let timed_out = tokio::select! {
+        got = &mut waiting => return got.map(leased).map_err(|_| unavailable()),
+        _ = tokio::time::sleep(cfg.request_queue_timeout) => true,
+        _ = aborted(&mut req.abort) => false,
+    };
+    // A worker may have been handed over just as the time ran out or the
+    // client went: take it out of the receiver (dropped there, it would be
+    // retired as broken).
+    waiting.close();
+    match (waiting.try_recv().ok(), timed_out) {
+        (Some(lease), true) => Ok(leased(lease)),
+        (None, true) => {
+            Counters::bump(&pool.counters.queue_timeouts);
+            refused(
+                Refused::QueueTimeout,
+                format!(
+                    "no worker within request.queue_timeout ({:?})",
+                    cfg.request_queue_timeout
+                ),
+            );
+            Err(Refusal::Respond(
+                503,
+                "Service Unavailable: timed out waiting for a worker.\n",
+            ))
         }
-        _ = aborted(&mut req.abort) => {
-            // A worker may have been handed over just as the client went:
-            // it never saw this request, so it goes on to the next one.
-            // (Dropped in the receiver, it would be retired as broken.)
-            waiting.close();
-            if let Ok(lease) = waiting.try_recv() {
-                pool.return_unused(lease);
-            }
+        // The worker never saw this request: it goes on to the next one.
+        (Some(lease), false) => {
+            pool.return_unused(lease);
             Err(Refusal::Aborted)
         }
+        (None, false) => Err(Refusal::Aborted),
     }
 }
 

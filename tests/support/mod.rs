@@ -33,6 +33,23 @@ pub fn wait_for<T>(what: &str, within: Duration, mut cond: impl FnMut() -> Optio
     }
 }
 
+/// The refusals throttled log lines account for: one per line, plus the
+/// "(and N more since the last report)" each line carries.
+pub fn refusals_accounted<S: AsRef<str>>(lines: &[S]) -> usize {
+    lines
+        .iter()
+        .map(|l| {
+            1 + l
+                .as_ref()
+                .split("(and ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 /// A private directory that nginx and workers running as other users may
 /// read (tempfile makes 0700 directories).
 pub struct Dir {
