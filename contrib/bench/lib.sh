@@ -239,12 +239,12 @@ show_logs() {
 
 # One nginx for every contender: /<contender>/off/ reaches it over a new
 # connection per request, /<contender>/on/ over kept-alive connections.
-write_nginx_conf() {
-    local s user_line= script_line=
+# The top of every benchmark's nginx.conf, up to its upstreams: one worker,
+# every path private to $TMP/nginx, no access log, client connections kept.
+nginx_conf_head() {
+    local user_line=
     ((EUID == 0)) && user_line="user www-data;"
-    [[ -z ${SCRIPT_FILENAME:-} ]] || script_line="fastcgi_param SCRIPT_FILENAME $SCRIPT_FILENAME;"
-    {
-        cat <<EOF
+    cat <<EOF
 $user_line
 worker_processes 1;
 daemon off;
@@ -259,9 +259,16 @@ http {
     proxy_temp_path $TMP/nginx/proxy;
     uwsgi_temp_path $TMP/nginx/uwsgi;
     scgi_temp_path $TMP/nginx/scgi;
-    # wrk's connections to nginx stay open for the whole run in every row.
+    # The load generator's connections to nginx stay open for a whole run.
     keepalive_requests 1000000;
 EOF
+}
+
+write_nginx_conf() {
+    local s script_line=
+    [[ -z ${SCRIPT_FILENAME:-} ]] || script_line="fastcgi_param SCRIPT_FILENAME $SCRIPT_FILENAME;"
+    {
+        nginx_conf_head
         for s in "${CONTENDERS[@]}"; do
             cat <<EOF
     upstream ${s}_off { server $(nginx_addr "$s"); }

@@ -137,23 +137,8 @@ write_nginx_conf() {
         keep_loc="fastcgi_keep_conn on;"
     fi
     {
-        cat <<EOF
-user www-data;
-worker_processes 1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    proxy_temp_path $TMP/nginx/proxy;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-EOF
+        nginx_conf_head
+        echo "    keepalive_timeout 120s;"
         for s in php-fpm herd; do
             echo "    upstream $s { server unix:$TMP/$s.sock; $keep_up }"
         done
