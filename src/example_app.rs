@@ -116,7 +116,8 @@ impl App {
         let id = frame.request_id();
         match frame.record_type() {
             record::GET_VALUES => {
-                put_values(out, frame.content());
+                // One connection and one request at a time, no multiplexing.
+                record::put_get_values_result(out, frame.content(), record::serial_worker_value);
                 return Ok(true);
             }
             record::BEGIN_REQUEST => {
@@ -228,25 +229,5 @@ fn end(out: &mut BytesMut, id: u16, protocol_status: u8) {
             app_status: 0,
             protocol_status,
         },
-    );
-}
-
-/// Answers `FCGI_GET_VALUES` with the variables we know, as the spec says:
-/// one connection and one request at a time, no multiplexing.
-fn put_values(out: &mut BytesMut, query: &[u8]) {
-    let mut body = BytesMut::new();
-    for (name, _) in pairs::pairs(query).map_while(Result::ok) {
-        let value: &[u8] = match name {
-            b"FCGI_MAX_CONNS" | b"FCGI_MAX_REQS" => b"1",
-            b"FCGI_MPXS_CONNS" => b"0",
-            _ => continue,
-        };
-        pairs::put_pair(&mut body, name, value);
-    }
-    record::put_record(
-        out,
-        record::GET_VALUES_RESULT,
-        record::NULL_REQUEST_ID,
-        &body,
     );
 }

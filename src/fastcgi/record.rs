@@ -189,6 +189,33 @@ pub fn put_unknown_type(buf: &mut BytesMut, record_type: u8) {
     );
 }
 
+/// Answers an `FCGI_GET_VALUES` query in one `FCGI_GET_VALUES_RESULT`:
+/// each variable asked for that `value` knows; the others are left out, as
+/// the spec says.
+pub fn put_get_values_result<'a>(
+    buf: &mut BytesMut,
+    query: &[u8],
+    value: impl Fn(&[u8]) -> Option<&'a [u8]>,
+) {
+    let mut body = BytesMut::new();
+    for (name, _) in super::pairs::pairs(query).map_while(Result::ok) {
+        if let Some(v) = value(name) {
+            super::pairs::put_pair(&mut body, name, v);
+        }
+    }
+    put_record(buf, GET_VALUES_RESULT, NULL_REQUEST_ID, &body);
+}
+
+/// The `FCGI_GET_VALUES` answers of a worker that serves one connection
+/// and one request at a time.
+pub fn serial_worker_value(name: &[u8]) -> Option<&'static [u8]> {
+    match name {
+        b"FCGI_MAX_CONNS" | b"FCGI_MAX_REQS" => Some(b"1"),
+        b"FCGI_MPXS_CONNS" => Some(b"0"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

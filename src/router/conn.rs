@@ -393,21 +393,11 @@ fn management_reply(frame: &Frame, record_type: u8, cfg: &PoolConfig) -> BytesMu
     }
     let conns = cfg.listen_max_connections.to_string();
     let reqs = (cfg.listen_max_connections * MAX_REQUESTS_PER_CONN).to_string();
-    let mut body = BytesMut::new();
-    for (name, _) in pairs::pairs(frame.content()).map_while(Result::ok) {
-        let value = match name {
-            b"FCGI_MAX_CONNS" => conns.as_bytes(),
-            b"FCGI_MAX_REQS" => reqs.as_bytes(),
-            b"FCGI_MPXS_CONNS" => b"1",
-            _ => continue,
-        };
-        pairs::put_pair(&mut body, name, value);
-    }
-    record::put_record(
-        &mut out,
-        record::GET_VALUES_RESULT,
-        record::NULL_REQUEST_ID,
-        &body,
-    );
+    record::put_get_values_result(&mut out, frame.content(), |name| match name {
+        b"FCGI_MAX_CONNS" => Some(conns.as_bytes()),
+        b"FCGI_MAX_REQS" => Some(reqs.as_bytes()),
+        b"FCGI_MPXS_CONNS" => Some(b"1"),
+        _ => None,
+    });
     out
 }

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::request::Params;
 use crate::fastcgi::record::{self, BeginRequest, EndRequest, HEADER_LEN};
-use crate::fastcgi::{Frame, ProtocolError, pairs, response};
+use crate::fastcgi::{Frame, ProtocolError, response};
 
 /// The most params bytes one request may carry; checked before they are
 /// stored, so a peer cannot make the worker reserve more.
@@ -220,21 +220,8 @@ fn management(frame: &Frame, out: &mut BytesMut) {
         record::put_unknown_type(out, frame.record_type());
         return;
     }
-    let mut body = BytesMut::new();
-    for (name, _) in pairs::pairs(frame.content()).map_while(Result::ok) {
-        let value: &[u8] = match name {
-            b"FCGI_MAX_CONNS" | b"FCGI_MAX_REQS" => b"1",
-            b"FCGI_MPXS_CONNS" => b"0",
-            _ => continue,
-        };
-        pairs::put_pair(&mut body, name, value);
-    }
-    record::put_record(
-        out,
-        record::GET_VALUES_RESULT,
-        record::NULL_REQUEST_ID,
-        &body,
-    );
+    // One connection and one request at a time, no multiplexing.
+    record::put_get_values_result(out, frame.content(), record::serial_worker_value);
 }
 
 pub fn end_request(out: &mut BytesMut, id: u16, app_status: u32, protocol_status: u8) {
@@ -251,7 +238,7 @@ pub fn end_request(out: &mut BytesMut, id: u16, app_status: u32, protocol_status
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fastcgi::decode;
+    use crate::fastcgi::{decode, pairs};
 
     fn frame(record_type: u8, id: u16, content: &[u8]) -> Frame {
         let mut b = BytesMut::new();
