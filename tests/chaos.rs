@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -188,69 +188,37 @@ fn one(addr: &str, conn: &mut Option<Conn>, id: u16, uri: &str, keep: bool) -> O
 }
 
 /// Client threads, each looping on its URI (`{id}` replaced by a number
-/// unique to the request) until stopped; kept-alive or a new connection
-/// per request.
-struct Load {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
+/// unique to the request), kept-alive or a new connection per request;
+/// bounded: a client never runs more than a minute.
+type Load = support::load::Load<Sample>;
 
 impl Load {
     fn start(addr: &str, clients: &[(&str, bool)]) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
         let next = Arc::new(AtomicU64::new(1));
-        let threads = clients
+        let clients = clients
             .iter()
             .map(|&(uri, keep)| {
-                let (addr, uri) = (addr.to_string(), uri.to_string());
-                let (stop, samples, next) = (stop.clone(), samples.clone(), next.clone());
-                thread::spawn(move || {
-                    let mut conn = None;
-                    // Bounded: a client never runs more than a minute.
-                    let until = Instant::now() + Duration::from_secs(60);
-                    while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-                        let n = next.fetch_add(1, Ordering::SeqCst);
-                        let uri = uri.replace("{id}", &n.to_string());
-                        let start = Instant::now();
-                        let id = (n % 60000 + 1) as u16;
-                        let outcome = one(&addr, &mut conn, id, &uri, keep);
-                        let failed = outcome != Outcome::Ok;
-                        samples.lock().unwrap().push(Sample {
+                let (addr, uri, next) = (addr.to_string(), uri.to_string(), next.clone());
+                let mut conn = None;
+                move || {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    let uri = uri.replace("{id}", &n.to_string());
+                    let start = Instant::now();
+                    let id = (n % 60000 + 1) as u16;
+                    let outcome = one(&addr, &mut conn, id, &uri, keep);
+                    let failed = outcome != Outcome::Ok;
+                    (
+                        Sample {
                             uri,
                             start,
                             outcome,
-                        });
-                        if failed {
-                            thread::sleep(Duration::from_millis(5));
-                        }
-                    }
-                })
+                        },
+                        failed,
+                    )
+                }
             })
             .collect();
-        Load {
-            stop,
-            samples,
-            threads,
-        }
-    }
-
-    fn finish(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            t.join().expect("client thread");
-        }
-        self.samples.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        Load::spawn(clients, Duration::from_secs(60), usize::MAX)
     }
 }
 

@@ -8,9 +8,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use support::nginx::{self, Nginx};
@@ -95,64 +92,41 @@ struct Sample {
     outcome: Result<(u32, u32), String>,
 }
 
-/// Client threads looping through the front (nginx or HAProxy, over HTTP), each on one URI, until stopped,
-/// `max_time` has passed or it has sent `max_count` requests.
-struct Load {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
+/// Client threads looping through the front (nginx or HAProxy, over HTTP),
+/// each on one URI.
+type Load = support::load::Load<Sample>;
 
 impl Load {
     fn start(port: u16, uris: &[&str], max_time: Duration, max_count: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let until = Instant::now() + max_time;
-        let threads = uris
+        let clients = uris
             .iter()
             .map(|&uri| {
                 let uri = uri.to_string();
                 let slow = uri.contains("ms=4");
-                let (stop, samples) = (stop.clone(), samples.clone());
-                thread::spawn(move || {
-                    for _ in 0..max_count {
-                        if stop.load(Ordering::SeqCst) || Instant::now() > until {
-                            break;
-                        }
-                        let start = Instant::now();
-                        let outcome = nginx::try_get(port, &uri, Duration::from_secs(10)).and_then(
-                            |(status, body)| match (
-                                status,
-                                support::field(&body, "gen"),
-                                support::field(&body, "pid"),
-                            ) {
-                                (200, Some(g), Some(p)) => Ok((g, p)),
-                                _ => Err(format!("status {status}, body {body:?}")),
-                            },
-                        );
-                        let failed = outcome.is_err();
-                        samples.lock().unwrap().push(Sample {
-                            start,
-                            end: Instant::now(),
-                            slow,
-                            outcome,
-                        });
-                        if failed {
-                            thread::sleep(Duration::from_millis(5));
-                        }
-                    }
-                })
+                move || {
+                    let start = Instant::now();
+                    let outcome = nginx::try_get(port, &uri, Duration::from_secs(10)).and_then(
+                        |(status, body)| match (
+                            status,
+                            support::field(&body, "gen"),
+                            support::field(&body, "pid"),
+                        ) {
+                            (200, Some(g), Some(p)) => Ok((g, p)),
+                            _ => Err(format!("status {status}, body {body:?}")),
+                        },
+                    );
+                    let failed = outcome.is_err();
+                    let sample = Sample {
+                        start,
+                        end: Instant::now(),
+                        slow,
+                        outcome,
+                    };
+                    (sample, failed)
+                }
             })
             .collect();
-        Load {
-            stop,
-            samples,
-            threads,
-        }
-    }
-
-    fn snapshot(&self) -> Vec<Sample> {
-        self.samples.lock().unwrap().clone()
+        Load::spawn(clients, max_time, max_count)
     }
 
     /// Waits for `n` more answers (of any kind) that started after `since`.
@@ -176,23 +150,6 @@ impl Load {
                     .then_some(())
             },
         );
-    }
-
-    fn finish(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            t.join().expect("client thread");
-        }
-        self.snapshot()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 

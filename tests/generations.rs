@@ -6,8 +6,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -135,67 +133,41 @@ impl Sample {
     }
 }
 
-/// Client threads, each looping on one URI on fresh connections until
-/// told to stop, `max_time` has passed or it has sent `max_count` requests.
-struct Load {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
+/// Client threads, each looping on one URI on fresh connections.
+type Load = support::load::Load<Sample>;
 
 impl Load {
     /// `clients`: (uri, slow) per client thread.
     fn start(addr: &str, clients: &[(&str, bool)], max_time: Duration, max_count: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let until = Instant::now() + max_time;
-        let threads = clients
+        let clients = clients
             .iter()
             .enumerate()
             .map(|(client, &(uri, slow))| {
                 let (addr, uri) = (addr.to_string(), uri.to_string());
-                let (stop, samples) = (stop.clone(), samples.clone());
-                thread::spawn(move || {
-                    for _ in 0..max_count {
-                        if stop.load(Ordering::SeqCst) || Instant::now() > until {
-                            break;
-                        }
-                        let start = Instant::now();
-                        let outcome =
-                            fcgi::try_get(&addr, &uri, Duration::from_secs(5)).and_then(|r| {
-                                let body = r.body();
-                                let status = r.status();
-                                match (support::field(&body, "gen"), support::field(&body, "pid")) {
-                                    (Some(g), Some(p)) => Ok((status, g, p)),
-                                    _ => Err(format!("status {status}, body {body:?}")),
-                                }
-                            });
-                        let end = Instant::now();
-                        let failed = outcome.is_err();
-                        samples.lock().unwrap().push(Sample {
-                            client,
-                            slow,
-                            start,
-                            end,
-                            outcome,
+                move || {
+                    let start = Instant::now();
+                    let outcome =
+                        fcgi::try_get(&addr, &uri, Duration::from_secs(5)).and_then(|r| {
+                            let body = r.body();
+                            let status = r.status();
+                            match (support::field(&body, "gen"), support::field(&body, "pid")) {
+                                (Some(g), Some(p)) => Ok((status, g, p)),
+                                _ => Err(format!("status {status}, body {body:?}")),
+                            }
                         });
-                        if failed {
-                            // Do not hammer a refusing listener.
-                            thread::sleep(Duration::from_millis(5));
-                        }
-                    }
-                })
+                    let failed = outcome.is_err();
+                    let sample = Sample {
+                        client,
+                        slow,
+                        start,
+                        end: Instant::now(),
+                        outcome,
+                    };
+                    (sample, failed)
+                }
             })
             .collect();
-        Load {
-            stop,
-            samples,
-            threads,
-        }
-    }
-
-    fn snapshot(&self) -> Vec<Sample> {
-        self.samples.lock().unwrap().clone()
+        Load::spawn(clients, max_time, max_count)
     }
 
     /// Waits until every client has `n` replies that started after `since`.
@@ -215,23 +187,6 @@ impl Load {
                     .then_some(())
             },
         )
-    }
-
-    fn finish(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            t.join().expect("client thread");
-        }
-        self.snapshot()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 
