@@ -9,6 +9,7 @@ pub mod fcgi;
 pub mod load;
 pub mod nginx;
 pub mod notify;
+pub mod php_fpm;
 pub mod procfs;
 
 use std::fs;
@@ -522,6 +523,17 @@ pub fn read_all(mut r: impl Read) -> String {
     let mut s = String::new();
     let _ = r.read_to_string(&mut s);
     s
+}
+
+/// A program the test command installs (`package` names it); a missing one
+/// fails the test, never skips it.
+pub fn installed(path: &str, package: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    assert!(
+        p.exists(),
+        "{package} is not installed ({path}): run the test command from the README, which installs it"
+    );
+    p
 }
 
 /// The php-cgi binary, if installed.

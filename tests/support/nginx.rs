@@ -11,26 +11,40 @@ use super::{free_port, wait_for};
 
 pub struct Nginx {
     child: Child,
+    /// The first server's port.
     pub port: u16,
+    /// Every server's port, in the order given.
+    pub ports: Vec<u16>,
     pub error_log: PathBuf,
 }
 
 /// The nginx binary; the test suite's installer puts it there.
 pub fn binary() -> PathBuf {
-    let p = PathBuf::from("/usr/sbin/nginx");
-    assert!(
-        p.exists(),
-        "nginx is not installed: run the test command from the README, which installs it"
-    );
-    p
+    super::installed("/usr/sbin/nginx", "nginx")
 }
 
 impl Nginx {
     /// Starts nginx with `locations` (nginx config text inside `server {}`)
     /// and `upstreams` (inside `http {}`).
     pub fn start(dir: &Path, upstreams: &str, locations: &str) -> Nginx {
-        let port = free_port();
+        Nginx::start_servers(dir, upstreams, &[locations])
+    }
+
+    /// Starts nginx with one server per entry of `servers` (the text inside
+    /// its `server {}`), each on a port of its own, all with `dir` as root.
+    pub fn start_servers(dir: &Path, upstreams: &str, servers: &[&str]) -> Nginx {
+        let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
         let error_log = dir.join("nginx-error.log");
+        let servers: String = servers
+            .iter()
+            .zip(&ports)
+            .map(|(locations, port)| {
+                format!(
+                    "server {{\n listen 127.0.0.1:{port};\n root {dir};\n {locations}\n}}\n",
+                    dir = dir.display()
+                )
+            })
+            .collect();
         let conf = format!(
             "worker_processes 1;\n\
              daemon off;\n\
@@ -46,11 +60,7 @@ impl Nginx {
                uwsgi_temp_path {dir}/uwsgi;\n\
                scgi_temp_path {dir}/scgi;\n\
                {upstreams}\n\
-               server {{\n\
-                 listen 127.0.0.1:{port};\n\
-                 root {dir};\n\
-                 {locations}\n\
-               }}\n\
+               {servers}\
              }}\n",
             dir = dir.display(),
             err = error_log.display(),
@@ -67,12 +77,15 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx");
-        wait_for("nginx to listen", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
+        for port in &ports {
+            wait_for("nginx to listen", Duration::from_secs(10), || {
+                TcpStream::connect(("127.0.0.1", *port)).ok()
+            });
+        }
         Nginx {
             child,
-            port,
+            port: ports[0],
+            ports,
             error_log,
         }
     }
