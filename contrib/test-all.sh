@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs herd's whole test suite on a fresh Debian machine: installs what the
-# tests need when it is missing (php-cgi, nginx, haproxy), then runs every test.
+# tests need when it is missing (php-cgi, php-fpm, nginx, haproxy), then runs
+# every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 [ -x /usr/bin/php-cgi8.2 ] || missing+=(php8.2-cgi)
+# php-fpm runs beside herd in the tests, on the same requests.
+[ -x /usr/sbin/php-fpm8.2 ] || missing+=(php8.2-fpm)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)

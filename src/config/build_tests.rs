@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::config::PmMode;
+use crate::config::{PmMode, ScriptLookup};
 
 const ORIGIN: &str = "/etc/herd/herd.conf";
 
@@ -131,6 +131,8 @@ command = /bin/sh
         ("display_errors", "0"),
         ("log_errors", "1"),
         ("memory_limit", "256M"),
+        // Pinned by herd for security.limit_extensions.
+        ("cgi.fix_pathinfo", "1"),
     ]
     .map(|(k, v)| (k.to_string(), v.to_string()));
     assert_eq!(www.php_defines, defines);
@@ -468,4 +470,103 @@ fn command_resolution() {
 fn every_error_is_collected() {
     let text = "[www]\nlisten = 9000\npm = sometimes\npm.max_children = -1\ncommand = herd\nuser = nobody\nbogus = 1\n[api]\nuser = nobody\n";
     assert_eq!(errors(text).len(), 7);
+}
+
+/// A pool section running `command`, with `extra` lines.
+fn pool_with(command: &str, extra: &str) -> String {
+    format!(
+        "[www]\nlisten = 127.0.0.1:9000\npm = static\npm.max_children = 1\nuser = nobody\ncommand = {command}\n{extra}"
+    )
+}
+
+/// A php-cgi on this machine's PATH, or a stand-in named like one.
+fn php_cgi_command() -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let php = dir.path().join("php-cgi8.2");
+    fs::write(&php, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&php, fs::Permissions::from_mode(0o755)).unwrap();
+    let command = php.display().to_string();
+    (dir, command)
+}
+
+#[test]
+fn php_pools_limit_script_extensions_by_default() {
+    let (_dir, php) = php_cgi_command();
+    let cfg = parse(&pool_with(&php, ""));
+    let www = &cfg.pools[0];
+    assert!(www.php);
+    let guard = www.script_guard.as_ref().expect("on by default");
+    assert_eq!(guard.extensions, [".php", ".phar"]);
+    assert_eq!(guard.lookup, ScriptLookup::FixPathinfo);
+    // php-cgi is told the setting herd's lookup follows.
+    assert_eq!(
+        www.php_defines,
+        [("cgi.fix_pathinfo".to_string(), "1".to_string())]
+    );
+}
+
+#[test]
+fn other_programs_have_no_script_check_unless_asked() {
+    let cfg = parse(&pool_with("herd", ""));
+    assert!(!cfg.pools[0].php);
+    assert_eq!(cfg.pools[0].script_guard, None);
+    assert!(cfg.pools[0].php_defines.is_empty());
+    let cfg = parse(&pool_with("herd", "security.limit_extensions = .pl .cgi\n"));
+    let guard = cfg.pools[0].script_guard.as_ref().expect("set");
+    assert_eq!(guard.extensions, [".pl", ".cgi"]);
+    assert_eq!(guard.lookup, ScriptLookup::AsSent);
+}
+
+#[test]
+fn fix_pathinfo_set_by_the_pool_decides_the_lookup() {
+    let (_dir, php) = php_cgi_command();
+    let off = "php_admin_value[cgi.fix_pathinfo] = 0\n";
+    let www = &parse(&pool_with(&php, off)).pools[0];
+    let guard = www.script_guard.as_ref().unwrap();
+    assert_eq!(
+        guard.lookup,
+        ScriptLookup::Translated {
+            discard_path: false
+        }
+    );
+    let pinned: Vec<_> = www
+        .php_defines
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    assert_eq!(pinned, ["cgi.fix_pathinfo=0", "cgi.discard_path=0"]);
+
+    let both = "php_admin_flag[cgi.fix_pathinfo] = off\nphp_value[cgi.discard_path] = On\n";
+    let www = &parse(&pool_with(&php, both)).pools[0];
+    let guard = www.script_guard.as_ref().unwrap();
+    assert_eq!(
+        guard.lookup,
+        ScriptLookup::Translated { discard_path: true }
+    );
+    assert_eq!(www.php_defines.len(), 2);
+}
+
+#[test]
+fn an_empty_limit_in_a_php_pool_is_allowed_with_a_warning() {
+    let (_dir, php) = php_cgi_command();
+    let cfg = parse(&pool_with(&php, "security.limit_extensions =\n"));
+    assert_eq!(cfg.pools[0].script_guard, None);
+    assert!(cfg.pools[0].php_defines.is_empty());
+    let warning = cfg
+        .warnings
+        .iter()
+        .find(|w| w.contains("security.limit_extensions"));
+    let warning = warning.expect("a warning");
+    assert!(warning.starts_with("/etc/herd/herd.conf:7: "), "{warning}");
+}
+
+#[test]
+fn php_reads_booleans_its_own_way() {
+    for on in ["1", "On", "yes", "TRUE", "2", " 7", "-1"] {
+        assert!(super::pool::php_bool(on), "{on}");
+    }
+    for off in ["0", "off", "no", "", "false", "abc", "00"] {
+        assert!(!super::pool::php_bool(off), "{off}");
+    }
 }

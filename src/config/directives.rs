@@ -117,6 +117,7 @@ pub const ALL: &[Directive] = &[
     pool("php_flag[NAME]", "none", "php-fpm: a boolean php.ini setting, normalised to 1 or 0 and passed as `-d`."),
     pool("php_admin_value[NAME]", "none", "php-fpm: like `php_value`, but locked against ini_set(). herd passes it as `-d` too, so the lock is not enforced."),
     pool("php_admin_flag[NAME]", "none", "php-fpm: like `php_flag`, but locked against ini_set(). herd passes it as `-d` too, so the lock is not enforced."),
+    pool("security.limit_extensions", "`.php .phar` for PHP pools; none for other programs", "php-fpm: the endings a script may have, separated by spaces; empty = any. herd refuses any other with 403 `Access denied.` before a worker sees it, judging the file php-cgi would really run (see *Security*), and pins `cgi.fix_pathinfo` on php-cgi's command line. A pool is PHP when `command` is a php-cgi or it sets `php_*` values."),
     pool("catch_workers_output", "yes", "php-fpm: log the workers' stdout and stderr line by line, else discard them. herd's default is yes, not php-fpm's no, so start failures are visible."),
     pool("pm", "required", "php-fpm: how the worker count is chosen: static, dynamic or ondemand."),
     pool("pm.max_children", "required", "php-fpm: static: the number of workers; dynamic and ondemand: the most at once."),

@@ -162,6 +162,40 @@ impl PmMode {
     }
 }
 
+/// `security.limit_extensions`: which files a worker may be asked to run,
+/// and how to tell which file that is (see `router::script`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptGuard {
+    /// Allowed endings, such as `.php`; never empty (empty turns the check off).
+    pub extensions: Vec<String>,
+    pub lookup: ScriptLookup,
+    /// The pool's `chroot`: paths are looked up inside it, as the worker sees them.
+    pub root: Option<PathBuf>,
+}
+
+impl ScriptGuard {
+    /// php-fpm's test: the path ends in an allowed extension and is longer
+    /// than it (`.php` alone is not a script).
+    pub fn allows(&self, script: &[u8]) -> bool {
+        self.extensions
+            .iter()
+            .any(|e| script.len() > e.len() && script.ends_with(e.as_bytes()))
+    }
+}
+
+/// How the worker turns a request's params into the file it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScriptLookup {
+    /// php-cgi with `cgi.fix_pathinfo = 1`: `SCRIPT_FILENAME`, or when no
+    /// such file exists, its longest leading part that is a regular file.
+    FixPathinfo,
+    /// php-cgi with `cgi.fix_pathinfo = 0`: `PATH_TRANSLATED` when sent
+    /// (unless `cgi.discard_path`), else `SCRIPT_FILENAME`.
+    Translated { discard_path: bool },
+    /// Any other program: `SCRIPT_FILENAME` as sent.
+    AsSent,
+}
+
 /// One `warmup.request[]` entry: `[METHOD] URI`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WarmupRequest {
@@ -203,8 +237,14 @@ pub struct PoolConfig {
     /// `process.priority`: the workers' nice value.
     pub process_priority: Option<i32>,
     /// `php_value[k]`, `php_flag[k]`, `php_admin_value[k]`, `php_admin_flag[k]`,
-    /// in file order; passed to the worker as `-d k=v` arguments after `args`.
+    /// in file order, then the settings herd pins for `script_guard`;
+    /// passed to the worker as `-d k=v` arguments after `args`.
     pub php_defines: Vec<(String, String)>,
+    /// The workers are PHP: `command` is a php-cgi (its file name starts
+    /// with `php` and has `cgi` in it), or the pool sets `php_*` values.
+    pub php: bool,
+    /// `security.limit_extensions`; `None` when off.
+    pub script_guard: Option<ScriptGuard>,
     /// Worker stdout/stderr are logged by the master line by line; otherwise
     /// they go to /dev/null.
     pub catch_workers_output: bool,

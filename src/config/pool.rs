@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::build::{Context, Fields, invalid, path_in};
 use super::ini::Section;
 use super::value::{self, Surge};
-use super::{Location, PmMode, PoolConfig, SpawnMode, resolve};
+use super::{Location, PmMode, PoolConfig, ScriptGuard, ScriptLookup, SpawnMode, resolve};
 
 /// herd's default access line is php-fpm's.
 const ACCESS_FORMAT: &str = r#"%R - %u %t "%m %r" %s"#;
@@ -85,6 +85,9 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         );
     }
     let args = f.get(cx, "args", value::words).unwrap_or_default();
+    let mut php_defines = php_defines(f, cx);
+    let php = !php_defines.is_empty() || command.as_deref().is_some_and(is_php_cgi);
+    let script_guard = script_guard(f, cx, php, &mut php_defines, chroot.as_deref());
 
     // Every directive is read before a missing required one returns `None`,
     // so its errors are reported too: the `?`s come last.
@@ -113,7 +116,9 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         rlimit_files: f.get(cx, "rlimit_files", value::whole),
         rlimit_core: f.get(cx, "rlimit_core", value::rlimit),
         process_priority: f.get(cx, "process.priority", value::priority),
-        php_defines: php_defines(f, cx),
+        php_defines,
+        php,
+        script_guard,
         catch_workers_output: f.or(cx, "catch_workers_output", true, value::boolean),
         spawn: f.or(cx, "spawn", default_spawn, value::spawn_mode),
         max_spawn_rate: spawn_rate,
@@ -252,6 +257,92 @@ fn php_defines(f: &Fields, cx: &mut Context) -> Vec<(String, String)> {
         }
     }
     defines
+}
+
+/// php-cgi by its file name: `php-cgi`, `php-cgi8.2`, `php8.2-cgi`,
+/// `php82-cgi`.
+fn is_php_cgi(command: &std::path::Path) -> bool {
+    command
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("php") && n.contains("cgi"))
+}
+
+/// `security.limit_extensions`, with php-fpm's default (`.php .phar`) for
+/// PHP pools and none for other programs, which have no script files; an
+/// empty value turns the check off.
+///
+/// The check must judge the file php-cgi will run, and which file that is
+/// depends on `cgi.fix_pathinfo` (and `cgi.discard_path`). herd reads them
+/// from the pool's `php_*` values and pins them on php-cgi's command line
+/// when the pool leaves them unset (PHP's defaults, 1 and 0), so a php.ini
+/// that says otherwise cannot make php-cgi look up a different file.
+fn script_guard(
+    f: &Fields,
+    cx: &mut Context,
+    php: bool,
+    defines: &mut Vec<(String, String)>,
+    chroot: Option<&std::path::Path>,
+) -> Option<ScriptGuard> {
+    const NAME: &str = "security.limit_extensions";
+    // php-fpm splits on spaces and tabs; no quoting.
+    let words = |v: &str| Ok(v.split_whitespace().map(String::from).collect::<Vec<_>>());
+    let extensions = match f.get(cx, NAME, words) {
+        Some(words) => words,
+        None if php => vec![".php".to_string(), ".phar".to_string()],
+        None => Vec::new(),
+    };
+    if extensions.is_empty() {
+        if php && let Some(at) = f.location(NAME) {
+            cx.warnings.push(format!(
+                "{at}: {}: security.limit_extensions is empty: the workers will run any file a request names, an uploaded image too",
+                f.what
+            ));
+        }
+        return None;
+    }
+    let lookup = if php {
+        let mut setting = |name: &str, default: &str| {
+            let set = defines.iter().rev().find(|(n, _)| n == name);
+            let value = set.map_or(default, |(_, v)| v.as_str()).to_string();
+            if set.is_none() {
+                defines.push((name.to_string(), value.clone()));
+            }
+            php_bool(&value)
+        };
+        if setting("cgi.fix_pathinfo", "1") {
+            ScriptLookup::FixPathinfo
+        } else {
+            ScriptLookup::Translated {
+                discard_path: setting("cgi.discard_path", "0"),
+            }
+        }
+    } else {
+        ScriptLookup::AsSent
+    };
+    Some(ScriptGuard {
+        extensions,
+        lookup,
+        root: chroot.map(std::path::Path::to_path_buf),
+    })
+}
+
+/// A boolean php.ini value as PHP reads it (`zend_ini_parse_bool`): `on`,
+/// `yes` or `true` in any case, else whether it starts with a number
+/// other than 0, as C's `atoi` reads one.
+pub(super) fn php_bool(v: &str) -> bool {
+    if ["on", "yes", "true"]
+        .iter()
+        .any(|w| v.eq_ignore_ascii_case(w))
+    {
+        return true;
+    }
+    let number = v.trim_start();
+    let number = number.strip_prefix(['+', '-']).unwrap_or(number);
+    number
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .any(|d| d != b'0')
 }
 
 /// The process manager settings after php-fpm's checks.

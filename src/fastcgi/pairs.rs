@@ -71,6 +71,17 @@ pub fn find<'a>(body: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
         .map(|(_, v)| v)
 }
 
+/// Looks up one name in a params body; the last occurrence wins, as in
+/// PHP's FastCGI code, where a later pair replaces an earlier one. What a
+/// PHP worker will act on must be read this way.
+pub fn find_last<'a>(body: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    pairs(body)
+        .map_while(Result::ok)
+        .filter(|(n, _)| *n == name)
+        .last()
+        .map(|(_, v)| v)
+}
+
 fn put_len(buf: &mut BytesMut, len: usize) {
     if len < 0x80 {
         buf.put_u8(len as u8);

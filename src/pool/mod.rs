@@ -181,16 +181,18 @@ pub struct Pool {
     pub deploy: DeployCell,
     open_conns: tokio::sync::watch::Sender<usize>,
     /// One log throttle per kind of refusal, indexed by `Refused`.
-    refusals: Mutex<[Throttle; 3]>,
+    refusals: Mutex<[Throttle; 4]>,
 }
 
-/// The 503s herd answers itself, by kind: each kind is logged at most
+/// The requests herd refuses itself, by kind: each kind is logged at most
 /// once a second, with a count of the ones held back.
 #[derive(Clone, Copy, Debug)]
 pub enum Refused {
     QueueFull,
     QueueTimeout,
     Unavailable,
+    /// 403 by `security.limit_extensions`.
+    Script,
 }
 
 /// The pool's own log files.

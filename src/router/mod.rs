@@ -7,5 +7,6 @@ pub mod inherit;
 pub mod listener;
 mod local;
 mod relay;
+mod script;
 
 pub use listener::{Listener, accept_loop, hand_off, handed_off};

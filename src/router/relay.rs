@@ -20,6 +20,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::timeout;
 
 use super::access_log;
+use super::script::{self, Denial};
 use crate::config::PoolConfig;
 use crate::fastcgi::frame::records;
 use crate::fastcgi::record::{self, BeginRequest, EndRequest, HEADER_LEN};
@@ -76,78 +77,17 @@ where
     let started = Instant::now();
     let mut log = ResponseLog::default();
     let retriable = is_retriable(&req.params);
-    let head = request_head(&mut req, retriable);
-    let mut ending = Ending::Complete;
-    for attempt in 0..2 {
-        let lease = match acquire(&pool, &cfg, &mut req).await {
-            Ok(lease) => lease,
-            Err(Refusal::Aborted) => {
-                Counters::bump(&pool.counters.unserved);
-                break;
-            }
-            Err(Refusal::Respond(status, body)) => {
-                Counters::bump(&pool.counters.unserved);
-                ending = respond(client, &cfg, id, status, body).await;
-                log.status = status;
-                break;
-            }
-        };
-        log.pid = lease.pid;
-        let stdin = if retriable {
-            None
-        } else {
-            Some(&mut req.stdin)
-        };
-        let may_retry = retriable && attempt == 0;
-        match forward(
-            &pool, lease, &cfg, id, &head, stdin, &req.abort, client, &mut log, may_retry,
-        )
-        .await
-        {
-            Attempt::Answered { client_ok } => {
-                ending = if client_ok {
-                    Ending::Complete
-                } else {
-                    Ending::CloseConnection
-                };
-                break;
-            }
-            Attempt::WorkerLost { sent_any: false } if retriable && attempt == 0 => {
-                Counters::bump(&pool.counters.retried);
-                tracing::warn!(pool = %pool.name, pid = log.pid, "worker died before answering {} {}; trying another worker", req.info.method, req.info.uri);
-            }
-            Attempt::WorkerLost { sent_any } => {
-                Counters::bump(&pool.counters.worker_lost);
-                tracing::warn!(pool = %pool.name, pid = log.pid, "worker died while serving {} {}", req.info.method, req.info.uri);
-                ending = fail(
-                    client,
-                    &cfg,
-                    id,
-                    sent_any,
-                    502,
-                    "Bad Gateway: the worker ended before responding.\n",
-                    &mut log,
-                )
-                .await;
-                break;
-            }
-            Attempt::TimedOut { sent_any } => {
-                Counters::bump(&pool.counters.terminated);
-                tracing::warn!(pool = %pool.name, pid = log.pid, "{} {} ran past request_terminate_timeout ({:?}); stopping its worker", req.info.method, req.info.uri, cfg.request_terminate_timeout);
-                ending = fail(
-                    client,
-                    &cfg,
-                    id,
-                    sent_any,
-                    504,
-                    "Gateway Timeout: the request ran past request_terminate_timeout.\n",
-                    &mut log,
-                )
-                .await;
-                break;
-            }
+    let ending = match cfg
+        .script_guard
+        .as_ref()
+        .map(|g| script::check(&req.params, g))
+    {
+        Some(Err(denial)) => deny(&pool, &cfg, &req, denial, client, &mut log).await,
+        _ => {
+            let head = request_head(&mut req, retriable);
+            by_worker(&pool, &cfg, &mut req, &head, retriable, client, &mut log).await
         }
-    }
+    };
     // Every request is counted once when it ends: by its worker's
     // generation when its lease comes back, else as unserved above.
     pool.counters.latency.observe(started.elapsed());
@@ -164,6 +104,93 @@ where
         access.write_line(&access_log::format(&cfg.access_format, &entry));
     }
     (id, ending)
+}
+
+/// The request goes to a worker, and once more to another when the first
+/// died before answering a request that may be sent twice.
+async fn by_worker<W>(
+    pool: &Arc<Pool>,
+    cfg: &Arc<PoolConfig>,
+    req: &mut Request,
+    head: &Bytes,
+    retriable: bool,
+    client: &Mutex<W>,
+    log: &mut ResponseLog,
+) -> Ending
+where
+    W: AsyncWrite + Unpin,
+{
+    let id = req.id;
+    for attempt in 0..2 {
+        let lease = match acquire(pool, cfg, req).await {
+            Ok(lease) => lease,
+            Err(Refusal::Aborted) => {
+                Counters::bump(&pool.counters.unserved);
+                break;
+            }
+            Err(Refusal::Respond(status, body)) => {
+                Counters::bump(&pool.counters.unserved);
+                log.status = status;
+                return respond(client, cfg, id, status, body).await;
+            }
+        };
+        log.pid = lease.pid;
+        let stdin = if retriable {
+            None
+        } else {
+            Some(&mut req.stdin)
+        };
+        let may_retry = retriable && attempt == 0;
+        match forward(
+            pool, lease, cfg, id, head, stdin, &req.abort, client, log, may_retry,
+        )
+        .await
+        {
+            Attempt::Answered { client_ok: true } => return Ending::Complete,
+            Attempt::Answered { client_ok: false } => return Ending::CloseConnection,
+            Attempt::WorkerLost { sent_any: false } if retriable && attempt == 0 => {
+                Counters::bump(&pool.counters.retried);
+                tracing::warn!(pool = %pool.name, pid = log.pid, "worker died before answering {} {}; trying another worker", req.info.method, req.info.uri);
+            }
+            Attempt::WorkerLost { sent_any } => {
+                Counters::bump(&pool.counters.worker_lost);
+                tracing::warn!(pool = %pool.name, pid = log.pid, "worker died while serving {} {}", req.info.method, req.info.uri);
+                let body = "Bad Gateway: the worker ended before responding.\n";
+                return fail(client, cfg, id, sent_any, 502, body, log).await;
+            }
+            Attempt::TimedOut { sent_any } => {
+                Counters::bump(&pool.counters.terminated);
+                tracing::warn!(pool = %pool.name, pid = log.pid, "{} {} ran past request_terminate_timeout ({:?}); stopping its worker", req.info.method, req.info.uri, cfg.request_terminate_timeout);
+                let body = "Gateway Timeout: the request ran past request_terminate_timeout.\n";
+                return fail(client, cfg, id, sent_any, 504, body, log).await;
+            }
+        }
+    }
+    Ending::Complete
+}
+
+/// `security.limit_extensions` said no: herd answers, the worker never
+/// sees the request.
+async fn deny<W: AsyncWrite + Unpin>(
+    pool: &Pool,
+    cfg: &PoolConfig,
+    req: &Request,
+    denial: Denial,
+    client: &Mutex<W>,
+    log: &mut ResponseLog,
+) -> Ending {
+    Counters::bump(&pool.counters.unserved);
+    let (method, uri) = (&req.info.method, &req.info.uri);
+    match &denial {
+        Denial::Forbidden(why) => {
+            pool.refused(Refused::Script, format!("403 for {method} {uri}: {why}"))
+        }
+        Denial::NotFound => {
+            tracing::debug!(pool = %pool.name, "404 for {method} {uri}: no such script")
+        }
+    }
+    log.status = denial.status();
+    respond(client, cfg, req.id, denial.status(), denial.body()).await
 }
 
 /// What the access log needs to know about the response.
