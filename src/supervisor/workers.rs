@@ -1,0 +1,284 @@
+//! The supervisor's workers: starting one (exec or from a preloader),
+//! walking it through its readiness gate, and stopping it — retired after
+//! its request when busy, signalled at once when idle, killed after
+//! `worker.kill_timeout`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+
+use super::process::{self, ProcessCommand, ProcessHandle};
+use super::{Supervisor, backoff, gate, generation, output, preloader, spawn};
+use crate::config::{PoolConfig, SpawnMode};
+use crate::pool::{Counters, PoolEvent, WorkerConn, WorkerEntry, WorkerId};
+
+/// One live worker process, as the supervisor tracks it.
+pub(super) struct Proc {
+    pub(super) handle: ProcessHandle,
+    pub(super) socket: PathBuf,
+    pub(super) generation: u32,
+    pub(super) started: Instant,
+    pub(super) ready_at: Option<Instant>,
+    /// Leaving: its exit is not a failure, and it no longer counts towards
+    /// the pool's size.
+    pub(super) stopping: bool,
+    /// Its stop signal was sent.
+    pub(super) signalled: bool,
+    /// A busy worker retired mid-request gets this long to finish it
+    /// (`process_control_timeout`) before it is stopped anyway.
+    pub(super) finish_by: Option<Instant>,
+    /// Why it failed its readiness gate; the failure is counted when its
+    /// exit (and so its exit status) is known.
+    pub(super) gate_error: Option<String>,
+}
+
+/// What a supervisor's own tasks report.
+pub(super) enum Event {
+    Ready {
+        id: WorkerId,
+        conn: WorkerConn,
+    },
+    GateFailed {
+        id: WorkerId,
+        reason: String,
+    },
+    Exited {
+        id: WorkerId,
+        status: std::io::Result<std::process::ExitStatus>,
+    },
+    Preloader {
+        generation: u32,
+        msg: preloader::Message,
+    },
+    PreloaderExited {
+        generation: u32,
+        status: std::io::Result<std::process::ExitStatus>,
+    },
+}
+
+/// The pipe that catches a process's output, when the pool wants it.
+pub(super) fn output_pipe(
+    cfg: &PoolConfig,
+) -> anyhow::Result<(Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>)> {
+    Ok(match cfg.catch_workers_output {
+        true => {
+            let (r, w) = output::pipe()?;
+            (Some(r), Some(w))
+        }
+        false => (None, None),
+    })
+}
+
+impl Supervisor {
+    pub(super) fn spawn(&mut self, generation: u32, hard: bool) -> anyhow::Result<()> {
+        if let Err(why) = self.budget.take() {
+            if !why.is_empty() {
+                tracing::warn!(pool = %self.name(), "not starting a worker: {why}");
+            }
+            return Ok(());
+        }
+        let spawned = self.spawn_within_budget(generation, hard);
+        if spawned.is_err() {
+            self.budget.give_back();
+        }
+        spawned
+    }
+
+    pub(super) fn spawn_within_budget(
+        &mut self,
+        generation: u32,
+        hard: bool,
+    ) -> anyhow::Result<()> {
+        if self.gens[&generation].cfg.spawn == SpawnMode::Preload {
+            return self.spawn_forked(generation, hard);
+        }
+        let g = self.gens[&generation].clone();
+        let id = self.next_id;
+        self.next_id += 1;
+        let socket = self.sockets.worker_socket(self.index, id);
+        let listener = spawn::bind_worker_socket(&socket)?;
+        let (out_read, out_write) = output_pipe(&g.cfg)?;
+        let child = spawn::spawn(spawn::SpawnSpec {
+            pool: &g.cfg,
+            identity: &g.identity,
+            program: &g.program,
+            dir: g.dir.as_deref(),
+            generation,
+            worker: id,
+            listener: Some(listener),
+            control: None,
+            output: out_write,
+        })
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&socket);
+        })?;
+        let events = self.events_tx.clone();
+        let handle = process::watch(child, move |status| {
+            let _ = events.send(Event::Exited { id, status });
+        });
+        if let Some(r) = out_read {
+            output::forward(r, self.pool.name.clone(), handle.pid);
+        }
+        self.register_worker(id, generation, handle, socket, hard);
+        Ok(())
+    }
+
+    /// A started worker: on the scoreboard, warming, and through its gate.
+    pub(super) fn register_worker(
+        &mut self,
+        id: WorkerId,
+        generation: u32,
+        handle: ProcessHandle,
+        socket: PathBuf,
+        hard: bool,
+    ) {
+        let pid = handle.pid;
+        Counters::bump(&self.pool.counters.spawns);
+        tracing::info!(pool = %self.name(), worker = id, pid, generation, "worker spawned");
+        let rank = generation::ranks(&self.gens)
+            .get(&generation)
+            .copied()
+            .unwrap_or(0);
+        self.pool
+            .add_worker(id, WorkerEntry::new(pid, generation, rank));
+        self.procs.insert(
+            id,
+            Proc {
+                handle,
+                socket: socket.clone(),
+                generation,
+                started: Instant::now(),
+                ready_at: None,
+                stopping: false,
+                signalled: false,
+                finish_by: None,
+                gate_error: None,
+            },
+        );
+        let events = self.events_tx.clone();
+        let cfg = self.gens[&generation].cfg.clone();
+        let socket: Arc<std::path::Path> = socket.into();
+        tokio::spawn(async move {
+            // A hard restart gates on FCGI_GET_VALUES only.
+            let ev = match gate::pass(socket, &cfg, !hard).await {
+                Ok(conn) => Event::Ready { id, conn },
+                Err(e) => Event::GateFailed {
+                    id,
+                    reason: e.to_string(),
+                },
+            };
+            let _ = events.send(ev);
+        });
+    }
+
+    pub(super) fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Ready { id, conn } => {
+                let Some(p) = self.procs.get_mut(&id) else {
+                    return;
+                };
+                if p.stopping {
+                    return;
+                }
+                p.ready_at = Some(Instant::now());
+                let (pid, generation) = (p.handle.pid, p.generation);
+                tracing::info!(pool = %self.name(), worker = id, pid, generation, "worker ready");
+                self.pool.worker_ready(id, conn);
+                if self
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|r| r.generation == generation)
+                {
+                    self.rollout_progress();
+                }
+            }
+            Event::GateFailed { id, reason } => {
+                let Some(p) = self.procs.get_mut(&id) else {
+                    return;
+                };
+                if p.stopping {
+                    return;
+                }
+                p.gate_error = Some(reason);
+                self.stop_worker(id, Signal::SIGKILL);
+                // No replacement until its exit is counted as a failure.
+                self.next_spawn_at = self.next_spawn_at.max(Instant::now() + backoff::FIRST);
+            }
+            Event::Exited { id, status } => self.on_exit(id, status),
+            Event::Preloader { generation, msg } => self.on_preloader(generation, msg),
+            Event::PreloaderExited { generation, status } => {
+                self.on_preloader_exit(generation, status)
+            }
+        }
+    }
+
+    pub(super) fn on_pool_event(&mut self, ev: PoolEvent) {
+        match ev {
+            PoolEvent::Retire { id, reason } => {
+                if let Some(p) = self.procs.get(&id) {
+                    tracing::info!(pool = %self.name(), worker = id, pid = p.handle.pid, "retiring worker: {reason}");
+                }
+                // A stuck worker gets SIGTERM, as php-fpm sends: its own
+                // graceful stop signal might be ignored mid-request.
+                let signal = if reason == "request_terminate_timeout" {
+                    Signal::SIGTERM
+                } else {
+                    self.stop_signal()
+                };
+                self.stop_worker(id, signal);
+            }
+            PoolEvent::Demand => self.demand = true,
+        }
+    }
+
+    pub(super) fn stop_all(&mut self, graceful: bool) {
+        self.stopping = true;
+        let ids: Vec<WorkerId> = self.procs.keys().copied().collect();
+        let signal = self.stop_signal();
+        for id in ids {
+            if !graceful || self.pool.retire(id) {
+                self.stop_worker(id, signal);
+            }
+        }
+    }
+
+    pub(super) fn stop_signal(&self) -> Signal {
+        Signal::try_from(self.serving_gen().cfg.worker_stop_signal).unwrap_or(Signal::SIGTERM)
+    }
+
+    /// Stops routing to a worker; it is stopped now if idle, else when its
+    /// request ends (the router hands it back with `PoolEvent::Retire`).
+    pub(super) fn retire_worker(&mut self, id: WorkerId, why: &str) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        if self.pool.retire(id) {
+            tracing::info!(pool = %self.pool.name, worker = id, pid = p.handle.pid, "retiring idle worker: {why}");
+            self.stop_worker(id, self.stop_signal());
+        } else {
+            tracing::info!(pool = %self.pool.name, worker = id, pid = p.handle.pid, "retiring worker after its current request: {why}");
+            // Counted as leaving now, so a replacement may start.
+            p.stopping = true;
+            p.finish_by = Some(Instant::now() + self.control_timeout);
+        }
+    }
+
+    /// Takes a worker out of routing and signals it; SIGKILL follows after
+    /// `worker.kill_timeout` if it is still there.
+    pub(super) fn stop_worker(&mut self, id: WorkerId, signal: Signal) {
+        self.pool.retire(id);
+        let grace = self.serving_gen().cfg.worker_kill_timeout;
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        if p.signalled && signal != Signal::SIGKILL {
+            return;
+        }
+        p.stopping = true;
+        p.signalled = true;
+        p.finish_by = None;
+        p.handle.send(ProcessCommand::Stop { signal, grace });
+    }
+}
