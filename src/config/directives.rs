@@ -145,6 +145,7 @@ pub const ALL: &[Directive] = &[
     pool("worker.kill_timeout", "5s", "herd: time between `worker.stop_signal` and SIGKILL."),
     pool("worker.max_memory", "none", "herd: replace a worker whose resident memory grows past this size, e.g. 256M; 0 = no limit."),
     pool("worker.fatal_exit_codes", "none", "herd: worker exit codes, comma-separated, that mean a retry cannot help (e.g. a config error), so herd stops restarting."),
+    pool("worker.slots", "what the worker says (FCGI_MAX_CONNS), else 1", "herd: how many requests one worker serves at once, each on a connection of its own: php-cgi with `PHP_FCGI_CHILDREN=N` says N itself; an FCGI::ProcManager script forking N processes on its socket (libfcgi always says 1) needs `worker.slots = N`. Dispatch, the queue and status count slots."),
     pool("warmup.request[]", "none", "herd: `[METHOD] /uri` sent to each new worker before it takes traffic; repeat the line for several."),
     pool("warmup.timeout", "30s", "herd: the longest one worker's warm-up requests may take."),
     pool("rollout.surge", "25%", "herd: extra workers started beside the old generation during a rollout: a count or a percentage of `pm.max_children`, at least 1."),

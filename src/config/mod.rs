@@ -287,6 +287,9 @@ pub struct PoolConfig {
     /// Bytes of resident memory; `None` = no limit.
     pub worker_max_memory: Option<u64>,
     pub worker_fatal_exit_codes: Vec<i32>,
+    /// `worker.slots`: requests one worker serves at once; `None`: what
+    /// the worker says (`FCGI_MAX_CONNS`).
+    pub worker_slots: Option<u32>,
 
     // Generations.
     pub warmup_requests: Vec<WarmupRequest>,

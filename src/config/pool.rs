@@ -149,6 +149,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
             .get(cx, "worker.max_memory", value::size)
             .filter(|n| *n > 0),
         worker_fatal_exit_codes: f.or(cx, "worker.fatal_exit_codes", Vec::new(), value::exit_codes),
+        worker_slots: f.get(cx, "worker.slots", value::slots),
         warmup_requests: f
             .array(&["warmup.request[]"])
             .filter_map(|(entry, v)| value::warmup(v).map_err(|e| invalid(cx, entry, v, &e)).ok())

@@ -323,6 +323,14 @@ pub fn listen(v: &str, base: &Path) -> Result<ListenAddr, Expected> {
 /// Splits `args` into words like a POSIX shell, without expansions: blanks
 /// separate, quotes group, a backslash escapes the next character (inside
 /// double quotes only before `"`, `\`, `$` and `` ` ``).
+/// `worker.slots`: 1 to 1024 requests at once.
+pub fn slots(v: &str) -> Result<u32, Expected> {
+    match v.parse::<u32>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        _ => Err("expected a number of requests from 1 to 1024".into()),
+    }
+}
+
 pub fn words(v: &str) -> Result<Vec<String>, Expected> {
     let mut words = Vec::new();
     let mut word: Option<String> = None;

@@ -9,6 +9,7 @@
 //! it must act on (a worker to retire) through [`PoolEvent`]s.
 
 mod deploy;
+pub mod dispatch;
 mod histogram;
 mod scoreboard;
 mod worker_conn;
@@ -22,16 +23,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::PoolConfig;
 use crate::logging::LogFile;
-use crate::supervisor::scaling::{IdleWorker, Load};
 use crate::throttle::Throttle;
 pub use deploy::{DeployCell, DeployStatus, GenerationStatus};
+use dispatch::IdleSlots;
+pub use dispatch::WorkerId;
 pub use histogram::{BUCKETS, Histogram, HistogramSnapshot};
-pub use scoreboard::{BusyInfo, WorkerEntry, WorkerState};
+pub use scoreboard::{BusyInfo, IdleWorker, Load, WorkerEntry, WorkerState};
 pub use worker_conn::WorkerConn;
-
-/// Workers are numbered in spawn order within a pool, so a smaller id is an
-/// older process.
-pub type WorkerId = u64;
 
 /// What the router tells the supervisor.
 #[derive(Debug)]
@@ -43,9 +41,10 @@ pub enum PoolEvent {
     Demand,
 }
 
-/// The right to send one request to one worker.
+/// The right to send one request to one slot of a worker.
 pub struct Lease {
     pub id: WorkerId,
+    pub slot: u32,
     pub pid: u32,
     pub generation: u32,
     /// `None` once released.
@@ -57,8 +56,8 @@ impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Lease(pool {}, worker {}, pid {})",
-            self.pool.name, self.id, self.pid
+            "Lease(pool {}, worker {} slot {}, pid {})",
+            self.pool.name, self.id, self.slot, self.pid
         )
     }
 }
@@ -83,14 +82,6 @@ pub enum AcquireError {
     NoWorkers,
 }
 
-/// Ordered so that the first key is the worker to use next: newest
-/// generation rank first, then the longest-running (smallest id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct IdleKey {
-    rank: std::cmp::Reverse<u64>,
-    id: WorkerId,
-}
-
 struct Waiter {
     tx: oneshot::Sender<Lease>,
     info: BusyInfo,
@@ -99,12 +90,13 @@ struct Waiter {
 #[derive(Default)]
 struct Dispatch {
     workers: BTreeMap<WorkerId, WorkerEntry>,
-    idle: BTreeMap<IdleKey, WorkerConn>,
+    /// Every free slot of a ready worker, with its connection, best first.
+    idle: IdleSlots<WorkerConn>,
     queue: VecDeque<Waiter>,
     /// When set, requests fail at once instead of queueing: no worker of
     /// this pool can start (crash loop).
     unavailable: Option<String>,
-    /// Workers serving a request now.
+    /// Slots serving a request now.
     busy: usize,
     /// The pool's newest generation.
     generation: u32,
@@ -115,13 +107,21 @@ struct Dispatch {
 }
 
 impl Dispatch {
-    fn mark_busy(&mut self, id: WorkerId, info: BusyInfo, counters: &Counters) {
+    fn mark_busy(&mut self, id: WorkerId, slot: u32, info: BusyInfo, counters: &Counters) {
         let entry = self.workers.get_mut(&id).expect("worker on the scoreboard");
-        entry.state = WorkerState::Busy(info);
+        entry.start_request(slot, info);
         self.busy += 1;
         counters
             .max_active
             .fetch_max(self.busy as u64, Ordering::Relaxed);
+    }
+
+    /// Frees a slot whose lease never carried a request.
+    fn unmark_busy(&mut self, id: WorkerId, slot: u32) {
+        if let Some(entry) = self.workers.get_mut(&id) {
+            entry.unuse(slot);
+            self.busy -= 1;
+        }
     }
 }
 
@@ -312,8 +312,8 @@ impl Pool {
         self.dispatch.lock().expect("pool lock poisoned")
     }
 
-    /// Takes the best idle worker now, or queues for one. The returned
-    /// receiver yields a lease when a worker frees up; dropping it leaves
+    /// Takes the best free slot now, or queues for one. The returned
+    /// receiver yields a lease when a slot frees up; dropping it leaves
     /// the queue.
     pub fn acquire(
         self: &Arc<Self>,
@@ -322,8 +322,9 @@ impl Pool {
     ) -> Result<Result<Lease, oneshot::Receiver<Lease>>, AcquireError> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let mut d = self.lock();
-        if let Some((key, conn)) = d.idle.pop_first() {
-            return Ok(Ok(self.lease(&mut d, key.id, conn, info)));
+        if let Some((id, slot, conn)) = d.idle.take() {
+            d.mark_busy(id, slot, info, &self.counters);
+            return Ok(Ok(self.lease(&d, id, slot, conn)));
         }
         if d.unavailable.is_some() {
             return Err(AcquireError::NoWorkers);
@@ -346,28 +347,22 @@ impl Pool {
         Ok(Err(rx))
     }
 
-    fn lease(
-        self: &Arc<Self>,
-        d: &mut Dispatch,
-        id: WorkerId,
-        conn: WorkerConn,
-        info: BusyInfo,
-    ) -> Lease {
-        d.mark_busy(id, info, &self.counters);
+    fn lease(&self, d: &Dispatch, id: WorkerId, slot: u32, conn: WorkerConn) -> Lease {
         let entry = &d.workers[&id];
         Lease {
             id,
+            slot,
             pid: entry.pid,
             generation: entry.generation,
             conn: Some(conn),
-            pool: self.clone(),
+            pool: self.me.upgrade().expect("pool outlives its leases"),
         }
     }
 
     /// Gives a lease back: its request has ended. A clean connection goes
-    /// to the first waiter or back to the idle set; a worker that reached
+    /// to the first waiter or back to the free slots; a worker that reached
     /// `pm.max_requests`, was marked retiring, or whose connection broke is
-    /// handed to the supervisor to stop.
+    /// handed to the supervisor to stop once its last request has ended.
     pub fn release(&self, mut lease: Lease, outcome: Outcome) {
         let conn = lease.conn.take();
         self.give_back(&lease, conn, outcome, true);
@@ -382,34 +377,34 @@ impl Pool {
     }
 
     /// Gives back a lease whose request never reached the worker: the
-    /// client went away just as the worker was handed to it. Not a
-    /// request, and the connection is clean: the worker goes to the next
-    /// waiter or back to the idle set, as it was.
+    /// client went away just as the slot was handed to it. Not a request,
+    /// and the connection is clean: the slot goes to the next waiter or
+    /// back to the free slots, as it was.
     pub fn return_unused(&self, mut lease: Lease) {
         let Some(conn) = lease.conn.take() else {
             return;
         };
-        let id = lease.id;
+        let (id, slot) = (lease.id, lease.slot);
         let mut d = self.lock();
-        let Some(entry) = d.workers.get_mut(&id) else {
+        if !d.workers.contains_key(&id) {
             return; // exited meanwhile
-        };
-        let retiring = entry.retiring;
-        entry.state = WorkerState::Idle;
-        d.busy -= 1;
-        if retiring {
+        }
+        d.unmark_busy(id, slot);
+        let entry = &d.workers[&id];
+        if entry.retiring {
+            let done = !entry.is_busy();
             drop(d);
-            let _ = self.events.send(PoolEvent::Retire {
-                id,
-                reason: "retiring",
-            });
+            if done {
+                let reason = "retiring";
+                let _ = self.events.send(PoolEvent::Retire { id, reason });
+            }
             return;
         }
-        self.hand_over(&mut d, id, conn);
+        self.hand_over(&mut d, id, slot, conn);
     }
 
     fn give_back(&self, lease: &Lease, conn: Option<WorkerConn>, outcome: Outcome, ended: bool) {
-        let id = lease.id;
+        let (id, slot) = (lease.id, lease.slot);
         let max_requests = self.config().max_requests;
         let mut d = self.lock();
         if ended {
@@ -418,64 +413,65 @@ impl Pool {
         let Some(entry) = d.workers.get_mut(&id) else {
             return; // exited meanwhile
         };
-        entry.finish_request();
-        d.busy -= 1;
-        let entry = d.workers.get_mut(&id).expect("looked up above");
+        let was_busy = if ended {
+            entry.finish_request(slot)
+        } else {
+            let busy = entry.on_slot(slot).is_some();
+            entry.unuse(slot);
+            busy
+        };
+        let rank = entry.rank;
         let retire = match (outcome, conn) {
+            // Stuck: it goes now, whatever else it serves.
             (Outcome::Terminated, _) => Some("request_terminate_timeout"),
-            (Outcome::Broken, _) | (_, None) => Some("its connection broke mid-request"),
+            (Outcome::Broken, _) | (_, None) => {
+                entry.retiring = true;
+                Some("its connection broke mid-request")
+            }
             (Outcome::Clean, Some(conn)) => {
-                if entry.retiring {
-                    Some("retiring")
-                } else if max_requests > 0 && entry.requests >= max_requests {
+                if !entry.retiring && max_requests > 0 && entry.requests >= max_requests {
                     entry.retiring = true;
                     Some("reached pm.max_requests")
+                } else if entry.retiring {
+                    Some("retiring")
                 } else {
-                    self.hand_over(&mut d, id, conn);
-                    None
+                    if was_busy {
+                        d.busy -= 1;
+                    }
+                    self.hand_over(&mut d, id, slot, conn);
+                    return;
                 }
             }
         };
+        if was_busy {
+            d.busy -= 1;
+        }
+        // A retiring worker gets no new request; one serving others stops
+        // when the last of them comes back.
+        let entry = &d.workers[&id];
+        let stop_now = outcome == Outcome::Terminated || !entry.is_busy();
+        d.idle.remove_worker(id, rank);
         drop(d);
-        if let Some(reason) = retire {
+        if let Some(reason) = retire.filter(|_| stop_now) {
             let _ = self.events.send(PoolEvent::Retire { id, reason });
         }
     }
 
-    /// Gives an idle worker's connection to the first live waiter, or puts
-    /// it in the idle set.
-    fn hand_over(&self, d: &mut Dispatch, id: WorkerId, mut conn: WorkerConn) {
-        let rank = d.workers[&id].rank;
+    /// Gives a free slot to the first live waiter, or puts it with the
+    /// free slots.
+    fn hand_over(&self, d: &mut Dispatch, id: WorkerId, slot: u32, mut conn: WorkerConn) {
         while let Some(waiter) = d.queue.pop_front() {
-            d.mark_busy(id, waiter.info, &self.counters);
-            let entry = &d.workers[&id];
-            let lease = Lease {
-                id,
-                pid: entry.pid,
-                generation: entry.generation,
-                conn: Some(conn),
-                pool: self.me.upgrade().expect("pool outlives its leases"),
-            };
-            match waiter.tx.send(lease) {
+            d.mark_busy(id, slot, waiter.info, &self.counters);
+            match waiter.tx.send(self.lease(d, id, slot, conn)) {
                 Ok(()) => return,
                 Err(mut lease) => {
                     conn = lease.conn.take().expect("unsent lease has its conn");
-                    d.busy -= 1;
+                    d.unmark_busy(id, slot);
                 }
             }
         }
-        let entry = d.workers.get_mut(&id).expect("worker on scoreboard");
-        if matches!(entry.state, WorkerState::Warming) {
-            entry.idle_since = Instant::now();
-        }
-        entry.state = WorkerState::Idle;
-        d.idle.insert(
-            IdleKey {
-                rank: std::cmp::Reverse(rank),
-                id,
-            },
-            conn,
-        );
+        let rank = d.workers[&id].rank;
+        d.idle.put(id, slot, rank, conn);
     }
 }
 
@@ -486,44 +482,42 @@ impl Pool {
         self.lock().workers.insert(id, entry);
     }
 
-    /// A worker passed its readiness gate: it takes traffic from now on.
-    pub fn worker_ready(&self, id: WorkerId, conn: WorkerConn) {
+    /// A worker passed its readiness gate: each of its slots (one
+    /// connection each) takes traffic from now on.
+    pub fn worker_ready(&self, id: WorkerId, conns: Vec<WorkerConn>) {
         let mut d = self.lock();
-        if d.workers.get(&id).is_some_and(|e| !e.retiring) {
-            self.hand_over(&mut d, id, conn);
+        let Some(entry) = d.workers.get_mut(&id).filter(|e| !e.retiring) else {
+            return;
+        };
+        entry.ready = true;
+        entry.slots = conns.len() as u32;
+        entry.idle_since = Instant::now();
+        for (slot, conn) in conns.into_iter().enumerate() {
+            self.hand_over(&mut d, id, slot as u32, conn);
         }
     }
 
-    /// Takes a worker off the scoreboard (it exited). A busy worker's lease
-    /// finds it gone when it comes back.
+    /// Takes a worker off the scoreboard (it exited). A busy worker's
+    /// leases find it gone when they come back.
     pub fn remove_worker(&self, id: WorkerId) -> Option<WorkerEntry> {
         let mut d = self.lock();
         let entry = d.workers.remove(&id)?;
-        if entry.is_busy() {
-            d.busy -= 1;
-        }
-        d.idle.remove(&IdleKey {
-            rank: std::cmp::Reverse(entry.rank),
-            id,
-        });
+        d.busy -= entry.busy.len();
+        d.idle.remove_worker(id, entry.rank);
         Some(entry)
     }
 
-    /// Stops routing to a worker. Returns true when it is idle (or still
-    /// warming) and can be stopped now; a busy one is stopped when its
-    /// lease comes back.
+    /// Stops routing to a worker. Returns true when it serves nothing (or
+    /// is still warming) and can be stopped now; a busy one is stopped when
+    /// its last lease comes back.
     pub fn retire(&self, id: WorkerId) -> bool {
         let mut d = self.lock();
         let Some(entry) = d.workers.get_mut(&id) else {
             return false;
         };
         entry.retiring = true;
-        let key = IdleKey {
-            rank: std::cmp::Reverse(entry.rank),
-            id,
-        };
-        let busy = entry.is_busy();
-        d.idle.remove(&key);
+        let (rank, busy) = (entry.rank, entry.is_busy());
+        d.idle.remove_worker(id, rank);
         !busy
     }
 
@@ -554,25 +548,16 @@ impl Pool {
         self.lock().generation = generation;
     }
 
-    /// Gives every worker the dispatch rank of its generation, and re-sorts
-    /// the idle set by it.
+    /// Gives every worker the dispatch rank of its generation, and puts the
+    /// free slots in their new order.
     pub fn set_ranks(&self, ranks: &BTreeMap<u32, u64>) {
         let mut d = self.lock();
         let d = &mut *d;
         for entry in d.workers.values_mut() {
             entry.rank = ranks.get(&entry.generation).copied().unwrap_or(0);
         }
-        let idle = std::mem::take(&mut d.idle);
-        for (key, conn) in idle {
-            let rank = d.workers[&key.id].rank;
-            d.idle.insert(
-                IdleKey {
-                    rank: std::cmp::Reverse(rank),
-                    id: key.id,
-                },
-                conn,
-            );
-        }
+        let workers = &d.workers;
+        d.idle.rerank(|id| workers.get(&id).map_or(0, |e| e.rank));
     }
 
     /// Counts of workers by state (not retiring), the queue, and the idle
@@ -585,7 +570,7 @@ impl Pool {
         };
         let mut idle = Vec::new();
         for (id, e) in d.workers.iter().filter(|(_, e)| !e.retiring) {
-            match e.state {
+            match e.state() {
                 WorkerState::Idle => {
                     load.idle += 1;
                     idle.push(IdleWorker {
@@ -593,29 +578,27 @@ impl Pool {
                         since: e.idle_since,
                     });
                 }
-                WorkerState::Busy(_) => load.busy += 1,
+                WorkerState::Busy => load.busy += 1,
                 WorkerState::Warming => load.warming += 1,
             }
         }
         (load, idle)
     }
 
-    /// Whether a worker is idle (ready, serving nothing) right now.
+    /// Whether a worker is ready and serves nothing right now.
     pub fn is_idle(&self, id: WorkerId) -> bool {
         self.lock()
             .workers
             .get(&id)
-            .is_some_and(|e| matches!(e.state, WorkerState::Idle))
+            .is_some_and(|e| e.state() == WorkerState::Idle)
     }
 
-    /// The request a worker is serving now.
-    pub fn busy_info(&self, id: WorkerId) -> Option<BusyInfo> {
-        match &self.lock().workers.get(&id)?.state {
-            WorkerState::Busy(info) => Some(info.clone()),
-            _ => None,
-        }
+    /// The request a worker's slot is serving now.
+    pub fn busy_info(&self, id: WorkerId, slot: u32) -> Option<BusyInfo> {
+        self.lock().workers.get(&id)?.on_slot(slot).cloned()
     }
 
+    /// Free slots of ready workers.
     pub fn idle_count(&self) -> usize {
         self.lock().idle.len()
     }
@@ -642,3 +625,7 @@ impl Drop for Lease {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

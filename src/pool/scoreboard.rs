@@ -4,26 +4,30 @@
 
 use std::time::{Duration, Instant};
 
+use super::WorkerId;
+
 /// Where a worker is in its life, as far as routing goes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerState {
     /// Started, not yet through the readiness gate.
     Warming,
+    /// Ready, every slot free.
     Idle,
-    Busy(BusyInfo),
+    /// Ready, serving at least one request.
+    Busy,
 }
 
 impl WorkerState {
-    pub fn name(&self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             WorkerState::Warming => "Warming",
             WorkerState::Idle => "Idle",
-            WorkerState::Busy(_) => "Running",
+            WorkerState::Busy => "Running",
         }
     }
 }
 
-/// The request a busy worker is serving.
+/// The request a busy slot is serving.
 #[derive(Clone, Debug)]
 pub struct BusyInfo {
     pub method: String,
@@ -51,9 +55,14 @@ pub struct WorkerEntry {
     pub spawned_at: Instant,
     /// When it last became idle (or ready).
     pub idle_since: Instant,
-    pub state: WorkerState,
+    /// Passed its readiness gate.
+    pub ready: bool,
+    /// Requests it serves at once (its connections); known once ready.
+    pub slots: u32,
+    /// What its busy slots serve, by slot, oldest request first.
+    pub busy: Vec<(u32, BusyInfo)>,
     pub requests: u64,
-    /// Gets no new request; stopped when its current one ends.
+    /// Gets no new request; stopped when its last one ends.
     pub retiring: bool,
     pub last: Option<LastRequest>,
 }
@@ -66,25 +75,130 @@ impl WorkerEntry {
             rank,
             spawned_at: Instant::now(),
             idle_since: Instant::now(),
-            state: WorkerState::Warming,
+            ready: false,
+            slots: 1,
+            busy: Vec::new(),
             requests: 0,
             retiring: false,
             last: None,
         }
     }
 
-    /// Books a finished request. The state is set by whoever takes the
-    /// worker next (a waiter, the idle set or the supervisor).
-    pub fn finish_request(&mut self) {
-        self.requests += 1;
-        self.idle_since = Instant::now();
-        if let WorkerState::Busy(info) = std::mem::replace(&mut self.state, WorkerState::Idle) {
-            let duration = info.started.elapsed();
-            self.last = Some(LastRequest { info, duration });
+    pub fn state(&self) -> WorkerState {
+        match (self.ready, self.busy.is_empty()) {
+            (false, _) => WorkerState::Warming,
+            (true, true) => WorkerState::Idle,
+            (true, false) => WorkerState::Busy,
         }
     }
 
     pub fn is_busy(&self) -> bool {
-        matches!(self.state, WorkerState::Busy(_))
+        !self.busy.is_empty()
+    }
+
+    /// The request it has been serving longest, if any.
+    pub fn current(&self) -> Option<&BusyInfo> {
+        self.busy.first().map(|(_, info)| info)
+    }
+
+    /// The request on `slot`, if it is busy.
+    pub fn on_slot(&self, slot: u32) -> Option<&BusyInfo> {
+        self.busy.iter().find(|(s, _)| *s == slot).map(|(_, i)| i)
+    }
+
+    pub fn start_request(&mut self, slot: u32, info: BusyInfo) {
+        self.busy.push((slot, info));
+    }
+
+    /// Books the request on `slot` as finished; false when that slot was
+    /// not busy (counted already).
+    pub fn finish_request(&mut self, slot: u32) -> bool {
+        let Some(at) = self.busy.iter().position(|(s, _)| *s == slot) else {
+            return false;
+        };
+        let (_, info) = self.busy.remove(at);
+        self.requests += 1;
+        if self.busy.is_empty() {
+            self.idle_since = Instant::now();
+        }
+        let duration = info.started.elapsed();
+        self.last = Some(LastRequest { info, duration });
+        true
+    }
+
+    /// Frees `slot` without counting a request: its lease was never used.
+    pub fn unuse(&mut self, slot: u32) {
+        self.busy.retain(|(s, _)| *s != slot);
+    }
+}
+
+/// What the pool's workers look like now (live ones, not stopping), in
+/// workers: one with any slot busy is busy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Load {
+    pub idle: usize,
+    pub busy: usize,
+    pub warming: usize,
+    /// Requests waiting for a worker.
+    pub queued: usize,
+}
+
+impl Load {
+    pub fn total(&self) -> usize {
+        self.idle + self.busy + self.warming
+    }
+}
+
+/// A worker with every slot free, as reaping sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct IdleWorker {
+    pub id: WorkerId,
+    pub since: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(uri: &str) -> BusyInfo {
+        BusyInfo {
+            method: "GET".into(),
+            uri: uri.into(),
+            script: String::new(),
+            user: String::new(),
+            content_length: 0,
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_worker_is_busy_while_any_slot_is() {
+        let mut w = WorkerEntry::new(10, 1, 0);
+        assert_eq!(w.state(), WorkerState::Warming);
+        w.ready = true;
+        w.slots = 2;
+        assert_eq!(w.state(), WorkerState::Idle);
+        w.start_request(1, info("/a"));
+        w.start_request(0, info("/b"));
+        assert_eq!(w.state(), WorkerState::Busy);
+        assert_eq!(w.current().unwrap().uri, "/a");
+        assert_eq!(w.on_slot(0).unwrap().uri, "/b");
+        assert!(w.finish_request(1));
+        assert!(!w.finish_request(1), "a slot is counted once");
+        assert_eq!(w.state(), WorkerState::Busy);
+        assert!(w.finish_request(0));
+        assert_eq!(w.state(), WorkerState::Idle);
+        assert_eq!(w.requests, 2);
+        assert_eq!(w.last.as_ref().unwrap().info.uri, "/b");
+    }
+
+    #[test]
+    fn an_unused_lease_counts_no_request() {
+        let mut w = WorkerEntry::new(10, 1, 0);
+        w.ready = true;
+        w.start_request(0, info("/a"));
+        w.unuse(0);
+        assert_eq!(w.state(), WorkerState::Idle);
+        assert_eq!(w.requests, 0);
     }
 }

@@ -384,7 +384,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let leased_at = Instant::now();
-    let (worker, pid) = (lease.id, lease.pid);
+    let (worker, slot, pid) = (lease.id, lease.slot, lease.pid);
     let want_head = pool.logs.access.is_some();
     let sent_any = AtomicBool::new(false);
     let conn = lease
@@ -419,7 +419,7 @@ where
                     _ = sleep_until(terminate) => break RelayEnd::TimedOut,
                     _ = sleep_until(slow) => {
                         slow = None;
-                        slowlog(pool, worker, pid, leased_at);
+                        slowlog(pool, worker, slot, pid, leased_at);
                     }
                 }
             }
@@ -480,10 +480,10 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 /// One line per slow request, as php-fpm's slowlog has one entry (herd
 /// cannot read the script's stack, so the line names the request instead).
-fn slowlog(pool: &Pool, worker: crate::pool::WorkerId, pid: u32, since: Instant) {
+fn slowlog(pool: &Pool, worker: crate::pool::WorkerId, slot: u32, pid: u32, since: Instant) {
     Counters::bump(&pool.counters.slow_requests);
     let Some(file) = &pool.logs.slow else { return };
-    let info = pool.busy_info(worker);
+    let info = pool.busy_info(worker, slot);
     let (method, uri, script) = info
         .map(|i| (i.method, i.uri, i.script))
         .unwrap_or_default();
@@ -673,7 +673,7 @@ mod tests {
         let (pool, mut events) = Pool::new(cfg.clone()).expect("pool");
         pool.add_worker(1, WorkerEntry::new(4242, 1, 1));
         let socket: Arc<std::path::Path> = Arc::from(std::path::Path::new("/nonexistent"));
-        pool.worker_ready(1, WorkerConn::new(socket, None));
+        pool.worker_ready(1, vec![WorkerConn::new(socket, None)]);
 
         let mut outcomes = (0, 0);
         for _ in 0..64 {

@@ -67,10 +67,10 @@ impl Metrics {
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
         let mut workers: Vec<(u32, [u64; 4])> = Vec::new();
         for (_, w) in &snap.workers {
-            let state = match w.state {
+            let state = match w.state() {
                 _ if w.retiring => 3,
                 WorkerState::Idle => 0,
-                WorkerState::Busy(_) => 1,
+                WorkerState::Busy => 1,
                 WorkerState::Warming => 2,
             };
             match workers.iter_mut().find(|(g, _)| *g == w.generation) {

@@ -84,6 +84,9 @@ pub struct ProcessStatus {
     pub cpu_seconds: f64,
     /// Seconds since it last finished a request; `None` while busy.
     pub last_used: Option<f64>,
+    /// Requests it serves at once, and how many it serves now.
+    pub slots: u32,
+    pub busy_slots: u32,
 }
 
 /// Takes a snapshot of `pool`.
@@ -101,22 +104,26 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime) -> PoolStatus {
         .workers
         .iter()
         .map(|(_, w)| {
-            match w.state {
-                WorkerState::Idle => idle += 1,
-                WorkerState::Busy(_) => active += 1,
+            // php-fpm's process counts are in slots: a worker serving N
+            // requests at once (php-cgi children, FCGI::ProcManager) is N.
+            match w.state() {
                 WorkerState::Warming => warming += 1,
+                _ => {
+                    active += w.busy.len() as u64;
+                    idle += u64::from(w.slots).saturating_sub(w.busy.len() as u64);
+                }
             }
             let age = now.duration_since(w.spawned_at);
-            let (duration, info) = match (&w.state, &w.last) {
-                (WorkerState::Busy(info), _) => (info.started.elapsed(), Some(info)),
-                (_, Some(last)) => (last.duration, Some(&last.info)),
+            let (duration, info) = match (w.current(), &w.last) {
+                (Some(info), _) => (info.started.elapsed(), Some(info)),
+                (None, Some(last)) => (last.duration, Some(&last.info)),
                 _ => (Duration::ZERO, None),
             };
             let text =
                 |f: fn(&crate::pool::BusyInfo) -> &str| info.map(f).unwrap_or("-").to_string();
             ProcessStatus {
                 pid: w.pid,
-                state: w.state.name(),
+                state: w.state().name(),
                 start_time: wall_now - age,
                 start_since: age.as_secs(),
                 requests: w.requests,
@@ -132,10 +139,12 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime) -> PoolStatus {
                 retiring: w.retiring,
                 rss: rss_of(w.pid),
                 cpu_seconds: cpu_of(w.pid),
-                last_used: match w.state {
-                    WorkerState::Busy(_) => None,
+                last_used: match w.state() {
+                    WorkerState::Busy => None,
                     _ => Some(now.duration_since(w.idle_since).as_secs_f64()),
                 },
+                slots: w.slots,
+                busy_slots: w.busy.len() as u32,
             }
         })
         .collect();
@@ -308,6 +317,8 @@ mod tests {
                 rss: 1024,
                 cpu_seconds: 0.5,
                 last_used: None,
+                slots: 1,
+                busy_slots: 1,
             }],
         }
     }

@@ -100,6 +100,8 @@ fn process_fields(p: &ProcessStatus) -> Vec<(&'static str, String, serde_json::V
                 json!(p.retiring),
             ),
         ),
+        ("slots", n(p.slots as u64)),
+        ("busy slots", n(p.busy_slots as u64)),
         ("rss", n(p.rss)),
         (
             "cpu seconds",

@@ -98,7 +98,7 @@ impl Supervisor {
             }
             tracing::warn!(pool = %self.name(), "generation {} superseded by {number} before its rollout finished", old.generation);
         }
-        let live = crate::supervisor::scaling::Load {
+        let live = crate::pool::Load {
             idle: self.live_of(None),
             ..Default::default()
         };

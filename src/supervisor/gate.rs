@@ -1,8 +1,9 @@
 //! The readiness gate: a worker gets traffic only after its socket answers
 //! `FCGI_GET_VALUES` within `worker.start_timeout`, and every
 //! `warmup.request` of its pool came back 2xx through it within
-//! `warmup.timeout`. Then the master opens the persistent connection the
-//! router will use.
+//! `warmup.timeout`. The answer also says how many requests the worker
+//! serves at once (`FCGI_MAX_CONNS`), unless the pool says so itself
+//! (`worker.slots`): the gate hands the router one connection per slot.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,11 +33,17 @@ pub enum GateError {
     Connect(std::io::Error),
 }
 
+/// Slots a worker may claim: past this, a garbled answer would open
+/// thousands of connections.
+pub const MAX_SLOTS: u32 = 1024;
+
+/// Passes the gate; returns the worker's connections, one per slot (the
+/// first one open when warmup opened it, the others opened at first use).
 pub async fn pass(
     socket: Arc<Path>,
     pool: &PoolConfig,
     warmup: bool,
-) -> Result<WorkerConn, GateError> {
+) -> Result<Vec<WorkerConn>, GateError> {
     let probe = async {
         let mut s = UnixStream::connect(&*socket)
             .await
@@ -48,14 +55,20 @@ pub async fn pass(
         .await
         .map_err(GateError::Probe)
     };
-    timeout(pool.worker_start_timeout, probe)
+    let answer = timeout(pool.worker_start_timeout, probe)
         .await
         .map_err(|_| GateError::StartTimeout(pool.worker_start_timeout))??;
-
+    let slots = pool
+        .worker_slots
+        .unwrap_or_else(|| slots_in(&answer))
+        .clamp(1, MAX_SLOTS);
+    // The others connect at their first request: a connection opened now
+    // could sit idle long enough for the worker to drop it.
+    let mut conns: Vec<WorkerConn> = (0..slots)
+        .map(|_| WorkerConn::new(socket.clone(), None))
+        .collect();
     if !warmup || pool.warmup_requests.is_empty() {
-        // Connected at the first request: a connection opened now could sit
-        // idle long enough for the worker to drop it.
-        return Ok(WorkerConn::new(socket, None));
+        return Ok(conns);
     }
     let mut stream = UnixStream::connect(&*socket)
         .await
@@ -63,7 +76,27 @@ pub async fn pass(
     timeout(pool.warmup_timeout, warm_up(&mut stream, pool))
         .await
         .map_err(|_| GateError::WarmupTimeout(pool.warmup_timeout))??;
-    Ok(WorkerConn::new(socket, Some(stream)))
+    conns[0] = WorkerConn::new(socket, Some(stream));
+    Ok(conns)
+}
+
+/// The requests a worker says it serves at once: the smaller of
+/// `FCGI_MAX_CONNS` and `FCGI_MAX_REQS` (herd sends one request per
+/// connection). php-cgi says N with `PHP_FCGI_CHILDREN=N`, and 0 without
+/// children; libfcgi always says 1; a missing or garbled value is 1.
+fn slots_in(answer: &[(String, String)]) -> u32 {
+    let value = |name: &str| {
+        answer
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.trim().parse::<u32>().ok())
+            .filter(|n| *n > 0)
+    };
+    match (value("FCGI_MAX_CONNS"), value("FCGI_MAX_REQS")) {
+        (Some(c), Some(r)) => c.min(r),
+        (Some(n), None) | (None, Some(n)) => n,
+        (None, None) => 1,
+    }
 }
 
 async fn warm_up(stream: &mut UnixStream, pool: &PoolConfig) -> Result<(), GateError> {
@@ -89,4 +122,36 @@ async fn warm_up(stream: &mut UnixStream, pool: &PoolConfig) -> Result<(), GateE
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn slots_come_from_the_answer() {
+        let php_children = answer(&[
+            ("FCGI_MPXS_CONNS", "0"),
+            ("FCGI_MAX_REQS", "3"),
+            ("FCGI_MAX_CONNS", "3"),
+        ]);
+        assert_eq!(slots_in(&php_children), 3);
+        let php_alone = answer(&[("FCGI_MAX_REQS", "0"), ("FCGI_MAX_CONNS", "0")]);
+        assert_eq!(slots_in(&php_alone), 1);
+        let libfcgi = answer(&[("FCGI_MAX_CONNS", "1"), ("FCGI_MAX_REQS", "1")]);
+        assert_eq!(slots_in(&libfcgi), 1);
+        assert_eq!(
+            slots_in(&answer(&[("FCGI_MAX_CONNS", "8"), ("FCGI_MAX_REQS", "4")])),
+            4
+        );
+        assert_eq!(slots_in(&answer(&[("FCGI_MAX_CONNS", "x")])), 1);
+        assert_eq!(slots_in(&[]), 1);
+    }
 }

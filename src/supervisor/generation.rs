@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use super::spawn::Identity;
 use crate::config::PoolConfig;
+use crate::pool::dispatch::{self, GenerationFacts};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GenState {
@@ -105,28 +106,13 @@ fn same_settings(a: &PoolConfig, b: &PoolConfig) -> bool {
     *a == b
 }
 
-/// Dispatch ranks, highest first: the newest live generation, then the
-/// generations that finished their rollout, newest first, then any that
-/// were superseded before finishing — so a rollback never prefers the
-/// code it rolls back from while a good worker is idle.
+/// Dispatch ranks of `gens` (see [`dispatch::ranks`]).
 pub fn ranks(gens: &BTreeMap<u32, Generation>) -> BTreeMap<u32, u64> {
-    let newest = gens
-        .values()
-        .filter(|g| g.is_live())
-        .map(|g| g.number)
-        .max();
-    gens.values()
-        .map(|g| {
-            let rank = if Some(g.number) == newest {
-                u64::MAX
-            } else if g.finished {
-                g.number as u64 + 1
-            } else {
-                0
-            };
-            (g.number, rank)
-        })
-        .collect()
+    dispatch::ranks(gens.values().map(|g| GenerationFacts {
+        number: g.number,
+        live: g.is_live(),
+        finished: g.finished,
+    }))
 }
 
 #[cfg(test)]
@@ -141,34 +127,6 @@ mod tests {
         g.state = state;
         g.finished = finished;
         g
-    }
-
-    #[test]
-    fn a_rollback_ranks_the_superseded_generation_last() {
-        // 1 finished; 2 was rolling (bad) and is superseded by 3 (rollback).
-        let gens: BTreeMap<u32, Generation> = [
-            gen_with(1, GenState::Stable, true),
-            gen_with(2, GenState::Superseded, false),
-            gen_with(3, GenState::Rolling, false),
-        ]
-        .into_iter()
-        .map(|g| (g.number, g))
-        .collect();
-        let r = ranks(&gens);
-        assert!(r[&3] > r[&1] && r[&1] > r[&2], "{r:?}");
-    }
-
-    #[test]
-    fn a_refused_generation_never_outranks_the_serving_one() {
-        let gens: BTreeMap<u32, Generation> = [
-            gen_with(1, GenState::Stable, true),
-            gen_with(2, GenState::Refused("x".into()), false),
-        ]
-        .into_iter()
-        .map(|g| (g.number, g))
-        .collect();
-        let r = ranks(&gens);
-        assert!(r[&1] > r[&2]);
     }
 
     #[test]

@@ -9,23 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{PmMode, PoolConfig};
-use crate::pool::WorkerId;
-
-/// What the pool's workers look like now (live ones, not stopping).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Load {
-    pub idle: usize,
-    pub busy: usize,
-    pub warming: usize,
-    /// Requests waiting for a worker.
-    pub queued: usize,
-}
-
-impl Load {
-    pub fn total(&self) -> usize {
-        self.idle + self.busy + self.warming
-    }
-}
+use crate::pool::{IdleWorker, Load, WorkerId};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -47,13 +31,6 @@ pub struct Scaler {
     pub adjust: i64,
     /// A dynamic pool has reached `pm.start_servers` once.
     started: bool,
-}
-
-/// An idle worker, as reaping sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct IdleWorker {
-    pub id: WorkerId,
-    pub since: Instant,
 }
 
 impl Default for Scaler {

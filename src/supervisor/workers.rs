@@ -38,7 +38,7 @@ pub(super) struct Proc {
 pub(super) enum Event {
     Ready {
         id: WorkerId,
-        conn: WorkerConn,
+        conns: Vec<WorkerConn>,
     },
     GateFailed {
         id: WorkerId,
@@ -163,7 +163,7 @@ impl Supervisor {
         tokio::spawn(async move {
             // A hard restart gates on FCGI_GET_VALUES only.
             let ev = match gate::pass(socket, &cfg, !hard).await {
-                Ok(conn) => Event::Ready { id, conn },
+                Ok(conns) => Event::Ready { id, conns },
                 Err(e) => Event::GateFailed {
                     id,
                     reason: e.to_string(),
@@ -175,7 +175,7 @@ impl Supervisor {
 
     pub(super) fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Ready { id, conn } => {
+            Event::Ready { id, conns } => {
                 let Some(p) = self.procs.get_mut(&id) else {
                     return;
                 };
@@ -185,7 +185,7 @@ impl Supervisor {
                 p.ready_at = Some(Instant::now());
                 let (pid, generation) = (p.handle.pid, p.generation);
                 tracing::info!(pool = %self.name(), worker = id, pid, generation, "worker ready");
-                self.pool.worker_ready(id, conn);
+                self.pool.worker_ready(id, conns);
                 if self
                     .rollout
                     .as_ref()

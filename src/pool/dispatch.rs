@@ -1,0 +1,256 @@
+//! Which worker serves the next request: herd's dispatch order as a pure
+//! structure, with no process, socket or lock in it.
+//!
+//! A worker offers one *slot* per request it can serve at once (one
+//! connection to it each): one for most programs, N for a php-cgi with
+//! `PHP_FCGI_CHILDREN=N` or an FCGI::ProcManager script. The free slots are
+//! kept in the order they are handed out:
+//!
+//! 1. the highest generation rank first ([`ranks`]: the newest admitted
+//!    generation, then finished ones newest first, and generations
+//!    superseded before they finished last, so a rollback never prefers
+//!    the code it rolls back from);
+//! 2. within a rank, the longest-running worker (the smallest id: warm
+//!    caches, and the youngest idle workers are the ones scaling reaps);
+//! 3. within a worker, its lowest free slot, so requests pack onto busy
+//!    workers and leave whole ones idle.
+//!
+//! The set is generic over what a slot carries (the master's connection to
+//! the worker), so it is tested with plain values.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+/// Workers are numbered in spawn order within a pool, so a smaller id is an
+/// older process.
+pub type WorkerId = u64;
+
+/// A free slot's place in the order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    rank: Reverse<u64>,
+    worker: WorkerId,
+    slot: u32,
+}
+
+/// The free slots of a pool, best first.
+#[derive(Debug)]
+pub struct IdleSlots<C> {
+    set: BTreeMap<Key, C>,
+}
+
+impl<C> Default for IdleSlots<C> {
+    fn default() -> Self {
+        IdleSlots {
+            set: BTreeMap::new(),
+        }
+    }
+}
+
+impl<C> IdleSlots<C> {
+    /// Offers `slot` of `worker`, whose generation ranks `rank`.
+    pub fn put(&mut self, worker: WorkerId, slot: u32, rank: u64, conn: C) {
+        let key = Key {
+            rank: Reverse(rank),
+            worker,
+            slot,
+        };
+        self.set.insert(key, conn);
+    }
+
+    /// Takes the slot the next request should go to.
+    pub fn take(&mut self) -> Option<(WorkerId, u32, C)> {
+        let (key, conn) = self.set.pop_first()?;
+        Some((key.worker, key.slot, conn))
+    }
+
+    /// Takes every free slot of `worker` (ranked `rank`) out of service.
+    pub fn remove_worker(&mut self, worker: WorkerId, rank: u64) -> Vec<C> {
+        let first = Key {
+            rank: Reverse(rank),
+            worker,
+            slot: 0,
+        };
+        let last = Key {
+            slot: u32::MAX,
+            ..first
+        };
+        let keys: Vec<Key> = self.set.range(first..=last).map(|(k, _)| *k).collect();
+        keys.iter().filter_map(|k| self.set.remove(k)).collect()
+    }
+
+    /// Puts every free slot in its new place after generation ranks changed.
+    pub fn rerank(&mut self, rank_of: impl Fn(WorkerId) -> u64) {
+        let old = std::mem::take(&mut self.set);
+        for (key, conn) in old {
+            let rank = rank_of(key.worker);
+            self.put(key.worker, key.slot, rank, conn);
+        }
+    }
+
+    /// Free slots in all.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+/// What dispatch needs to know of a generation to rank it.
+#[derive(Clone, Copy, Debug)]
+pub struct GenerationFacts {
+    pub number: u32,
+    /// It may still take traffic: not refused, not retired.
+    pub live: bool,
+    /// It finished a rollout at some point.
+    pub finished: bool,
+}
+
+/// Dispatch ranks, highest first: the newest live generation, then the
+/// generations that finished their rollout, newest first, then any that
+/// were superseded before finishing.
+pub fn ranks(gens: impl IntoIterator<Item = GenerationFacts> + Clone) -> BTreeMap<u32, u64> {
+    let newest = gens
+        .clone()
+        .into_iter()
+        .filter(|g| g.live)
+        .map(|g| g.number)
+        .max();
+    gens.into_iter()
+        .map(|g| {
+            let rank = if Some(g.number) == newest {
+                u64::MAX
+            } else if g.finished {
+                g.number as u64 + 1
+            } else {
+                0
+            };
+            (g.number, rank)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(slots: &mut IdleSlots<&'static str>) -> Vec<&'static str> {
+        std::iter::from_fn(|| slots.take().map(|(_, _, c)| c)).collect()
+    }
+
+    #[test]
+    fn newest_rank_then_oldest_worker_then_lowest_slot() {
+        let mut s = IdleSlots::default();
+        s.put(5, 0, 1, "old gen, young worker");
+        s.put(2, 0, 1, "old gen, old worker");
+        s.put(9, 1, 7, "new gen, worker 9 slot 1");
+        s.put(9, 0, 7, "new gen, worker 9 slot 0");
+        s.put(8, 0, 7, "new gen, worker 8");
+        assert_eq!(
+            order(&mut s),
+            [
+                "new gen, worker 8",
+                "new gen, worker 9 slot 0",
+                "new gen, worker 9 slot 1",
+                "old gen, old worker",
+                "old gen, young worker",
+            ]
+        );
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_returned_slot_goes_back_to_its_place() {
+        let mut s = IdleSlots::default();
+        s.put(1, 0, 3, "1/0");
+        s.put(1, 1, 3, "1/1");
+        s.put(2, 0, 3, "2/0");
+        let (w, slot, c) = s.take().unwrap();
+        assert_eq!((w, slot, c), (1, 0, "1/0"));
+        // Packing: the next request goes to the same worker's next slot.
+        assert_eq!(s.take().unwrap().2, "1/1");
+        s.put(w, slot, 3, c);
+        assert_eq!(s.take().unwrap().2, "1/0");
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn removing_a_worker_takes_all_its_free_slots_and_no_other() {
+        let mut s = IdleSlots::default();
+        for slot in 0..4 {
+            s.put(3, slot, 2, slot);
+        }
+        s.put(4, 0, 2, 10);
+        s.put(2, 0, 2, 20);
+        let mut gone = s.remove_worker(3, 2);
+        gone.sort();
+        assert_eq!(gone, [0, 1, 2, 3]);
+        assert_eq!(s.len(), 2);
+        assert!(s.remove_worker(3, 2).is_empty());
+        // The wrong rank finds nothing: the caller passes the worker's own.
+        assert!(s.remove_worker(4, 9).is_empty());
+    }
+
+    #[test]
+    fn rerank_moves_slots_with_their_generation() {
+        let mut s = IdleSlots::default();
+        s.put(1, 0, 5, "gen A worker 1");
+        s.put(2, 0, 9, "gen B worker 2");
+        // Generation B was superseded before finishing: it now ranks last.
+        s.rerank(|w| if w == 2 { 0 } else { 5 });
+        assert_eq!(order(&mut s), ["gen A worker 1", "gen B worker 2"]);
+    }
+
+    fn facts(number: u32, live: bool, finished: bool) -> GenerationFacts {
+        GenerationFacts {
+            number,
+            live,
+            finished,
+        }
+    }
+
+    #[test]
+    fn a_rollback_ranks_the_superseded_generation_last() {
+        // 1 finished; 2 was rolling (bad) and is superseded by 3 (rollback).
+        let r = ranks([
+            facts(1, true, true),
+            facts(2, true, false),
+            facts(3, true, false),
+        ]);
+        assert!(r[&3] > r[&1] && r[&1] > r[&2], "{r:?}");
+    }
+
+    #[test]
+    fn a_refused_generation_never_outranks_the_serving_one() {
+        let r = ranks([facts(1, true, true), facts(2, false, false)]);
+        assert!(r[&1] > r[&2]);
+    }
+
+    #[test]
+    fn finished_generations_rank_newest_first() {
+        let r = ranks([
+            facts(1, true, true),
+            facts(2, true, true),
+            facts(3, true, true),
+        ]);
+        assert!(r[&3] > r[&2] && r[&2] > r[&1], "{r:?}");
+        assert_eq!(r[&3], u64::MAX);
+    }
+
+    #[test]
+    fn dispatch_follows_the_ranks_across_a_rollback() {
+        // Generation 2 was bad and superseded by 3 while 3 has no idle
+        // worker yet: 1's workers serve before 2's.
+        let r = ranks([
+            facts(1, true, true),
+            facts(2, true, false),
+            facts(3, true, false),
+        ]);
+        let mut s = IdleSlots::default();
+        s.put(10, 0, r[&2], "gen 2");
+        s.put(4, 0, r[&1], "gen 1");
+        assert_eq!(order(&mut s), ["gen 1", "gen 2"]);
+    }
+}
