@@ -126,6 +126,9 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     raise_fd_limit();
     set_priority(config.global.process_priority)?;
+    // What a master killed with SIGKILL left behind goes before anything
+    // new starts.
+    crate::supervisor::orphans::sweep();
     let mut inherited = Inherited::from_env();
     let mut upgrade_pipe = upgrade::claim_pipe();
     let mut signals = Signals::install().context("failed to install signal handlers")?;

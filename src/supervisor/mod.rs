@@ -12,6 +12,7 @@ mod deploy;
 mod exits;
 mod gate;
 pub mod generation;
+pub mod orphans;
 mod output;
 mod preload;
 pub mod preloader;

@@ -1,13 +1,19 @@
 //! The task that owns one worker process: it waits for the exit, and it is
 //! the only place that signals the process, so a signal can never reach a
 //! reused pid once the exit has been reaped.
+//!
+//! A worker herd starts leads its own session and process group (see
+//! `spawn`), and the worker is that whole group: every signal goes to the
+//! group, and once the worker is reaped whatever it left in its group is
+//! killed, so a program that forks (FCGI::ProcManager's `pm_manage`, php-cgi
+//! with `PHP_FCGI_CHILDREN`, an app's helpers) never leaves a process behind.
 
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -50,7 +56,12 @@ where
         let status = loop {
             let deadline = kill_at.unwrap_or_else(far_future);
             tokio::select! {
-                status = child.wait() => break status,
+                status = child.wait() => {
+                    // The group's id cannot be reused while any member is
+                    // left, and this runs right after the reap.
+                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    break status;
+                }
                 Some(cmd) = rx.recv() => match cmd {
                     ProcessCommand::Stop { signal, grace } => {
                         signal_child(&child, signal);
@@ -74,11 +85,15 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
 }
 
-/// Signals the child unless it has been reaped already (then `id()` is
-/// `None` and the pid may belong to someone else).
+/// Signals the child's process group unless the child has been reaped
+/// already (then `id()` is `None` and the pid may belong to someone else).
 fn signal_child(child: &Child, signal: Signal) {
     if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), signal);
+        let pid = Pid::from_raw(pid as i32);
+        // A child that has not reached its setsid() yet is no group leader.
+        if killpg(pid, signal).is_err() {
+            let _ = kill(pid, signal);
+        }
     }
 }
 

@@ -120,7 +120,8 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     }
     cmd.envs(pool.env.iter().map(|(k, v)| (k, v)));
     cmd.env("HERD_POOL", &pool.name)
-        .env("HERD_GENERATION", spec.generation.to_string());
+        .env("HERD_GENERATION", spec.generation.to_string())
+        .env(super::orphans::ENV, master_marker());
     if spec.control.is_some() {
         cmd.env(crate::worker::preloader::ENV, PRELOADER_FD.to_string());
     } else {
@@ -156,6 +157,12 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     // The child has its copy of the control socket now.
     drop(spec.control);
     child
+}
+
+/// This master's `HERD_MASTER` value, read once.
+fn master_marker() -> &'static str {
+    static MARKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MARKER.get_or_init(super::orphans::marker)
 }
 
 /// Where a preloader finds its control socket.

@@ -1,0 +1,119 @@
+//! A worker is everything it started: a worker program that forks (as
+//! FCGI::ProcManager's `pm_manage` and php-cgi with `PHP_FCGI_CHILDREN`
+//! do) leaves no process behind when herd stops it, when it crashes, when
+//! its request runs past `request_terminate_timeout`, or when the master
+//! itself is killed with SIGKILL (the next master clears what it left).
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use support::{Dir, Herd, alive, fcgi, wait_for};
+
+/// A worker program that starts a helper process of its own, notes the
+/// helper's pid, then serves as `herd example-app`.
+fn forking_worker(dir: &Dir) -> String {
+    let notes = dir.shared("helpers");
+    let script = dir.write(
+        "forking-worker.sh",
+        &format!(
+            "#!/bin/sh\nsleep 600 &\necho $! > {notes}/$$\nexec {herd} example-app\n",
+            notes = notes.display(),
+            herd = support::HERD,
+        ),
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script.display().to_string()
+}
+
+/// The helper the worker with pid `worker` started.
+fn helper_of(dir: &Dir, worker: u32) -> u32 {
+    let note = dir.join("helpers").join(worker.to_string());
+    wait_for(
+        "the worker to note its helper",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&note).ok()?.trim().parse().ok(),
+    )
+}
+
+fn config(dir: &Dir, listen: &str, extra: &str) -> String {
+    format!(
+        "[global]\nerror_log = {{dir}}/herd.log\n\
+         [app]\nlisten = {listen}\npm = static\npm.max_children = 1\n\
+         command = {script}\nworker.min_lifetime = 0\n{user}{extra}",
+        script = forking_worker(dir),
+        user = support::user_line()
+    )
+}
+
+fn gone(what: &str, pid: u32) {
+    wait_for(what, Duration::from_secs(10), || {
+        (!alive(pid)).then_some(())
+    });
+}
+
+#[test]
+fn stopping_herd_stops_what_its_workers_started() {
+    let dir = Dir::new();
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let conf = config(&dir, &addr, "");
+    let mut herd = Herd::start_in(dir, &conf);
+    let worker = herd.wait_ready(1)[0];
+    let helper = helper_of(&herd.dir, worker);
+    assert!(alive(helper));
+    assert_eq!(fcgi::get(&addr, "/").status(), 200);
+    herd.signal(libc::SIGQUIT);
+    assert_eq!(herd.wait_exit(Duration::from_secs(15)), Some(0));
+    gone("the helper of a worker stopped gracefully", helper);
+}
+
+#[test]
+fn a_crashed_or_stuck_worker_takes_its_helpers_along() {
+    let dir = Dir::new();
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let conf = config(&dir, &addr, "request_terminate_timeout = 1s\n");
+    let mut herd = Herd::start_in(dir, &conf);
+    let first = herd.wait_ready(1)[0];
+    let helper = helper_of(&herd.dir, first);
+
+    // The worker crashes: its helper goes with it.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    gone("the helper of a crashed worker", helper);
+
+    // Its replacement gets stuck past request_terminate_timeout.
+    let second = herd.wait_ready(2)[1];
+    let helper = helper_of(&herd.dir, second);
+    let reply = fcgi::get(&addr, "/?ms=5000");
+    assert_eq!(reply.status(), 504);
+    gone("the helper of a stuck worker", helper);
+    herd.stop();
+}
+
+#[test]
+fn the_next_master_clears_what_a_killed_master_left() {
+    let dir = Dir::new();
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let conf = config(&dir, &addr, "");
+    let mut herd = Herd::start_in(dir, &conf);
+    let worker = herd.wait_ready(1)[0];
+    let helper = helper_of(&herd.dir, worker);
+
+    // SIGKILL: the worker dies with the master; its helper would not.
+    let mut child = herd.child.take().expect("running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    gone("the worker of a killed master", worker);
+    assert!(alive(helper), "the helper outlives a killed master");
+
+    // The next master, on any config, clears it before it starts anything.
+    let next = Herd::start(&support::example_pool(
+        &format!("127.0.0.1:{}", support::free_port()),
+        1,
+        "",
+    ));
+    next.wait_ready(1);
+    gone("the helper a killed master left", helper);
+    assert!(!next.log_lines("left behind").is_empty());
+    drop(herd);
+}
