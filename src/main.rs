@@ -128,6 +128,9 @@ enum CtlAction {
 }
 
 fn main() -> ExitCode {
+    // Before a package upgrade can replace the file: reloads and `herd ctl
+    // upgrade` start what is at this path then.
+    let _ = config::this_program();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,

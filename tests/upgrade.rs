@@ -148,3 +148,42 @@ impl Drop for StopOnDrop {
         }
     }
 }
+
+/// A package upgrade replaces the herd binary under a running master
+/// (unlink, new file at the same path): a reload of `command = herd`
+/// pools still works, and starts the new build.
+#[test]
+fn a_reload_after_the_herd_binary_was_replaced_starts_the_new_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::Dir::new();
+    let bin = dir.join("herd-installed");
+    std::fs::copy(support::HERD, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tcp = format!("127.0.0.1:{}", support::free_port());
+    let conf = format!(
+        "[global]\nerror_log = {{dir}}/herd.log\ncontrol.listen = {{dir}}/ctl.sock\n\
+         [app]\nlisten = {tcp}\npm = static\npm.max_children = 1\ncommand = herd\nargs = example-app\n{}",
+        user_line()
+    );
+    let herd = Herd::start_with(dir, &conf, |config| {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["run", "-c"]).arg(config);
+        cmd
+    });
+    herd.wait_ready(1);
+    // What a package manager does: a new file, then a rename over the old.
+    let new = herd.dir.join("herd-installed.new");
+    std::fs::copy(support::HERD, &new).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, &bin).unwrap();
+    let socket = herd.dir.join("ctl.sock");
+    let (code, out, err) = herd.ctl(&socket, &["reload", "--force", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for("generation 2 to serve", Duration::from_secs(10), || {
+        (fcgi::get(&tcp, "/").generation() == 2).then_some(())
+    });
+    // The new worker runs the file now at the path.
+    let pid = fcgi::get(&tcp, "/").pid();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, bin, "the worker runs the replaced file");
+}

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use build::{LoadOptions, load, parse_str};
+pub use resolve::this_program;
 
 /// Where a section or entry was written.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -31,6 +31,23 @@ pub fn group(name: &str) -> Result<String, Expected> {
     }
 }
 
+/// The path this program was started from, found once. A package upgrade
+/// that replaces the file makes the kernel report `/usr/bin/herd (deleted)`
+/// from then on; the path itself, where the new build now is, is what a
+/// reload starts (and `herd ctl upgrade` execs).
+pub fn this_program() -> std::io::Result<PathBuf> {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(p) = PATH.get() {
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let exe = match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    };
+    Ok(PATH.get_or_init(|| exe).clone())
+}
+
 /// The program `command` names. `herd` is always this herd binary, so the
 /// built-in example app works without herd being in PATH. Other names
 /// without a slash are looked up in PATH now; a path is read against
@@ -47,8 +64,7 @@ pub fn command(v: &str, base: &Path, chroot: Option<&Path>) -> Result<PathBuf, E
         return Ok(PathBuf::from(v));
     }
     if v == "herd" {
-        return std::env::current_exe()
-            .map_err(|e| format!("expected this herd binary's path ({e})"));
+        return this_program().map_err(|e| format!("expected this herd binary's path ({e})"));
     }
     if v.is_empty() {
         return Err("expected a program".into());

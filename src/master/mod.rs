@@ -159,7 +159,7 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         budget,
         systemd: systemd::Systemd::from_env(),
         internal,
-        exe: std::env::current_exe().context("failed to find the herd binary")?,
+        exe: crate::config::this_program().context("failed to find the herd binary")?,
         args: std::env::args_os().collect(),
         control_fd: control.raw_fd(),
         upgrading: None,

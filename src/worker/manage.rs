@@ -25,7 +25,7 @@ pub fn manage<A: App>(config: &str) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let exe = match std::env::current_exe() {
+    let exe = match crate::config::this_program() {
         Ok(p) => p,
         Err(e) => {
             log(format_args!("cannot find my own program: {e}"));
