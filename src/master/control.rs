@@ -11,7 +11,7 @@ use super::reload::Reloaded;
 use super::{Master, Stop};
 use crate::control::protocol::Request;
 use crate::control::server::Control;
-use crate::pool::Pool;
+use crate::pool::{Pool, Settled};
 use crate::status;
 use crate::supervisor;
 
@@ -133,19 +133,13 @@ async fn wait_rollouts(done: Vec<Reloaded>, reply: Reply) {
                 "event": "progress", "pool": r.pool.name, "generation": generation,
                 "state": d.state, "ready": d.ready, "old": d.old, "target": d.target,
             }));
-            if d.generation > generation {
-                break; // superseded by a later reload
-            }
-            if d.serving >= generation && d.state == "stable" {
-                break;
-            }
-            if d.generation == generation && d.state == "refused" {
-                refused.push(format!(
-                    "pool {}: deploy refused: {}",
-                    r.pool.name,
-                    d.reason.unwrap_or_default()
-                ));
-                break;
+            match d.settled(generation) {
+                None => {}
+                Some(Settled::Serving | Settled::Superseded) => break,
+                Some(Settled::Refused(reason)) => {
+                    refused.push(format!("pool {}: deploy refused: {reason}", r.pool.name));
+                    break;
+                }
             }
             if rx.changed().await.is_err() || reply.is_closed() {
                 return;
@@ -197,13 +191,7 @@ impl Master {
                     continue;
                 };
                 let mut rx = r.pool.deploy.subscribe();
-                let _ = rx
-                    .wait_for(|d| {
-                        d.generation > generation
-                            || (d.serving >= generation && d.state == "stable")
-                            || (d.generation == generation && d.state == "refused")
-                    })
-                    .await;
+                let _ = rx.wait_for(|d| d.settled(generation).is_some()).await;
             }
             let _ = internal.send(super::Internal::ReloadSettled);
         });

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::pool::Pool;
+use crate::pool::{DeployState, Pool};
 
 pub struct Systemd {
     enabled: bool,
@@ -76,9 +76,9 @@ pub fn summary(pools: &[Arc<Pool>]) -> String {
         .map(|p| {
             let d = p.deploy.borrow().clone();
             let (load, _) = p.load();
-            let state = match d.state.as_str() {
-                "refused" => format!("deploy of generation {} refused", d.generation),
-                other => format!("generation {} {other}", d.generation),
+            let state = match d.state {
+                DeployState::Refused => format!("deploy of generation {} refused", d.generation),
+                other => format!("generation {} {}", d.generation, other.name()),
             };
             format!(
                 "{}: {state}, {} workers, {} busy, queue {}",

@@ -16,8 +16,7 @@ pub struct DeployStatus {
     pub generation: u32,
     /// The generation that last finished a rollout.
     pub serving: u32,
-    /// `stable`, `rolling out` or `refused`.
-    pub state: String,
+    pub state: DeployState,
     /// Why the newest generation was refused.
     pub reason: Option<String>,
     /// Rollout progress: new workers through the gate, old ones left, the
@@ -32,10 +31,62 @@ pub struct DeployStatus {
     pub started: bool,
 }
 
+/// Where the newest generation stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum DeployState {
+    /// Every worker is of the serving generation.
+    #[default]
+    #[serde(rename = "stable")]
+    Stable,
+    /// The newest generation is replacing the serving one.
+    #[serde(rename = "rolling out")]
+    RollingOut,
+    /// The newest generation was refused; the serving one goes on.
+    #[serde(rename = "refused")]
+    Refused,
+}
+
+impl DeployState {
+    /// The name status, metrics and `herd ctl` show.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeployState::Stable => "stable",
+            DeployState::RollingOut => "rolling out",
+            DeployState::Refused => "refused",
+        }
+    }
+}
+
+/// How the rollout of one generation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// It serves (or a later generation that finished does).
+    Serving,
+    /// It was refused, for this reason.
+    Refused(String),
+    /// A later reload replaced it before it settled.
+    Superseded,
+}
+
 impl DeployStatus {
     /// The generation this status refuses, if it does.
     fn refused(&self) -> Option<u32> {
-        (self.state == "refused").then_some(self.generation)
+        (self.state == DeployState::Refused).then_some(self.generation)
+    }
+
+    /// Whether the rollout of `generation` is over, and how: the one
+    /// question `reload --wait`, systemd's READY=1 after a reload and the
+    /// tests ask.
+    pub fn settled(&self, generation: u32) -> Option<Settled> {
+        if self.generation > generation {
+            Some(Settled::Superseded)
+        } else if self.serving >= generation && self.state == DeployState::Stable {
+            Some(Settled::Serving)
+        } else if self.generation == generation && self.state == DeployState::Refused {
+            Some(Settled::Refused(self.reason.clone().unwrap_or_default()))
+        } else {
+            None
+        }
     }
 }
 
@@ -97,11 +148,18 @@ impl DeployCell {
 mod tests {
     use super::*;
 
-    fn publish(cell: &DeployCell, generation: u32, state: &str) {
+    use DeployState::{Refused, RollingOut, Stable};
+
+    fn publish(cell: &DeployCell, generation: u32, state: DeployState) {
         cell.send_if_modified(|s| {
             let new = DeployStatus {
                 generation,
-                state: state.into(),
+                serving: if state == Stable {
+                    generation
+                } else {
+                    s.serving
+                },
+                state,
                 ..s.clone()
             };
             let changed = *s != new;
@@ -113,23 +171,54 @@ mod tests {
     #[test]
     fn each_refused_generation_counts_once() {
         let cell = DeployCell::default();
-        publish(&cell, 1, "stable");
-        publish(&cell, 2, "rolling out");
-        publish(&cell, 2, "refused");
+        publish(&cell, 1, Stable);
+        publish(&cell, 2, RollingOut);
+        publish(&cell, 2, Refused);
         // Published again (another field changed): still one refusal.
         cell.send_if_modified(|s| {
             s.backoff_failures = 1;
             true
         });
-        publish(&cell, 2, "refused");
+        publish(&cell, 2, Refused);
         assert_eq!(cell.refusals(), 1);
         // The next reload is refused straight away, with no rollout seen.
-        publish(&cell, 3, "refused");
+        publish(&cell, 3, Refused);
         assert_eq!(cell.refusals(), 2);
-        publish(&cell, 4, "rolling out");
-        publish(&cell, 4, "stable");
+        publish(&cell, 4, RollingOut);
+        publish(&cell, 4, Stable);
         assert_eq!(cell.refusals(), 2);
         assert_eq!(cell.borrow().generation, 4);
-        assert_eq!(cell.subscribe().borrow().state, "stable");
+        assert_eq!(cell.subscribe().borrow().state, Stable);
+    }
+
+    #[test]
+    fn a_rollout_settles_serving_refused_or_superseded() {
+        let status = |generation, serving, state, reason: Option<&str>| DeployStatus {
+            generation,
+            serving,
+            state,
+            reason: reason.map(String::from),
+            ..DeployStatus::default()
+        };
+        assert_eq!(status(2, 1, RollingOut, None).settled(2), None);
+        assert_eq!(
+            status(2, 2, Stable, None).settled(2),
+            Some(Settled::Serving)
+        );
+        assert_eq!(
+            status(2, 1, Refused, Some("crashed")).settled(2),
+            Some(Settled::Refused("crashed".into()))
+        );
+        assert_eq!(
+            status(3, 1, RollingOut, None).settled(2),
+            Some(Settled::Superseded)
+        );
+        // A later generation that finished serves for this one too.
+        assert_eq!(
+            status(3, 3, Stable, None).settled(2),
+            Some(Settled::Superseded)
+        );
+        // Refused before: the serving generation is older than this one.
+        assert_eq!(status(2, 1, Stable, None).settled(2), None);
     }
 }

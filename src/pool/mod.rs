@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::PoolConfig;
 use crate::logging::LogFile;
 use crate::throttle::Throttle;
-pub use deploy::{DeployCell, DeployStatus, GenerationStatus};
+pub use deploy::{DeployCell, DeployState, DeployStatus, GenerationStatus, Settled};
 use dispatch::IdleSlots;
 pub use dispatch::WorkerId;
 pub use histogram::{BUCKETS, Histogram, HistogramSnapshot};

@@ -392,7 +392,7 @@ fn deploys(out: &mut Out<'_>, pools: &[&PoolStatus]) {
         "Where the newest generation's deploy stands.",
     );
     for s in pools {
-        let now = s.metrics.deploy.state.replace(' ', "_");
+        let now = s.metrics.deploy.state.name().replace(' ', "_");
         for state in DEPLOY_STATES {
             let labels = format!("{},herd_deploy_state=\"{state}\"", pool_label(s));
             out.sample("herd_deploy_state", &labels, u8::from(now == state));
@@ -526,7 +526,7 @@ mod tests {
         let mut b = sample();
         b.pool = "api \"v2\"".into();
         b.metrics.workers = Vec::new();
-        b.metrics.deploy.state = "rolling out".into();
+        b.metrics.deploy.state = crate::pool::DeployState::RollingOut;
         b.state = "a worker exited early; next attempt in 1.6s".into();
         let text = render(&[&a, &b]);
         let samples = check(&text);

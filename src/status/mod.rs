@@ -342,7 +342,7 @@ mod tests {
             deploy: crate::pool::DeployStatus {
                 generation: 1,
                 serving: 1,
-                state: "stable".into(),
+                state: crate::pool::DeployState::Stable,
                 ready: 2,
                 target: 2,
                 generations: vec![crate::pool::GenerationStatus {

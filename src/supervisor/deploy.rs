@@ -12,7 +12,7 @@ use super::Supervisor;
 use super::generation::{self, GenState, Generation};
 use super::rollout::{self, Counts, Kind, Refusal, Rollout};
 use crate::config::PoolConfig;
-use crate::pool::{DeployStatus, GenerationStatus, WorkerId};
+use crate::pool::{DeployState, DeployStatus, GenerationStatus, WorkerId};
 
 impl Supervisor {
     pub(super) fn counts(&self, generation: u32) -> Counts {
@@ -228,17 +228,17 @@ impl Supervisor {
             (Some(r), _) => {
                 let c = self.counts(r.generation);
                 (
-                    "rolling out",
+                    DeployState::RollingOut,
                     None,
                     c.new_ready,
                     c.old,
                     self.rollout_target(),
                 )
             }
-            (None, Some(reason)) => ("refused", Some(reason.clone()), 0, 0, 0),
+            (None, Some(reason)) => (DeployState::Refused, Some(reason.clone()), 0, 0, 0),
             (None, None) => {
                 let live = self.live_of(None);
-                ("stable", None, live, 0, live)
+                (DeployState::Stable, None, live, 0, live)
             }
         };
         let generations = self
@@ -255,7 +255,7 @@ impl Supervisor {
         let status = DeployStatus {
             generation: newest,
             serving: self.serving,
-            state: state.into(),
+            state,
             reason,
             ready,
             old,
