@@ -135,7 +135,14 @@ command = /bin/sh
         ("cgi.fix_pathinfo", "1"),
     ]
     .map(|(k, v)| (k.to_string(), v.to_string()));
-    assert_eq!(www.php_defines, defines);
+    assert_eq!(pairs(&www.php_defines), defines);
+    let admin: Vec<&str> = www
+        .php_defines
+        .iter()
+        .filter(|d| d.admin)
+        .map(|d| d.name.as_str())
+        .collect();
+    assert_eq!(admin, ["error_log", "log_errors", "cgi.fix_pathinfo"]);
     assert_eq!(www.worker_max_memory, Some(256 << 20));
     assert_eq!(www.worker_stop_signal, libc::SIGQUIT);
     assert_eq!(www.worker_fatal_exit_codes, [78, 3]);
@@ -472,6 +479,14 @@ fn every_error_is_collected() {
     assert_eq!(errors(text).len(), 7);
 }
 
+/// `php_*` settings as (name, value).
+fn pairs(defines: &[crate::config::PhpDefine]) -> Vec<(String, String)> {
+    defines
+        .iter()
+        .map(|d| (d.name.clone(), d.value.clone()))
+        .collect()
+}
+
 /// A pool section running `command`, with `extra` lines.
 fn pool_with(command: &str, extra: &str) -> String {
     format!(
@@ -501,7 +516,7 @@ fn php_pools_limit_script_extensions_by_default() {
     assert_eq!(guard.lookup, ScriptLookup::FixPathinfo);
     // php-cgi is told the setting herd's lookup follows.
     assert_eq!(
-        www.php_defines,
+        pairs(&www.php_defines),
         [("cgi.fix_pathinfo".to_string(), "1".to_string())]
     );
 }
@@ -533,7 +548,7 @@ fn fix_pathinfo_set_by_the_pool_decides_the_lookup() {
     let pinned: Vec<_> = www
         .php_defines
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|d| format!("{}={}", d.name, d.value))
         .collect();
     assert_eq!(pinned, ["cgi.fix_pathinfo=0", "cgi.discard_path=0"]);
 

@@ -197,6 +197,35 @@ pub enum ScriptLookup {
     AsSent,
 }
 
+/// One `php_value`, `php_flag`, `php_admin_value` or `php_admin_flag`
+/// (flags as `1` or `0`), or a setting herd pins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhpDefine {
+    pub name: String,
+    pub value: String,
+    /// `php_admin_*`: locked against `ini_set()` where the engine can lock
+    /// it (php-fpm); php-cgi gets it as `-d` like any other.
+    pub admin: bool,
+}
+
+/// The PHP program a pool runs, told apart by its file name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhpEngine {
+    /// `php-cgi`: a group is one php-cgi with `PHP_FCGI_CHILDREN`.
+    Cgi,
+    /// `php-fpm`: a group is one php-fpm master with a config herd writes.
+    Fpm,
+}
+
+/// PHP processes that share one OPcache, run as one worker with one slot
+/// per process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub engine: PhpEngine,
+    /// PHP processes per group (`php.group_size`).
+    pub size: u32,
+}
+
 /// One `warmup.request[]` entry: `[METHOD] URI`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WarmupRequest {
@@ -239,11 +268,18 @@ pub struct PoolConfig {
     pub process_priority: Option<i32>,
     /// `php_value[k]`, `php_flag[k]`, `php_admin_value[k]`, `php_admin_flag[k]`,
     /// in file order, then the settings herd pins for `script_guard`;
-    /// passed to the worker as `-d k=v` arguments after `args`.
-    pub php_defines: Vec<(String, String)>,
-    /// The workers are PHP: `command` is a php-cgi (its file name starts
-    /// with `php` and has `cgi` in it), or the pool sets `php_*` values.
+    /// passed to php-cgi as `-d k=v` arguments after `args`, and written
+    /// into php-fpm's pool config.
+    pub php_defines: Vec<PhpDefine>,
+    /// The workers are PHP: `command` is a php-cgi or a php-fpm, or the
+    /// pool sets `php_*` values.
     pub php: bool,
+    /// PHP processes run in groups sharing an OPcache (a php-fpm engine, or
+    /// php-cgi with `php.group_size` above 1); `None`: one process per worker.
+    pub php_group: Option<Group>,
+    /// `security.limit_extensions` as written, for an engine that checks
+    /// it itself (php-fpm); `None`: unset.
+    pub limit_extensions: Option<Vec<String>>,
     /// `security.limit_extensions`; `None` when off.
     pub script_guard: Option<ScriptGuard>,
     /// Worker stdout/stderr are logged by the master line by line; otherwise
@@ -298,6 +334,36 @@ pub struct PoolConfig {
     pub rollout_surge: u32,
     pub rollout_max_failures: u32,
     pub rollout_timeout: Duration,
+}
+
+impl PoolConfig {
+    /// Worker processes herd keeps at most: `pm.max_children`, or for a
+    /// pool of PHP groups, the groups that hold that many PHP processes.
+    pub fn workers(&self) -> u32 {
+        match &self.php_group {
+            Some(g) => self.max_children.div_ceil(g.size),
+            None => self.max_children,
+        }
+    }
+
+    /// `pm.max_requests` as herd counts it: per worker, unless an engine
+    /// recycles its own processes (a group's OPcache outlives them).
+    pub fn herd_max_requests(&self) -> u64 {
+        if self.php_group.is_some() {
+            0
+        } else {
+            self.max_requests
+        }
+    }
+
+    /// `request_terminate_timeout` as herd enforces it: php-fpm stops its
+    /// own stuck process, where herd would stop the whole group.
+    pub fn herd_terminate_timeout(&self) -> Duration {
+        match &self.php_group {
+            Some(g) if g.engine == PhpEngine::Fpm => Duration::ZERO,
+            _ => self.request_terminate_timeout,
+        }
+    }
 }
 
 impl Config {

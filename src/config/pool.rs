@@ -8,7 +8,10 @@ use std::time::Duration;
 use super::build::{Context, Fields, invalid, path_in};
 use super::ini::Section;
 use super::value::{self, Surge};
-use super::{Location, PmMode, PoolConfig, ScriptGuard, ScriptLookup, SpawnMode, resolve};
+use super::{
+    Group, Location, PhpDefine, PhpEngine, PmMode, PoolConfig, ScriptGuard, ScriptLookup,
+    SpawnMode, resolve,
+};
 
 /// herd's default access line is php-fpm's.
 const ACCESS_FORMAT: &str = r#"%R - %u %t "%m %r" %s"#;
@@ -86,8 +89,33 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
     }
     let args = f.get(cx, "args", value::words).unwrap_or_default();
     let mut php_defines = php_defines(f, cx);
-    let php = !php_defines.is_empty() || command.as_deref().is_some_and(is_php_cgi);
-    let script_guard = script_guard(f, cx, php, &mut php_defines, chroot.as_deref());
+    let engine = command.as_deref().and_then(php_engine);
+    let php = !php_defines.is_empty() || engine.is_some();
+    let group = group(f, cx, engine, max_children);
+    let limit_extensions = f.get(cx, "security.limit_extensions", extension_list);
+    let script_guard = match &group {
+        // php-fpm checks the script it resolved itself.
+        Some(g) if g.engine == PhpEngine::Fpm => None,
+        _ => script_guard(f, cx, php, &mut php_defines, chroot.as_deref()),
+    };
+    let workers = group
+        .as_ref()
+        .map_or(max_children, |g| max_children.div_ceil(g.size));
+    let slots_set = f.get(cx, "worker.slots", value::slots);
+    let worker_slots = group.as_ref().map(|g| g.size).or(slots_set);
+    let pm_mode = match (&group, pm.as_ref().map(|pm| pm.mode)) {
+        (Some(g), Some(mode)) if mode != PmMode::Static => {
+            let at = f.location("pm").expect("required");
+            cx.warnings.push(format!(
+                "{at}: {}: pm = {} runs as static: the PHP processes run in groups of {} (php.group_size) that the engine keeps whole",
+                f.what,
+                mode.as_str(),
+                g.size
+            ));
+            Some(PmMode::Static)
+        }
+        (_, mode) => mode,
+    };
 
     // Every directive is read before a missing required one returns `None`,
     // so its errors are reported too: the `?`s come last.
@@ -118,6 +146,8 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         process_priority: f.get(cx, "process.priority", value::priority),
         php_defines,
         php,
+        php_group: group,
+        limit_extensions,
         script_guard,
         catch_workers_output: f.or(cx, "catch_workers_output", true, value::boolean),
         spawn: f.or(cx, "spawn", default_spawn, value::spawn_mode),
@@ -149,7 +179,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
             .get(cx, "worker.max_memory", value::size)
             .filter(|n| *n > 0),
         worker_fatal_exit_codes: f.or(cx, "worker.fatal_exit_codes", Vec::new(), value::exit_codes),
-        worker_slots: f.get(cx, "worker.slots", value::slots),
+        worker_slots,
         warmup_requests: f
             .array(&["warmup.request[]"])
             .filter_map(|(entry, v)| value::warmup(v).map_err(|e| invalid(cx, entry, v, &e)).ok())
@@ -157,7 +187,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         warmup_timeout: f.or(cx, "warmup.timeout", secs(30), dur),
         rollout_surge: f
             .or(cx, "rollout.surge", Surge::Percent(25), value::surge)
-            .resolve(max_children),
+            .resolve(workers),
         rollout_max_failures: f.or(cx, "rollout.max_failures", 3, value::whole),
         rollout_timeout: f.or(cx, "rollout.timeout", secs(300), dur),
 
@@ -165,7 +195,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         defined_at: at.clone(),
         listen: listen?,
         command: command?,
-        pm: pm.as_ref()?.mode,
+        pm: pm_mode?,
         max_children,
         start_servers: pm.as_ref()?.start_servers,
         min_spare_servers: pm.as_ref()?.min_spare_servers,
@@ -238,7 +268,7 @@ fn env(f: &Fields, cx: &mut Context) -> Vec<(String, String)> {
 }
 
 /// The four `php_*` arrays in file order; flags become `1` or `0`.
-fn php_defines(f: &Fields, cx: &mut Context) -> Vec<(String, String)> {
+fn php_defines(f: &Fields, cx: &mut Context) -> Vec<PhpDefine> {
     let names = [
         "php_value[NAME]",
         "php_flag[NAME]",
@@ -248,25 +278,93 @@ fn php_defines(f: &Fields, cx: &mut Context) -> Vec<(String, String)> {
     let mut defines = Vec::new();
     for (entry, v) in f.array(&names) {
         let name = entry.index.clone().expect("array entries have an index");
-        if !entry.key.ends_with("_flag") {
-            defines.push((name, v.to_string()));
-            continue;
-        }
-        match value::boolean(v) {
-            Ok(on) => defines.push((name, if on { "1" } else { "0" }.to_string())),
-            Err(expected) => invalid(cx, entry, v, &expected),
-        }
+        let admin = entry.key.starts_with("php_admin_");
+        let value = if entry.key.ends_with("_flag") {
+            match value::boolean(v) {
+                Ok(on) => if on { "1" } else { "0" }.to_string(),
+                Err(expected) => {
+                    invalid(cx, entry, v, &expected);
+                    continue;
+                }
+            }
+        } else {
+            v.to_string()
+        };
+        defines.push(PhpDefine { name, value, admin });
     }
     defines
 }
 
-/// php-cgi by its file name: `php-cgi`, `php-cgi8.2`, `php8.2-cgi`,
-/// `php82-cgi`.
-fn is_php_cgi(command: &std::path::Path) -> bool {
-    command
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("php") && n.contains("cgi"))
+/// The PHP engine `command` names, by its file name: `php-cgi`,
+/// `php-cgi8.2`, `php8.2-cgi`, `php82-cgi`; `php-fpm`, `php-fpm8.2`.
+fn php_engine(command: &std::path::Path) -> Option<PhpEngine> {
+    let name = command.file_name()?.to_str()?;
+    if !name.starts_with("php") {
+        None
+    } else if name.contains("fpm") {
+        Some(PhpEngine::Fpm)
+    } else if name.contains("cgi") {
+        Some(PhpEngine::Cgi)
+    } else {
+        None
+    }
+}
+
+/// `security.limit_extensions` split as php-fpm splits it: on spaces and
+/// tabs, no quoting.
+fn extension_list(v: &str) -> Result<Vec<String>, String> {
+    Ok(v.split_whitespace().map(String::from).collect())
+}
+
+/// `php.group_size`: PHP processes sharing one OPcache. A php-fpm engine
+/// runs them all in one group by default, as php-fpm itself does; php-cgi
+/// runs one process per worker unless asked (its groups share an OPcache
+/// too, through `PHP_FCGI_CHILDREN`).
+fn group(
+    f: &Fields,
+    cx: &mut Context,
+    engine: Option<PhpEngine>,
+    max_children: u32,
+) -> Option<Group> {
+    let set = f.get(cx, "php.group_size", value::whole);
+    let Some(engine) = engine else {
+        if let Some(at) = f.location("php.group_size") {
+            let msg = format!(
+                "{}: php.group_size needs a php-cgi or php-fpm command",
+                f.what
+            );
+            cx.error(at, msg);
+        }
+        return None;
+    };
+    let size = match (set, engine) {
+        (Some(0), _) => {
+            let at = f.location("php.group_size").expect("set");
+            cx.error(
+                at,
+                format!("{}: php.group_size must be a positive value", f.what),
+            );
+            return None;
+        }
+        (Some(n), _) => n.min(max_children.max(1)),
+        (None, PhpEngine::Fpm) => max_children.max(1),
+        (None, PhpEngine::Cgi) => 1,
+    };
+    if engine == PhpEngine::Cgi && size == 1 {
+        return None;
+    }
+    if engine == PhpEngine::Cgi
+        && let Some((entry, _)) = f
+            .array(&["env[NAME]"])
+            .find(|(e, _)| e.index.as_deref() == Some("PHP_FCGI_CHILDREN"))
+    {
+        let msg = format!(
+            "{}: env[PHP_FCGI_CHILDREN] and php.group_size both size php-cgi's groups; keep php.group_size",
+            f.what
+        );
+        cx.error(&entry.location, msg);
+    }
+    Some(Group { engine, size })
 }
 
 /// `security.limit_extensions`, with php-fpm's default (`.php .phar`) for
@@ -282,13 +380,11 @@ fn script_guard(
     f: &Fields,
     cx: &mut Context,
     php: bool,
-    defines: &mut Vec<(String, String)>,
+    defines: &mut Vec<PhpDefine>,
     chroot: Option<&std::path::Path>,
 ) -> Option<ScriptGuard> {
     const NAME: &str = "security.limit_extensions";
-    // php-fpm splits on spaces and tabs; no quoting.
-    let words = |v: &str| Ok(v.split_whitespace().map(String::from).collect::<Vec<_>>());
-    let extensions = match f.get(cx, NAME, words) {
+    let extensions = match f.get(cx, NAME, extension_list) {
         Some(words) => words,
         None if php => vec![".php".to_string(), ".phar".to_string()],
         None => Vec::new(),
@@ -304,10 +400,14 @@ fn script_guard(
     }
     let lookup = if php {
         let mut setting = |name: &str, default: &str| {
-            let set = defines.iter().rev().find(|(n, _)| n == name);
-            let value = set.map_or(default, |(_, v)| v.as_str()).to_string();
+            let set = defines.iter().rev().find(|d| d.name == name);
+            let value = set.map_or(default, |d| d.value.as_str()).to_string();
             if set.is_none() {
-                defines.push((name.to_string(), value.clone()));
+                defines.push(PhpDefine {
+                    name: name.to_string(),
+                    value: value.clone(),
+                    admin: true,
+                });
             }
             php_bool(&value)
         };

@@ -405,7 +405,11 @@ impl Pool {
 
     fn give_back(&self, lease: &Lease, conn: Option<WorkerConn>, outcome: Outcome, ended: bool) {
         let (id, slot) = (lease.id, lease.slot);
-        let max_requests = self.config().max_requests;
+        let cfg = self.config();
+        let max_requests = cfg.herd_max_requests();
+        // In a group the engine replaces a process that broke; the others
+        // serve on, and the slot connects afresh at its next request.
+        let engine_heals = cfg.php_group.is_some();
         let mut d = self.lock();
         if ended {
             *d.served.entry(lease.generation).or_insert(0) += 1;
@@ -424,6 +428,14 @@ impl Pool {
         let retire = match (outcome, conn) {
             // Stuck: it goes now, whatever else it serves.
             (Outcome::Terminated, _) => Some("request_terminate_timeout"),
+            (Outcome::Broken, _) | (_, None) if engine_heals && !entry.retiring => {
+                let conn = WorkerConn::new(entry.socket.clone(), None);
+                if was_busy {
+                    d.busy -= 1;
+                }
+                self.hand_over(&mut d, id, slot, conn);
+                return;
+            }
             (Outcome::Broken, _) | (_, None) => {
                 entry.retiring = true;
                 Some("its connection broke mid-request")
@@ -491,6 +503,9 @@ impl Pool {
         };
         entry.ready = true;
         entry.slots = conns.len() as u32;
+        if let Some(c) = conns.first() {
+            entry.socket = c.socket.clone();
+        }
         entry.idle_since = Instant::now();
         for (slot, conn) in conns.into_iter().enumerate() {
             self.hand_over(&mut d, id, slot as u32, conn);

@@ -2,6 +2,8 @@
 //! pages and `herd ctl status` read. The router keeps it exact because every
 //! request passes through it.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::WorkerId;
@@ -59,6 +61,8 @@ pub struct WorkerEntry {
     pub ready: bool,
     /// Requests it serves at once (its connections); known once ready.
     pub slots: u32,
+    /// Where its slots connect.
+    pub socket: Arc<Path>,
     /// What its busy slots serve, by slot, oldest request first.
     pub busy: Vec<(u32, BusyInfo)>,
     pub requests: u64,
@@ -77,6 +81,7 @@ impl WorkerEntry {
             idle_since: Instant::now(),
             ready: false,
             slots: 1,
+            socket: Arc::from(Path::new("")),
             busy: Vec::new(),
             requests: 0,
             retiring: false,

@@ -407,7 +407,7 @@ where
                 &sent_any,
             );
             tokio::pin!(pump, relay);
-            let terminate = deadline(leased_at, cfg.request_terminate_timeout);
+            let terminate = deadline(leased_at, cfg.herd_terminate_timeout());
             let mut slow = deadline(leased_at, cfg.request_slowlog_timeout);
             let mut pumping = true;
             loop {

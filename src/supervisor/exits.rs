@@ -8,8 +8,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use super::process;
 use super::{Report, Supervisor};
+use super::{output, process};
 use crate::pool::{Counters, WorkerId};
 
 /// What is known about a worker when its exit is reaped.
@@ -130,6 +130,11 @@ impl Supervisor {
                 tracing::info!(pool = %self.name(), worker = id, pid, "worker stopped: {how} after {lived:.1?}, {served} requests");
             }
             Exit::NeverReady { what, fatal } => {
+                let said = p.last_words.as_ref().and_then(output::LastWords::said);
+                let what = match said {
+                    Some(said) => format!("{what} (it said: {said})"),
+                    None => what,
+                };
                 self.start_failed(id, pid, p.generation, what, fatal)
             }
             ref exit if rolling && exit.fails_rollout() => {

@@ -9,6 +9,7 @@ pub mod backoff;
 mod budget;
 mod capacity;
 mod deploy;
+pub mod engine;
 mod exits;
 mod gate;
 pub mod generation;
@@ -296,7 +297,7 @@ impl Supervisor {
                 tracing::info!(pool = %self.name(), "scaled to {max} workers at most");
             }
             Command::ScaleTo { workers } => {
-                self.scaler.adjust = workers as i64 - self.serving_gen().cfg.max_children as i64;
+                self.scaler.adjust = workers as i64 - self.serving_gen().cfg.workers() as i64;
                 tracing::info!(pool = %self.name(), "scaled to {workers} workers");
             }
             Command::StopGraceful => self.stop_all(true),

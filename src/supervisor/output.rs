@@ -1,7 +1,11 @@
 //! `catch_workers_output`: a worker's stdout and stderr go to one pipe that
-//! the master reads and logs line by line, naming pool and pid.
+//! the master reads and logs line by line, naming pool and pid. Its last
+//! lines are kept, so a worker that never became ready (a PHP engine that
+//! failed to start) is refused with its own words.
 
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -13,8 +17,33 @@ pub fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
 
+/// Lines of a worker's last words that are kept.
+const LAST_WORDS: usize = 3;
+
+/// The last lines a worker wrote.
+#[derive(Clone, Debug, Default)]
+pub struct LastWords(Arc<Mutex<VecDeque<String>>>);
+
+impl LastWords {
+    fn push(&self, line: &str) {
+        let mut lines = self.0.lock().expect("last words lock");
+        if lines.len() == LAST_WORDS {
+            lines.pop_front();
+        }
+        lines.push_back(line.to_string());
+    }
+
+    /// What it last said, oldest line first, or `None` if nothing.
+    pub fn said(&self) -> Option<String> {
+        let lines = self.0.lock().expect("last words lock");
+        (!lines.is_empty()).then(|| Vec::from(lines.clone()).join(" / "))
+    }
+}
+
 /// Logs what the worker writes until it closes the pipe (exits).
-pub fn forward(read: OwnedFd, pool: String, pid: u32) {
+pub fn forward(read: OwnedFd, pool: String, pid: u32) -> LastWords {
+    let words = LastWords::default();
+    let kept = words.clone();
     tokio::spawn(async move {
         let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(read) else {
             return;
@@ -35,9 +64,17 @@ pub fn forward(read: OwnedFd, pool: String, pid: u32) {
                         .char_indices()
                         .nth(LINE_LIMIT)
                         .map_or(text.len(), |(i, _)| i);
-                    tracing::warn!(pool = %pool, pid, "worker said: {}", &text[..cut]);
+                    let text = &text[..cut];
+                    kept.push(text);
+                    // php-fpm's notices (started, ready) are not warnings.
+                    if text.contains("] NOTICE: ") {
+                        tracing::info!(pool = %pool, pid, "worker said: {text}");
+                    } else {
+                        tracing::warn!(pool = %pool, pid, "worker said: {text}");
+                    }
                 }
             }
         }
     });
+    words
 }

@@ -47,7 +47,7 @@ impl Default for Scaler {
 impl Scaler {
     /// The most workers the pool may have.
     pub fn max_children(&self, cfg: &PoolConfig) -> usize {
-        (cfg.max_children as i64 + self.adjust).max(1) as usize
+        (cfg.workers() as i64 + self.adjust).max(1) as usize
     }
 
     /// The size a rollout replaces, and a static pool keeps.

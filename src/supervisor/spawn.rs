@@ -14,7 +14,8 @@ use anyhow::{Context, bail};
 use nix::unistd::{Gid, Group, Uid, User};
 use tokio::process::{Child, Command};
 
-use crate::config::PoolConfig;
+use super::engine;
+use crate::config::{PhpEngine, PoolConfig};
 
 /// Who a pool's workers run as, resolved once in the master: nothing that
 /// reads `/etc/passwd` may run between fork and exec.
@@ -27,6 +28,15 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The worker keeps root: herd runs as root and the pool names no
+    /// user (`--allow-root`).
+    pub fn runs_as_root(&self) -> bool {
+        match &self.ids {
+            Some((uid, ..)) => uid.is_root(),
+            None => Uid::effective().is_root(),
+        }
+    }
+
     pub fn resolve(pool: &PoolConfig) -> anyhow::Result<Identity> {
         let me = User::from_uid(Uid::current()).ok().flatten();
         let switch = Uid::effective().is_root() && pool.user.is_some();
@@ -105,10 +115,36 @@ const PRIVATE_ENV: &[&str] = &[
 
 pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     let pool = spec.pool;
+    let engine = pool.php_group.as_ref().map(|g| (g.engine, g.size));
     let mut cmd = Command::new(spec.program);
     cmd.args(&pool.args);
-    for (name, value) in &pool.php_defines {
-        cmd.arg("-d").arg(format!("{name}={value}"));
+    // Descriptors the child gets at fixed numbers (beyond 0, 1 and 2).
+    let mut passed: Vec<(OwnedFd, i32)> = Vec::new();
+    let mut listener = spec.listener;
+    let mut fpm_sockets = None;
+    match engine {
+        Some((PhpEngine::Fpm, size)) => {
+            let socket = listener
+                .take()
+                .context("a php-fpm group needs its socket")?;
+            let path = socket
+                .local_addr()?
+                .as_pathname()
+                .context("the worker socket has no path")?
+                .to_path_buf();
+            let text = engine::fpm_config(pool, &path, size);
+            let config = engine::memfd("herd-php-fpm.conf", &text)
+                .context("failed to write php-fpm's config")?;
+            cmd.args(engine::fpm_args(spec.identity.runs_as_root()));
+            fpm_sockets = Some(format!("{}={}", path.display(), engine::FPM_SOCKET_FD));
+            passed.push((OwnedFd::from(socket), engine::FPM_SOCKET_FD));
+            passed.push((config, engine::FPM_CONFIG_FD));
+        }
+        _ => {
+            for d in &pool.php_defines {
+                cmd.arg("-d").arg(format!("{}={}", d.name, d.value));
+            }
+        }
     }
     if pool.clear_env {
         cmd.env_clear();
@@ -119,15 +155,22 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
         cmd.env_remove(name);
     }
     cmd.envs(pool.env.iter().map(|(k, v)| (k, v)));
+    if let Some((PhpEngine::Cgi, size)) = engine {
+        cmd.envs(engine::cgi_env(pool, size));
+    }
+    if let Some(sockets) = fpm_sockets {
+        cmd.env("FPM_SOCKETS", sockets);
+    }
     cmd.env("HERD_POOL", &pool.name)
         .env("HERD_GENERATION", spec.generation.to_string())
         .env(super::orphans::ENV, master_marker());
-    if spec.control.is_some() {
+    if let Some(control) = spec.control {
         cmd.env(crate::worker::preloader::ENV, PRELOADER_FD.to_string());
+        passed.push((control, PRELOADER_FD));
     } else {
         cmd.env("HERD_WORKER", spec.worker.to_string());
     }
-    match spec.listener {
+    match listener {
         Some(l) => cmd.stdin(Stdio::from(OwnedFd::from(l))),
         None => cmd.stdin(Stdio::null()),
     };
@@ -145,7 +188,10 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     cmd.kill_on_drop(false);
 
     let mut child_setup = ChildSetup::new(pool, spec.dir, spec.identity)?;
-    child_setup.control = spec.control.as_ref().map(|fd| fd.as_raw_fd());
+    child_setup.passed = passed
+        .iter()
+        .map(|(fd, at)| (fd.as_raw_fd(), *at))
+        .collect();
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls on data prepared in the parent.
     unsafe {
@@ -154,8 +200,8 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     let child = cmd
         .spawn()
         .with_context(|| format!("failed to start {}", spec.program.display()));
-    // The child has its copy of the control socket now.
-    drop(spec.control);
+    // The child has its copies now.
+    drop(passed);
     child
 }
 
@@ -175,8 +221,8 @@ struct ChildSetup {
     chroot: Option<CString>,
     chdir: Option<CString>,
     ids: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
-    /// A preloader's control socket, to be put on fd 3.
-    control: Option<libc::c_int>,
+    /// Descriptors to put at fixed numbers: `(ours, theirs)`.
+    passed: Vec<(libc::c_int, libc::c_int)>,
     /// The pool's `process.priority`, or the nice herd started with.
     nice: Option<i32>,
 }
@@ -211,7 +257,7 @@ impl ChildSetup {
                     groups.iter().map(|g| g.as_raw()).collect(),
                 )
             }),
-            control: None,
+            passed: Vec::new(),
             nice: pool.process_priority.or(START_NICE.get().copied()),
         })
     }
@@ -233,15 +279,15 @@ impl ChildSetup {
             // Own session: a Ctrl-C at the master's terminal reaches the
             // master only, which then stops workers in order.
             libc::setsid();
-            if let Some(fd) = self.control {
-                if fd == PRELOADER_FD {
-                    check(libc::fcntl(fd, libc::F_SETFD, 0))?;
-                } else {
-                    // dup2 leaves the copy without FD_CLOEXEC.
-                    if libc::dup2(fd, PRELOADER_FD) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+            // Each descriptor first moves above every target, so placing one
+            // never closes another that happens to sit on its number; dup2
+            // leaves the copy without FD_CLOEXEC.
+            for (fd, at) in &self.passed {
+                let high = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
+                if high < 0 || libc::dup2(high, *at) < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
+                libc::close(high);
             }
             if let Some(nice) = self.nice {
                 check(libc::setpriority(libc::PRIO_PROCESS, 0, nice))?;

@@ -32,6 +32,8 @@ pub(super) struct Proc {
     /// Why it failed its readiness gate; the failure is counted when its
     /// exit (and so its exit status) is known.
     pub(super) gate_error: Option<String>,
+    /// The last lines it wrote, when its output is caught.
+    pub(super) last_words: Option<output::LastWords>,
 }
 
 /// What a supervisor's own tasks report.
@@ -118,10 +120,11 @@ impl Supervisor {
         let handle = process::watch(child, move |status| {
             let _ = events.send(Event::Exited { id, status });
         });
-        if let Some(r) = out_read {
-            output::forward(r, self.pool.name.clone(), handle.pid);
-        }
+        let words = out_read.map(|r| output::forward(r, self.pool.name.clone(), handle.pid));
         self.register_worker(id, generation, handle, socket, hard);
+        if let Some(p) = self.procs.get_mut(&id) {
+            p.last_words = words;
+        }
         Ok(())
     }
 
@@ -155,6 +158,7 @@ impl Supervisor {
                 signalled: false,
                 finish_by: None,
                 gate_error: None,
+                last_words: None,
             },
         );
         let events = self.events_tx.clone();

@@ -1,0 +1,233 @@
+//! PHP engines: how a group of PHP processes that share one OPcache is
+//! started as one worker.
+//!
+//! - **php-fpm**: one php-fpm master per group, run in the foreground as
+//!   the pool's user with a config herd writes (`pm = static`, the group's
+//!   size, the pool's PHP settings, `security.limit_extensions`,
+//!   `request_terminate_timeout`, the slowlog), listening on the socket herd
+//!   bound and passes it (php-fpm's `FPM_SOCKETS`, the way php-fpm hands
+//!   sockets to itself on reload). Its children are forked from a master
+//!   that loaded PHP, as under php-fpm itself: one OPcache, php-fpm's SAPI
+//!   (`fastcgi_finish_request()`), its `php.ini` under `fpm/`, its
+//!   backtraces in the slowlog.
+//! - **php-cgi**: one php-cgi with `PHP_FCGI_CHILDREN` set to the group's
+//!   size; its children share the parent's OPcache.
+//!
+//! Either way the group is one worker with one slot per PHP process, and
+//! the engine replaces its own processes (`pm.max_requests`); herd rolls
+//! groups out and retires them like any worker.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+
+use crate::config::PoolConfig;
+
+/// Where php-fpm finds the socket herd passes it, and its config.
+pub const FPM_SOCKET_FD: i32 = 3;
+pub const FPM_CONFIG_FD: i32 = 4;
+
+/// php-fpm's command line after the pool's own `args`: in the foreground,
+/// logging to stderr (which herd reads), its config on [`FPM_CONFIG_FD`].
+pub fn fpm_args(as_root: bool) -> Vec<String> {
+    let mut args = vec![
+        "--nodaemonize".to_string(),
+        "--force-stderr".to_string(),
+        "--fpm-config".to_string(),
+        format!("/proc/self/fd/{FPM_CONFIG_FD}"),
+    ];
+    if as_root {
+        args.push("--allow-to-run-as-root".into());
+    }
+    args
+}
+
+/// The config of one php-fpm group listening on `socket`.
+pub fn fpm_config(cfg: &PoolConfig, socket: &Path, size: u32) -> String {
+    // Logs go to stderr (--force-stderr), which herd reads line by line;
+    // the file php-fpm insists on is nothing.
+    let mut out = format!(
+        "[global]\nerror_log = /dev/null\ndaemonize = no\nlog_limit = 8192\n[{}]\n",
+        cfg.name
+    );
+    let mut line = |k: &str, v: &str| out.push_str(&format!("{k} = {}\n", quote(v)));
+    line("listen", &socket.display().to_string());
+    line("pm", "static");
+    line("pm.max_children", &size.to_string());
+    line("pm.max_requests", &cfg.max_requests.to_string());
+    line(
+        "request_terminate_timeout",
+        &format!("{}ms", cfg.request_terminate_timeout.as_millis()),
+    );
+    if let Some(slowlog) = &cfg.slowlog {
+        line("slowlog", &slowlog.display().to_string());
+        line(
+            "request_slowlog_timeout",
+            &format!("{}ms", cfg.request_slowlog_timeout.as_millis()),
+        );
+    }
+    let extensions = cfg.limit_extensions.as_ref().map(|e| e.join(" "));
+    line(
+        "security.limit_extensions",
+        extensions.as_deref().unwrap_or(".php .phar"),
+    );
+    line(
+        "catch_workers_output",
+        if cfg.catch_workers_output {
+            "yes"
+        } else {
+            "no"
+        },
+    );
+    line("decorate_workers_output", "no");
+    // herd already gave the master the pool's environment; its children
+    // keep it.
+    line("clear_env", "no");
+    if let Some(dir) = &cfg.chdir {
+        line("chdir", &dir.display().to_string());
+    }
+    for d in &cfg.php_defines {
+        let kind = if d.admin {
+            "php_admin_value"
+        } else {
+            "php_value"
+        };
+        line(&format!("{kind}[{}]", d.name), &d.value);
+    }
+    out
+}
+
+/// A value as php-fpm's ini reader takes it whole: quoted, with quotes and
+/// backslashes escaped, when it has anything the reader would interpret.
+fn quote(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:@+%,".contains(c) || c == ' ');
+    if plain && !v.starts_with(' ') && !v.ends_with(' ') {
+        return v.to_string();
+    }
+    let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"")
+}
+
+/// `text` in an anonymous in-memory file, for the child to read by fd: no
+/// file on disk for the pool's user to read or for herd to clean up.
+pub fn memfd(name: &str, text: &str) -> std::io::Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name).expect("no NUL in a memfd name");
+    // SAFETY: memfd_create takes a NUL-terminated name and flags, and
+    // returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    std::fs::File::from(fd.try_clone()?).write_all(text.as_bytes())?;
+    Ok(fd)
+}
+
+/// The environment php-cgi needs to run a group of `size`: its children,
+/// and how many requests each serves before php-cgi replaces it
+/// (`pm.max_requests`; herd's own count would recycle the whole group),
+/// unless the pool sets that itself.
+pub fn cgi_env(cfg: &PoolConfig, size: u32) -> Vec<(String, String)> {
+    let mut env = vec![("PHP_FCGI_CHILDREN".to_string(), size.to_string())];
+    if !cfg.env.iter().any(|(k, _)| k == "PHP_FCGI_MAX_REQUESTS") {
+        env.push((
+            "PHP_FCGI_MAX_REQUESTS".to_string(),
+            cfg.max_requests.to_string(),
+        ));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool whose command is named like php-fpm (a stand-in: the text
+    /// herd writes does not depend on the binary).
+    fn pool(extra: &str) -> PoolConfig {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fpm = dir.path().join("php-fpm8.2");
+        std::fs::write(&fpm, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&fpm, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let text = format!(
+            "[www]\nlisten = 127.0.0.1:9\nuser = nobody\ncommand = {}\n\
+             pm = static\npm.max_children = 8\n{extra}",
+            fpm.display()
+        );
+        let config = crate::config::parse_str(
+            &text,
+            Path::new("/etc/herd/herd.conf"),
+            &crate::config::LoadOptions::default(),
+        );
+        config.unwrap_or_else(|e| panic!("{e}")).pools[0].clone()
+    }
+
+    #[test]
+    fn an_fpm_group_is_static_with_the_pools_php_settings() {
+        let cfg = pool(
+            "pm.max_requests = 500\nrequest_terminate_timeout = 30s\n\
+             php_admin_value[memory_limit] = 256M\nphp_value[error_reporting] = \"E_ALL & ~E_NOTICE\"\n\
+             security.limit_extensions = .php .php7\n",
+        );
+        let text = fpm_config(&cfg, Path::new("/run/herd/w-1-3.sock"), 8);
+        for want in [
+            "[global]\n",
+            "daemonize = no\n",
+            "[www]\n",
+            "listen = /run/herd/w-1-3.sock\n",
+            "pm = static\n",
+            "pm.max_children = 8\n",
+            "pm.max_requests = 500\n",
+            "request_terminate_timeout = 30000ms\n",
+            "security.limit_extensions = .php .php7\n",
+            "php_admin_value[memory_limit] = 256M\n",
+            "php_value[error_reporting] = \"E_ALL & ~E_NOTICE\"\n",
+            "clear_env = no\n",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+        // No user or group: php-fpm already runs as the pool's user.
+        assert!(!text.contains("\nuser"), "{text}");
+    }
+
+    #[test]
+    fn values_are_quoted_when_the_ini_reader_would_change_them() {
+        assert_eq!(quote("256M"), "256M");
+        assert_eq!(quote("/srv/a b.log"), "/srv/a b.log");
+        assert_eq!(quote("a;b"), "\"a;b\"");
+        assert_eq!(quote(r#"say "hi""#), r#""say \"hi\"""#);
+        assert_eq!(quote(""), "\"\"");
+        assert_eq!(quote("E_ALL & ~E_NOTICE"), "\"E_ALL & ~E_NOTICE\"");
+    }
+
+    #[test]
+    fn a_cgi_group_sets_its_children_and_their_recycling() {
+        let mut cfg = pool("pm.max_requests = 100\n");
+        cfg.env.clear();
+        let env = cgi_env(&cfg, 4);
+        assert_eq!(
+            env,
+            [
+                ("PHP_FCGI_CHILDREN".into(), "4".into()),
+                ("PHP_FCGI_MAX_REQUESTS".into(), "100".into())
+            ]
+        );
+        cfg.env.push(("PHP_FCGI_MAX_REQUESTS".into(), "0".into()));
+        assert_eq!(cgi_env(&cfg, 4).len(), 1);
+    }
+
+    #[test]
+    fn a_config_in_memory_reads_back() {
+        let fd = memfd("herd-test", "hello").unwrap();
+        let text = std::fs::read_to_string(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ))
+        .unwrap();
+        assert_eq!(text, "hello");
+    }
+}

@@ -1,0 +1,203 @@
+//! PHP engines: PHP processes in groups that share one OPcache, run as one
+//! worker with a slot per process — a php-fpm master herd configures, or a
+//! php-cgi with `PHP_FCGI_CHILDREN`. Real php-fpm and php-cgi, real OPcache.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{Dir, Herd, fcgi, user_line, wait_for};
+
+/// Prints the pid, OPcache's shared hit count and its start time.
+const STATUS: &str = "<?php usleep((int)($_GET['ms'] ?? 0) * 1000); $s = opcache_get_status(false)['opcache_statistics']; \
+     echo getmypid(), ' ', $s['hits'], ' ', $s['start_time'], ' ', PHP_SAPI;";
+
+fn php_fpm() -> String {
+    support::installed("/usr/sbin/php-fpm8.2", "php8.2-fpm")
+        .display()
+        .to_string()
+}
+
+fn php_cgi() -> String {
+    support::installed("/usr/bin/php-cgi8.2", "php8.2-cgi")
+        .display()
+        .to_string()
+}
+
+/// A PHP pool `www` of `children` processes running `command` on `addr`;
+/// OPcache caches the test's just-written scripts at once (by default it
+/// waits until a file is 2 s old).
+fn config(addr: &str, command: &str, children: u32, extra: &str) -> String {
+    format!(
+        "[global]\nerror_log = {{dir}}/herd.log\ncontrol.listen = {{dir}}/ctl.sock\n\
+         [www]\nlisten = {addr}\npm = static\npm.max_children = {children}\n\
+         command = {command}\nchdir = {{dir}}\n\
+         php_admin_value[opcache.enable] = 1\n\
+         php_admin_value[opcache.file_update_protection] = 0\n{}{extra}",
+        user_line()
+    )
+}
+
+fn get(addr: &str, uri: &str, root: &Dir) -> String {
+    let script = uri.split('?').next().unwrap();
+    let file = root.join(script.trim_start_matches('/'));
+    let reply = fcgi::request(
+        addr,
+        uri,
+        &[("SCRIPT_FILENAME", file.to_str().unwrap())],
+        b"",
+    );
+    assert_eq!(reply.status(), 200, "{uri}: {}", reply.text());
+    reply.body()
+}
+
+/// (pid, OPcache hits, OPcache start time, SAPI) of one answer.
+fn parse(body: &str) -> (u32, u64, u64, String) {
+    let f: Vec<&str> = body.split(' ').collect();
+    (
+        f[0].parse().unwrap(),
+        f[1].parse().unwrap(),
+        f[2].parse().unwrap(),
+        f[3].to_string(),
+    )
+}
+
+/// Requests served at once by several processes of one group, then one
+/// more: every answer reads the same OPcache (one start time), and the hits
+/// the last one sees count every process's requests, not its own only.
+fn one_opcache_serves_the_group(addr: &str, dir: &Dir, sapi: &str) {
+    const AT_ONCE: usize = 4;
+    let answers: Vec<String> = thread::scope(|s| {
+        let handles: Vec<_> = (0..AT_ONCE)
+            .map(|_| s.spawn(|| get(addr, "/status.php?ms=300", dir)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let seen: Vec<_> = answers.iter().map(|a| parse(a)).collect();
+    let pids: BTreeSet<u32> = seen.iter().map(|s| s.0).collect();
+    assert!(pids.len() >= 2, "served by one process only: {seen:?}");
+    let starts: BTreeSet<u64> = seen.iter().map(|s| s.2).collect();
+    assert_eq!(starts.len(), 1, "several OPcaches: {seen:?}");
+    assert!(seen.iter().all(|s| s.3 == sapi), "{seen:?}");
+    let (pid, hits, ..) = parse(&get(addr, "/status.php", dir));
+    assert!(
+        hits >= AT_ONCE as u64 - 1,
+        "pid {pid} sees {hits} hits after {AT_ONCE} requests on {pids:?}: not one shared OPcache"
+    );
+}
+
+#[test]
+fn php_fpm_as_the_engine_shares_one_opcache_and_keeps_its_sapi() {
+    let dir = Dir::new();
+    dir.write("status.php", STATUS);
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(
+        dir,
+        &config(&addr, &php_fpm(), 4, "pm.status_path = /status\n"),
+    );
+    herd.wait_ready(1);
+    one_opcache_serves_the_group(&addr, &herd.dir, "fpm-fcgi");
+    // One worker, four slots: status counts PHP processes.
+    let status = support::fcgi::status_json(&addr, "/status");
+    assert_eq!(status["total processes"], 4, "{status}");
+    let procs = status["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 1, "{status}");
+    assert_eq!(procs[0]["slots"], 4, "{status}");
+}
+
+#[test]
+fn a_php_cgi_group_shares_one_opcache() {
+    let dir = Dir::new();
+    dir.write("status.php", STATUS);
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(dir, &config(&addr, &php_cgi(), 4, "php.group_size = 4\n"));
+    herd.wait_ready(1);
+    assert_eq!(herd.worker_pids().len(), 1, "one group, one worker");
+    one_opcache_serves_the_group(&addr, &herd.dir, "cgi-fcgi");
+}
+
+#[test]
+fn a_new_generation_starts_with_a_fresh_opcache() {
+    let dir = Dir::new();
+    dir.write("page.php", "<?php echo 'version 1';");
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    // Timestamps are not checked: only a new OPcache sees a changed file.
+    let extra = "php_admin_value[opcache.validate_timestamps] = 0\n";
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 2, extra));
+    herd.wait_ready(1);
+    assert_eq!(get(&addr, "/page.php", &herd.dir), "version 1");
+    herd.dir.write(
+        "page.php",
+        "<?php echo 'version 2 (longer, so no same-size trick)';",
+    );
+    assert_eq!(get(&addr, "/page.php", &herd.dir), "version 1", "cached");
+    let socket = herd.dir.join("ctl.sock");
+    let (code, out, err) = herd.ctl(&socket, &["reload", "--force", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        get(&addr, "/page.php", &herd.dir),
+        "version 2 (longer, so no same-size trick)"
+    );
+}
+
+#[test]
+fn fastcgi_finish_request_answers_before_the_work_after_it() {
+    let dir = Dir::new();
+    let marker = dir.shared("out").join("done");
+    dir.write(
+        "finish.php",
+        &format!(
+            "<?php echo 'sent early'; fastcgi_finish_request(); sleep(2); file_put_contents('{}', 'x');",
+            marker.display()
+        ),
+    );
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 2, ""));
+    herd.wait_ready(1);
+    let started = Instant::now();
+    assert_eq!(get(&addr, "/finish.php", &herd.dir), "sent early");
+    let took = started.elapsed();
+    assert!(
+        !marker.exists(),
+        "the response came after the work that follows it ({took:?})"
+    );
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    wait_for(
+        "the work after the response",
+        Duration::from_secs(10),
+        || marker.exists().then_some(()),
+    );
+}
+
+#[test]
+fn an_engine_that_cannot_start_is_refused_in_its_own_words() {
+    let dir = Dir::new();
+    dir.write("status.php", STATUS);
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let good = config(&addr, &php_fpm(), 2, "rollout.max_failures = 1\n");
+    let herd = Herd::start_in(dir, &good);
+    herd.wait_ready(1);
+    let (pid, ..) = parse(&get(&addr, "/status.php", &herd.dir));
+    // php-fpm fails at start: it cannot write this pid file.
+    let broken = config(
+        &addr,
+        &php_fpm(),
+        2,
+        "rollout.max_failures = 1\nargs = --pid /nonexistent/dir/fpm.pid\n",
+    );
+    herd.rewrite_config(&broken);
+    let socket = herd.dir.join("ctl.sock");
+    let (code, out, err) = herd.ctl(&socket, &["reload", "--wait"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let said = format!("{out}{err}");
+    assert!(said.contains("Unable to create the PID file"), "{said}");
+    // The old group serves on, the same processes.
+    let (again, ..) = parse(&get(&addr, "/status.php", &herd.dir));
+    let group_of = |p: u32| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap();
+    assert!(
+        again == pid || group_of(again).contains("php-fpm"),
+        "{pid} then {again}"
+    );
+}
