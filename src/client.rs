@@ -192,17 +192,36 @@ pub async fn get_values<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    get_values_times(stream, names, 1).await
+}
+
+/// `FCGI_GET_VALUES` sent `times` times in one write; the first answer's
+/// pairs. The readiness probe sends it twice: libfcgi (and Perl's FCGI,
+/// and FCGI::ProcManager on it) answers a management record only once the
+/// next record's header has arrived, so a lone one is never answered.
+pub async fn get_values_times<S>(
+    stream: &mut S,
+    names: &[&str],
+    times: usize,
+) -> Result<Vec<(String, String)>, CallError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut body = BytesMut::new();
     for name in names {
         pairs::put_pair(&mut body, name.as_bytes(), b"");
     }
     let mut out = BytesMut::new();
-    record::put_record(&mut out, record::GET_VALUES, record::NULL_REQUEST_ID, &body);
+    for _ in 0..times {
+        record::put_record(&mut out, record::GET_VALUES, record::NULL_REQUEST_ID, &body);
+    }
     stream.write_all(&out).await?;
     let mut buf = BytesMut::with_capacity(512);
     loop {
         if let Some(frame) = fastcgi::decode(&mut buf)? {
-            if frame.record_type() != record::GET_VALUES_RESULT {
+            if frame.record_type() != record::GET_VALUES_RESULT
+                || frame.request_id() != record::NULL_REQUEST_ID
+            {
                 return Err(ProtocolError::UnexpectedRecord(frame.record_type()).into());
             }
             return pairs::pairs(frame.content())

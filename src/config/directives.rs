@@ -146,6 +146,7 @@ pub const ALL: &[Directive] = &[
     pool("worker.kill_timeout", "5s", "herd: time between `worker.stop_signal` and SIGKILL."),
     pool("worker.max_memory", "none", "herd: replace a worker whose resident memory grows past this size, e.g. 256M; 0 = no limit."),
     pool("worker.fatal_exit_codes", "none", "herd: worker exit codes, comma-separated, that mean a retry cannot help (e.g. a config error), so herd stops restarting."),
+    pool("worker.probe", "values", "herd: how the readiness gate first asks a new worker whether it serves: `values` sends two `FCGI_GET_VALUES` records and waits for the first answer (what every library tested answers at once, libfcgi included: see *Process managers*); `request` sends the first `warmup.request` instead, for a program that management records crash (Ruby's pure fcgi)."),
     pool("worker.slots", "what the worker says (FCGI_MAX_CONNS), else 1", "herd: how many requests one worker serves at once, each on a connection of its own: php-cgi with `PHP_FCGI_CHILDREN=N` says N itself; an FCGI::ProcManager script forking N processes on its socket (libfcgi always says 1) needs `worker.slots = N`. Dispatch, the queue and status count slots."),
     pool("warmup.request[]", "none", "herd: `[METHOD] /uri` sent to each new worker before it takes traffic; repeat the line for several."),
     pool("warmup.timeout", "30s", "herd: the longest one worker's warm-up requests may take."),

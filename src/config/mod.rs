@@ -226,6 +226,16 @@ pub struct Group {
     pub size: u32,
 }
 
+/// How the readiness gate first asks a worker whether it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerProbe {
+    /// Two `FCGI_GET_VALUES` records; ready at the first answer.
+    Values,
+    /// The pool's first `warmup.request`, for a program that management
+    /// records crash.
+    Request,
+}
+
 /// One `warmup.request[]` entry: `[METHOD] URI`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WarmupRequest {
@@ -327,6 +337,7 @@ pub struct PoolConfig {
     /// `worker.slots`: requests one worker serves at once; `None`: what
     /// the worker says (`FCGI_MAX_CONNS`).
     pub worker_slots: Option<u32>,
+    pub worker_probe: WorkerProbe,
 
     // Generations.
     pub warmup_requests: Vec<WarmupRequest>,

@@ -10,7 +10,7 @@ use super::ini::Section;
 use super::value::{self, Surge};
 use super::{
     Group, Location, PhpDefine, PhpEngine, PmMode, PoolConfig, ScriptGuard, ScriptLookup,
-    SpawnMode, resolve,
+    SpawnMode, WorkerProbe, resolve,
 };
 
 /// herd's default access line is php-fpm's.
@@ -102,6 +102,15 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         .as_ref()
         .map_or(max_children, |g| max_children.div_ceil(g.size));
     let slots_set = f.get(cx, "worker.slots", value::slots);
+    let worker_probe = f.or(cx, "worker.probe", WorkerProbe::Values, value::probe);
+    if worker_probe == WorkerProbe::Request && f.array(&["warmup.request[]"]).next().is_none() {
+        let at = f.location("worker.probe").expect("set to request");
+        let msg = format!(
+            "{}: worker.probe = request needs a warmup.request[] to send",
+            f.what
+        );
+        cx.error(at, msg);
+    }
     let worker_slots = group.as_ref().map(|g| g.size).or(slots_set);
     let pm_mode = match (&group, pm.as_ref().map(|pm| pm.mode)) {
         (Some(g), Some(mode)) if mode != PmMode::Static => {
@@ -180,6 +189,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
             .filter(|n| *n > 0),
         worker_fatal_exit_codes: f.or(cx, "worker.fatal_exit_codes", Vec::new(), value::exit_codes),
         worker_slots,
+        worker_probe,
         warmup_requests: f
             .array(&["warmup.request[]"])
             .filter_map(|(entry, v)| value::warmup(v).map_err(|e| invalid(cx, entry, v, &e)).ok())

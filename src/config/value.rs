@@ -323,6 +323,15 @@ pub fn listen(v: &str, base: &Path) -> Result<ListenAddr, Expected> {
 /// Splits `args` into words like a POSIX shell, without expansions: blanks
 /// separate, quotes group, a backslash escapes the next character (inside
 /// double quotes only before `"`, `\`, `$` and `` ` ``).
+/// `worker.probe`: `values` or `request`.
+pub fn probe(v: &str) -> Result<super::WorkerProbe, Expected> {
+    match v {
+        "values" => Ok(super::WorkerProbe::Values),
+        "request" => Ok(super::WorkerProbe::Request),
+        _ => Err("expected 'values' or 'request'".into()),
+    }
+}
+
 /// `worker.slots`: 1 to 1024 requests at once.
 pub fn slots(v: &str) -> Result<u32, Expected> {
     match v.parse::<u32>() {

@@ -12,7 +12,7 @@ use tokio::net::UnixStream;
 use tokio::time::timeout;
 
 use crate::client;
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, WorkerProbe};
 use crate::pool::WorkerConn;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,20 +44,14 @@ pub async fn pass(
     pool: &PoolConfig,
     warmup: bool,
 ) -> Result<Vec<WorkerConn>, GateError> {
-    let probe = async {
-        let mut s = UnixStream::connect(&*socket)
+    let answer = match pool.worker_probe {
+        WorkerProbe::Values => timeout(pool.worker_start_timeout, probe(&socket))
             .await
-            .map_err(|e| GateError::Probe(e.into()))?;
-        client::get_values(
-            &mut s,
-            &["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"],
-        )
-        .await
-        .map_err(GateError::Probe)
+            .map_err(|_| GateError::StartTimeout(pool.worker_start_timeout))??,
+        // A program that no management record can probe (Ruby's fcgi dies
+        // on them): its first warm-up request is the probe.
+        WorkerProbe::Request => Vec::new(),
     };
-    let answer = timeout(pool.worker_start_timeout, probe)
-        .await
-        .map_err(|_| GateError::StartTimeout(pool.worker_start_timeout))??;
     let slots = pool
         .worker_slots
         .unwrap_or_else(|| slots_in(&answer))
@@ -67,6 +61,7 @@ pub async fn pass(
     let mut conns: Vec<WorkerConn> = (0..slots)
         .map(|_| WorkerConn::new(socket.clone(), None))
         .collect();
+    let warmup = warmup || pool.worker_probe == WorkerProbe::Request;
     if !warmup || pool.warmup_requests.is_empty() {
         return Ok(conns);
     }
@@ -80,10 +75,28 @@ pub async fn pass(
     Ok(conns)
 }
 
+/// Two `FCGI_GET_VALUES` records in one write, ready at the first answer:
+/// the one probe libfcgi, Perl FCGI, FCGI::ProcManager, flup, php-cgi and
+/// herd's own library all answer at once (contrib/interop/PROBES.md). The
+/// connection closes after: libfcgi is reading the second record, and the
+/// child of a forking program that accepted it is freed.
+async fn probe(socket: &Path) -> Result<Vec<(String, String)>, GateError> {
+    let mut s = UnixStream::connect(socket)
+        .await
+        .map_err(|e| GateError::Probe(e.into()))?;
+    let names = ["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"];
+    client::get_values_times(&mut s, &names, 2)
+        .await
+        .map_err(GateError::Probe)
+}
+
 /// The requests a worker says it serves at once: the smaller of
 /// `FCGI_MAX_CONNS` and `FCGI_MAX_REQS` (herd sends one request per
 /// connection). php-cgi says N with `PHP_FCGI_CHILDREN=N`, and 0 without
-/// children; libfcgi always says 1; a missing or garbled value is 1.
+/// children; libfcgi always says 1 (a ProcManager group too: each server
+/// answers for itself); flup says nothing. A missing or garbled value, or
+/// one past [`MAX_SLOTS`] (a file descriptor limit, not a count of
+/// processes), is 1.
 fn slots_in(answer: &[(String, String)]) -> u32 {
     let value = |name: &str| {
         answer
@@ -92,11 +105,12 @@ fn slots_in(answer: &[(String, String)]) -> u32 {
             .and_then(|(_, v)| v.trim().parse::<u32>().ok())
             .filter(|n| *n > 0)
     };
-    match (value("FCGI_MAX_CONNS"), value("FCGI_MAX_REQS")) {
+    let n = match (value("FCGI_MAX_CONNS"), value("FCGI_MAX_REQS")) {
         (Some(c), Some(r)) => c.min(r),
         (Some(n), None) | (None, Some(n)) => n,
         (None, None) => 1,
-    }
+    };
+    if n > MAX_SLOTS { 1 } else { n }
 }
 
 async fn warm_up(stream: &mut UnixStream, pool: &PoolConfig) -> Result<(), GateError> {
@@ -153,5 +167,7 @@ mod tests {
         );
         assert_eq!(slots_in(&answer(&[("FCGI_MAX_CONNS", "x")])), 1);
         assert_eq!(slots_in(&[]), 1);
+        // flup's view of "connections": its descriptor limit.
+        assert_eq!(slots_in(&answer(&[("FCGI_MAX_CONNS", "20000")])), 1);
     }
 }

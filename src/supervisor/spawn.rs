@@ -161,6 +161,10 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     if let Some(sockets) = fpm_sockets {
         cmd.env("FPM_SOCKETS", sockets);
     }
+    if let Some(n) = pool.worker_slots {
+        // FCGI::ProcManager scripts read their n_processes from it.
+        cmd.env("HERD_SLOTS", n.to_string());
+    }
     cmd.env("HERD_POOL", &pool.name)
         .env("HERD_GENERATION", spec.generation.to_string())
         .env(super::orphans::ENV, master_marker());
