@@ -29,10 +29,7 @@ impl Master {
     pub(super) async fn on_control(&mut self, ctl: Control) -> Option<Stop> {
         let Control { request, reply } = ctl;
         match request {
-            Request::Status => {
-                let pools: Vec<Value> = self.pools.iter().map(|p| pool_json(&p.pool)).collect();
-                let _ = reply.send(json!({"done": true, "ok": true, "pools": pools}));
-            }
+            Request::Status | Request::Metrics => self.answer_read(Control { request, reply }),
             Request::Reload { pool, force, wait } => {
                 match self.reload(pool.as_deref(), force).await {
                     Err(e) => {
@@ -85,11 +82,6 @@ impl Master {
                 Some(_) => done_err(&reply, "a pool needs at least one worker".into()),
                 None => done_err(&reply, format!("no pool named '{pool}'")),
             },
-            Request::Metrics => {
-                let pools: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.pool.clone()).collect();
-                let text = status::openmetrics(&pools);
-                let _ = reply.send(json!({"done": true, "ok": true, "metrics": text}));
-            }
             Request::Upgrade => return self.upgrade(reply).await,
             Request::Stop { fast } => {
                 done_ok(
@@ -104,6 +96,25 @@ impl Master {
             }
         }
         None
+    }
+}
+
+impl Master {
+    /// Answers the requests that only read the master's state (status,
+    /// metrics), which work while it stops too.
+    pub(super) fn answer_read(&self, ctl: Control) {
+        let Control { request, reply } = ctl;
+        match request {
+            Request::Status => {
+                let pools: Vec<Value> = self.pools.iter().map(|p| pool_json(&p.pool)).collect();
+                let _ = reply.send(json!({"done": true, "ok": true, "pools": pools}));
+            }
+            Request::Metrics => {
+                let text = status::openmetrics(&self.pool_list());
+                let _ = reply.send(json!({"done": true, "ok": true, "metrics": text}));
+            }
+            other => done_err(&reply, format!("not a read request: {other:?}")),
+        }
     }
 }
 

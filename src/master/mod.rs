@@ -204,9 +204,13 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         // After a hand-off the service goes on, under the new master.
         master.systemd.stopping();
     }
+    let inputs = stop::Inputs {
+        signals: &mut signals,
+        control: &mut control_rx,
+    };
     match stop {
-        Stop::Graceful => master.graceful_stop(&mut signals, false).await,
-        Stop::HandOff => master.graceful_stop(&mut signals, true).await,
+        Stop::Graceful => master.graceful_stop(inputs, false).await,
+        Stop::HandOff => master.graceful_stop(inputs, true).await,
         Stop::Fast => master.fast_stop().await,
     }
     tracing::info!("herd stopped");
@@ -329,10 +333,7 @@ impl Master {
                     }
                 }
             }
-            SignalEvent::ReopenLogs => {
-                logging::reopen(self.config.global.error_log.as_deref());
-                self.pools.iter().for_each(|p| p.pool.logs.reopen());
-            }
+            SignalEvent::ReopenLogs => self.reopen_logs(),
             SignalEvent::MoreWorkers | SignalEvent::FewerWorkers => {
                 let delta = if ev == SignalEvent::MoreWorkers {
                     1
@@ -345,6 +346,13 @@ impl Master {
             }
         }
         None
+    }
+
+    /// `SIGUSR1`: the error log, and every pool's access log and slowlog,
+    /// are opened again by name (after a rotation renamed them).
+    fn reopen_logs(&self) {
+        logging::reopen(self.config.global.error_log.as_deref());
+        self.pools.iter().for_each(|p| p.pool.logs.reopen());
     }
 
     /// php-fpm's `emergency_restart_threshold`: that many workers dying of

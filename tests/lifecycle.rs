@@ -1,0 +1,68 @@
+//! The master's lifecycle seen from outside: what signals do while a
+//! graceful stop drains.
+
+mod support;
+
+use std::thread;
+use std::time::Duration;
+
+use support::fcgi::{self, status_json};
+use support::{Herd, example_pool, wait_for};
+
+/// How long each request of the load sleeps in its worker: long enough
+/// for the test to act while they are in flight.
+const SLOW: &str = "/?ms=3000";
+
+/// `n` clients, each with one slow request on its own connection, all
+/// running in a worker when this returns.
+fn slow_clients(herd: &Herd, addr: &str, n: u64) -> Vec<thread::JoinHandle<Result<u16, String>>> {
+    let clients = (0..n)
+        .map(|_| {
+            let addr = addr.to_string();
+            thread::spawn(move || {
+                fcgi::try_get(&addr, SLOW, Duration::from_secs(20)).map(|r| r.status())
+            })
+        })
+        .collect();
+    wait_for(
+        &format!("{n} requests in flight\n{}", herd.log_text()),
+        Duration::from_secs(10),
+        || (status_json(addr, "/status")["active processes"] == n).then_some(()),
+    );
+    clients
+}
+
+#[test]
+fn sigusr1_during_a_graceful_stop_reopens_the_log_and_aborts_nothing() {
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let mut herd = Herd::start(&example_pool(&addr, 4, "pm.status_path = /status\n"));
+    herd.wait_ready(4);
+    let clients = slow_clients(&herd, &addr, 4);
+
+    herd.signal(libc::SIGQUIT);
+    herd.wait_log("listeners closed", 1, Duration::from_secs(5));
+    // logrotate: rename, then SIGUSR1 from `postrotate`. Any other signal
+    // but a stop is ignored meanwhile.
+    let rotated = herd.dir.join("herd.log.1");
+    std::fs::rename(&herd.log, &rotated).unwrap();
+    herd.signal(libc::SIGUSR1);
+    let reopened = herd.wait_log("reopened", 1, Duration::from_secs(5));
+    assert!(reopened[0].contains("herd.log"), "{reopened:?}");
+    herd.signal(libc::SIGHUP);
+    herd.signal(libc::SIGTTIN);
+    herd.wait_log("stopping, ignored", 2, Duration::from_secs(5));
+
+    for c in clients {
+        let status = c.join().expect("client thread");
+        assert_eq!(status, Ok(200), "a request in flight during the stop");
+    }
+    assert_eq!(herd.wait_exit(Duration::from_secs(15)), Some(0));
+    let before = std::fs::read_to_string(&rotated).unwrap();
+    let after = herd.log_text();
+    assert!(before.contains("graceful stop"), "{before}");
+    assert!(!before.contains("reopened"), "{before}");
+    assert!(after.contains("herd stopped"), "{after}");
+    for text in [&before, &after] {
+        assert!(!text.contains("stopping now"), "escalated:\n{text}");
+    }
+}
