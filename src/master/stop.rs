@@ -254,7 +254,7 @@ mod tests {
         let (drain, drained) = oneshot::channel();
         Rig {
             host: Fake {
-                phase: watch::channel(Phase::Running).0,
+                phase: watch::channel(Phase::Serving).0,
                 reopened: Cell::new(0),
             },
             signals,

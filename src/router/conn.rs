@@ -222,10 +222,7 @@ impl<'a> State<'a> {
                     return Ok(());
                 }
                 req.started = true;
-                // Ready: not stopping, and the pool's first workers passed their gate
-                // (a load balancer must not send traffic before that).
-                let ready = self.phase.ready() && ctx.pool.deploy.borrow().started;
-                match local::answer(&req.params, id, ctx.pool, ctx.cfg, ready) {
+                match local::answer(&req.params, id, ctx.pool, ctx.cfg, self.phase) {
                     Some(out) => self.reply(ctx, out, id),
                     None => {
                         let task = start(req, ctx);
