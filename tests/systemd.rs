@@ -61,16 +61,8 @@ fn with_notify(notify: &Path) -> impl FnOnce(&Path) -> Command {
 /// the shell's own pid, `$$`) and then execs herd in the same process: how
 /// a test gives herd a `LISTEN_PID` or `WATCHDOG_PID` that is its own pid.
 fn via_shell(pid_vars: &[&str], config: &Path) -> Command {
-    let exports: String = pid_vars
-        .iter()
-        .map(|v| format!("export {v}=$$; "))
-        .collect();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("{exports}exec \"$0\" run -c \"$1\""))
-        .arg(HERD)
-        .arg(config);
-    cmd
+    let exports: String = pid_vars.iter().map(|v| format!("export {v}=$$;")).collect();
+    support::herd_via_shell(&exports, config)
 }
 
 /// What the worker behind `addr` has in its environment for `name`

@@ -495,6 +495,19 @@ pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_CLOSE_WAIT: u8 = 8;
 pub const TCP_LISTEN: u8 = 10;
 
+/// `herd run -c config` started through `sh`, which runs `prelude` (shell
+/// commands ending in `;` or `&&`) and then execs herd in the same process,
+/// so the child's pid is the master's: how a test sets a limit or a
+/// variable that must hold herd's own pid. For [`Herd::start_with`].
+pub fn herd_via_shell(prelude: &str, config: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("{prelude} exec \"$0\" run -c \"$1\""))
+        .arg(HERD)
+        .arg(config);
+    cmd
+}
+
 /// Runs `herd <args>` to completion; returns (exit code, stdout, stderr).
 pub fn herd_cmd(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(HERD).args(args).output().expect("run herd");
