@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use support::fcgi::{self, status_json};
-use support::{Herd, example_pool, wait_for, wait_until};
+use support::{Herd, example_pool, wait_until};
 
 /// How long each request of the load sleeps in its worker: long enough
 /// for the test to act while they are in flight.
@@ -16,7 +16,7 @@ const SLOW: &str = "/?ms=3000";
 
 /// `n` clients, each with one slow request on its own connection, all
 /// running in a worker when this returns.
-fn slow_clients(herd: &Herd, addr: &str, n: u64) -> Vec<thread::JoinHandle<Result<u16, String>>> {
+fn slow_clients(addr: &str, n: u64) -> Vec<thread::JoinHandle<Result<u16, String>>> {
     let clients = (0..n)
         .map(|_| {
             let addr = addr.to_string();
@@ -25,10 +25,13 @@ fn slow_clients(herd: &Herd, addr: &str, n: u64) -> Vec<thread::JoinHandle<Resul
             })
         })
         .collect();
-    wait_for(
-        &format!("{n} requests in flight\n{}", herd.log_text()),
+    wait_until(
+        &format!("{n} requests in flight"),
         Duration::from_secs(10),
-        || (status_json(addr, "/status")["active processes"] == n).then_some(()),
+        || match &status_json(addr, "/status")["active processes"] {
+            active if *active == n => Ok(()),
+            active => Err(format!("{active} active")),
+        },
     );
     clients
 }
@@ -38,7 +41,7 @@ fn sigusr1_during_a_graceful_stop_reopens_the_log_and_aborts_nothing() {
     let addr = format!("127.0.0.1:{}", support::free_port());
     let mut herd = Herd::start(&example_pool(&addr, 4, "pm.status_path = /status\n"));
     herd.wait_ready(4);
-    let clients = slow_clients(&herd, &addr, 4);
+    let clients = slow_clients(&addr, 4);
 
     herd.signal(libc::SIGQUIT);
     herd.wait_log("listeners closed", 1, Duration::from_secs(5));
@@ -115,7 +118,7 @@ fn herd_ctl_status_and_the_status_page_follow_the_phase() {
     wait_phase(&herd, "reloading");
     wait_phase(&herd, "serving");
 
-    let clients = slow_clients(&herd, &addr, 1);
+    let clients = slow_clients(&addr, 1);
     herd.signal(libc::SIGQUIT);
     wait_phase(&herd, "depooling");
     assert_eq!(status_json(&addr, "/status")["phase"], "depooling");
