@@ -475,11 +475,8 @@ fn socket_activation_through_systemd_socket_activate() {
     // herd waits in the backlog and is served.
     let tool = Path::new("/usr/bin/systemd-socket-activate");
     if !tool.exists() {
-        eprintln!(
-            "skipped: {} is not installed (package systemd)",
-            tool.display()
-        );
-        return;
+        let why = format!("{} is not installed (package systemd)", tool.display());
+        return support::skip(&why);
     }
     let port = support::free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -613,8 +610,7 @@ fn a_socket_systemd_did_not_pass_is_a_clear_error() {
 #[test]
 fn under_a_real_systemd() {
     if !Path::new("/run/systemd/system").is_dir() || !support::is_root() {
-        eprintln!("skipped: systemd is not the init system here, or the test is not root");
-        return;
+        return support::skip("systemd is not the init system here, or the test is not root");
     }
     let addr = local_addr();
     let dir = Dir::new();
