@@ -11,6 +11,8 @@ missing=()
 [ -x /usr/sbin/php-fpm8.2 ] || missing+=(php8.2-fpm)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+# systemd's own socket activation tool starts herd in tests/systemd.rs.
+[ -x /usr/bin/systemd-socket-activate ] || missing+=(systemd)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""

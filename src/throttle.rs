@@ -63,11 +63,16 @@ impl Throttle {
         }
     }
 
+    /// With an empty `pool` (the control socket's refusals) the line
+    /// names none.
     fn log(&self, pool: &str, what: &str, held: u64) {
-        if held > 0 {
-            tracing::warn!(pool, "{what} (and {held} more since the last report)");
-        } else {
-            tracing::warn!(pool, "{what}");
+        match (pool.is_empty(), held > 0) {
+            (false, true) => {
+                tracing::warn!(pool, "{what} (and {held} more since the last report)")
+            }
+            (false, false) => tracing::warn!(pool, "{what}"),
+            (true, true) => tracing::warn!("{what} (and {held} more since the last report)"),
+            (true, false) => tracing::warn!("{what}"),
         }
     }
 }

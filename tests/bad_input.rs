@@ -257,6 +257,85 @@ fn a_client_stalling_mid_record_is_dropped_after_read_timeout() {
     );
 }
 
+/// Sends `head` at once, then `tail` a byte every `every` from a thread
+/// of its own, until herd closes the connection; returns how long after
+/// the first byte that took.
+fn trickle(addr: &str, head: &[u8], tail: &[u8], every: Duration) -> Duration {
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    let mut writer = stream.try_clone().unwrap();
+    let (head, tail) = (head.to_vec(), tail.to_vec());
+    let started = Instant::now();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&head);
+        for b in tail {
+            std::thread::sleep(every);
+            if writer.write_all(&[b]).is_err() {
+                return;
+            }
+        }
+    });
+    let mut conn = Conn::from_stream(Box::new(stream));
+    conn.wait_closed("a trickling client", Duration::from_secs(10));
+    let took = started.elapsed();
+    sender.join().unwrap();
+    took
+}
+
+/// A client trickling `bytes` a byte every 300 ms (always within the 1 s
+/// read timeout), after the first `at` at once, is dropped 2 s after the
+/// first byte, with one log line naming `directive`.
+fn assert_trickler_dropped_at_2s(extra: &str, bytes: &[u8], at: usize, directive: &str) {
+    let (herd, addr) = start(&format!("request.read_timeout = 1s\n{extra}"));
+    let before = herd.warnings().len();
+    let took = trickle(
+        &addr,
+        &bytes[..at],
+        &bytes[at..],
+        Duration::from_millis(300),
+    );
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "dropped after {took:?}, {directive} is 2s"
+    );
+    assert_dropped_once(&herd, &addr, before, &[directive]);
+}
+
+#[test]
+fn a_client_trickling_its_params_is_dropped_at_header_timeout_with_one_line() {
+    let bytes = fcgi::request_bytes(1, "/", false, &[], b"");
+    let extra = "request.header_timeout = 2s\n";
+    assert_trickler_dropped_at_2s(extra, &bytes, 0, "request.header_timeout");
+}
+
+#[test]
+fn a_client_trickling_its_body_is_dropped_at_body_timeout_with_one_line() {
+    // Params at once, then a 1000-byte body a byte at a time: each byte
+    // buys a millisecond at 1K a second, far less than it takes.
+    let body = vec![b'x'; 1000];
+    let bytes = fcgi::request_bytes(1, "/", false, &[], &body);
+    let at = bytes.len() - 8 - 8 - body.len();
+    let extra = "request.body_timeout = 2s\nrequest.body_min_rate = 1K\n";
+    assert_trickler_dropped_at_2s(extra, &bytes, at, "request.body_timeout");
+}
+
+#[test]
+fn an_idle_keepalive_connection_is_closed_quietly_at_idle_timeout() {
+    let (herd, addr) = start("request.idle_timeout = 1s\n");
+    let before = herd.warnings().len();
+    let mut c = Conn::open(&addr);
+    c.send(&fcgi::request_bytes(1, "/", true, &[], b""));
+    assert_eq!(c.reply(1).expect("a reply").status(), 200);
+    let served = Instant::now();
+    c.wait_closed("an idle keep-alive connection", Duration::from_secs(5));
+    let waited = served.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}, before request.idle_timeout (1s)"
+    );
+    assert_eq!(new_warnings(&herd, before), Vec::<String>::new());
+    assert_still_serving(&herd, &addr);
+}
+
 #[test]
 fn a_second_begin_request_for_an_active_id_closes_the_connection() {
     let (herd, addr) = start("");

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use support::{Herd, fcgi, user_line, wait_for};
+use support::{Herd, fcgi, user_line, wait_for, wait_until};
 
 fn config(addr: &str, workers: u32, program: &str, extra: &str) -> String {
     format!(
@@ -288,11 +288,25 @@ fn metrics_follow_generations_through_a_reload_and_a_refused_deploy() {
         let r = fcgi::get(&addr, "/two");
         assert_eq!((r.status(), r.generation()), (200, 2), "{}", r.text());
     }
-    let fams = wait_for("generation 2's requests", Duration::from_secs(5), || {
-        let (_, fams) = ctl_metrics(&herd);
-        (requests(&fams).get("2") == Some(&4.0)).then_some(fams)
-    });
-    // Generation 1's workers are gone; their requests are still counted.
+    // Generation 1's workers are gone (the rollout is stable once the last
+    // was told to stop; its exit may come a moment later); their requests
+    // are still counted.
+    let fams = wait_until(
+        "generation 2's requests, and generation 1's workers gone",
+        Duration::from_secs(5),
+        || {
+            let (_, fams) = ctl_metrics(&herd);
+            let old = workers_by_state(&fams, "1");
+            if requests(&fams).get("2") == Some(&4.0) && old.values().all(|n| *n == 0.0) {
+                Ok(fams)
+            } else {
+                Err(format!(
+                    "requests {:?}, generation 1's workers {old:?}",
+                    requests(&fams)
+                ))
+            }
+        },
+    );
     let by_gen = requests(&fams);
     assert_eq!(by_gen.get("1"), Some(&3.0), "{by_gen:?}");
     let gauge = |fams: &Families, name: &str| value(fams, name, name, &[("pool", "www")]);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::fcgi::{Reply, get_within, status_json};
-use support::{Herd, alive, user_line, wait_for};
+use support::{Herd, alive, user_line, wait_for, wait_until};
 
 /// A request that must be answered within this (a hang fails the test).
 const LIMIT: Duration = Duration::from_secs(10);
@@ -66,15 +66,15 @@ fn status_pids(v: &Value) -> BTreeSet<u32> {
 }
 
 /// Waits until status says the pool has exactly `n` workers; returns it.
-fn wait_total(herd: &Herd, addr: &str, n: u64, within: Duration) -> Value {
-    wait_for(
-        &format!("{n} workers on status\n{}", herd.log_text()),
-        within,
-        || {
-            let v = status(addr);
-            (count(&v, "total processes") == n).then_some(v)
-        },
-    )
+/// (At a timeout, the harness prints the log as the test fails.)
+fn wait_total(addr: &str, n: u64, within: Duration) -> Value {
+    wait_until(&format!("{n} workers on status"), within, || {
+        let v = status(addr);
+        match count(&v, "total processes") {
+            total if total == n => Ok(v),
+            total => Err(format!("{total}: {:?}", status_pids(&v))),
+        }
+    })
 }
 
 /// Sends each uri on its own connection at once, from its own thread.
@@ -111,9 +111,17 @@ fn dynamic_pool_starts_pm_start_servers_workers() {
     let addr = addr();
     let herd = Herd::start(&config("", &[pool("app", &addr, DYNAMIC, "")]));
     herd.wait_log("started:", 1, LIMIT);
-    // php-fpm starts pm.start_servers workers at once, not min_spare.
-    wait_total(&herd, &addr, 2, Duration::from_secs(5));
-    herd.wait_ready(2);
+    // php-fpm starts pm.start_servers (2) workers at once: not
+    // min_spare_servers (1), not max_spare_servers (3).
+    let ready: BTreeSet<u32> = herd.wait_ready(2).into_iter().collect();
+    let v = wait_total(&addr, 2, Duration::from_secs(5));
+    assert_eq!(count(&v, "idle processes"), 2, "{v}");
+    assert_eq!(status_pids(&v), ready, "{v}");
+    // Two idle workers are within the spares: no third one follows (the
+    // pool's maintenance runs every second).
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(herd.worker_pids().len(), 2, "{}", herd.log_text());
+    assert_eq!(status_pids(&status(&addr)), ready);
 }
 
 #[test]
@@ -128,7 +136,7 @@ fn a_rollout_of_a_dynamic_pool_replaces_its_workers_and_grows_no_more() {
     assert_eq!(code, 0, "{out}{err}");
     // Two workers before, two of generation 2 after: the rollout's size is
     // fixed when it starts (it once grew with every worker it started).
-    let v = wait_total(&herd, &addr, 2, Duration::from_secs(10));
+    let v = wait_total(&addr, 2, Duration::from_secs(10));
     assert!(
         v["processes"]
             .as_array()
@@ -157,10 +165,13 @@ fn dynamic_pool_grows_for_a_burst_then_reaps_its_youngest_idle_workers() {
     let uris: Vec<String> = (0..6).map(|i| format!("/burst{i}?ms=1500")).collect();
     let sent = Instant::now();
     let burst = concurrently(&addr, &uris);
-    let grown = wait_for(
-        &format!("the pool to grow to 6 workers\n{}", herd.log_text()),
+    let grown = wait_until(
+        "the pool to grow to 6 workers",
         Duration::from_secs(4),
-        || (total(&addr) >= 6).then(|| sent.elapsed()),
+        || match total(&addr) {
+            6.. => Ok(sent.elapsed()),
+            n => Err(format!("{n} workers")),
+        },
     );
     let replies = joined(burst);
     let done = sent.elapsed();
@@ -180,7 +191,7 @@ fn dynamic_pool_grows_for_a_burst_then_reaps_its_youngest_idle_workers() {
 
     // Idle now with more than max_spare (3) idle workers: the surplus is
     // stopped, youngest first, so the warm ones stay.
-    let v = wait_total(&herd, &addr, 3, Duration::from_secs(8));
+    let v = wait_total(&addr, 3, Duration::from_secs(8));
     let survivors = status_pids(&v);
     assert!(
         survivors.contains(&oldest),
@@ -256,7 +267,7 @@ fn ondemand_pool_starts_empty_spawns_one_worker_per_waiting_request_and_reaps_id
     // next maintenance tick (1 s): all four are gone within 1 s + a tick,
     // plus a second of slack for the exits.
     let within = Duration::from_secs(3).saturating_sub(idle_from.elapsed());
-    wait_total(&herd, &addr, 0, within);
+    wait_total(&addr, 0, within);
     for pid in &served_by {
         wait_for(
             &format!("idle worker {pid} to exit"),
@@ -283,10 +294,15 @@ fn reaching_pm_max_children_is_counted_and_logged_once_per_episode() {
     // Five slow requests for at most two workers: three wait in the queue.
     let uris: Vec<String> = (0..5).map(|i| format!("/q{i}?ms=1000")).collect();
     let burst = concurrently(&addr, &uris);
-    wait_for(
-        &format!("status to count max children reached\n{}", herd.log_text()),
+    wait_until(
+        "status to count max children reached",
         Duration::from_secs(5),
-        || (count(&status(&addr), "max children reached") >= 1).then_some(()),
+        || {
+            let v = status(&addr);
+            (count(&v, "max children reached") >= 1)
+                .then_some(())
+                .ok_or_else(|| v.to_string())
+        },
     );
     let replies = joined(burst);
     for (r, _) in &replies {
@@ -317,7 +333,7 @@ fn sigttin_adds_a_worker_and_sigttou_removes_idle_ones() {
     herd.wait_ready(2);
     herd.signal(libc::SIGTTIN);
     herd.wait_log("scaled to 3 workers at most", 1, LIMIT);
-    wait_total(&herd, &addr, 3, LIMIT);
+    wait_total(&addr, 3, LIMIT);
     herd.wait_ready(3);
     let workers = herd.spawned_workers();
     assert_eq!(workers.len(), 3, "{}", herd.log_text());
@@ -361,7 +377,7 @@ fn sigttin_adds_a_worker_and_sigttou_removes_idle_ones() {
     herd.wait_log("scaled to 1 workers at most", 1, LIMIT);
     // The two idle workers go at once; the busy youngest one stays and is
     // not cut short.
-    let v = wait_total(&herd, &addr, 1, Duration::from_secs(5));
+    let v = wait_total(&addr, 1, Duration::from_secs(5));
     assert_eq!(status_pids(&v), BTreeSet::from([busy]), "{v}");
     for (_, pid) in workers.iter().filter(|(_, p)| *p != busy) {
         wait_for(
@@ -393,7 +409,7 @@ fn herd_ctl_scale_sets_the_number_of_workers() {
     let sock = herd.dir.join("ctl.sock");
     let (code, out, err) = herd.ctl(&sock, &["scale", "app", "4"]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    let v = wait_total(&herd, &addr, 4, LIMIT);
+    let v = wait_total(&addr, 4, LIMIT);
     herd.wait_ready(4);
     assert_eq!(status_pids(&v).len(), 4, "{v}");
     // The four serve: four slow requests at once run side by side.
@@ -535,14 +551,16 @@ fn emergency_restart_threshold_reloads_after_workers_die_of_sigsegv() {
     assert!(lines[0].contains(" ERROR "), "{lines:?}");
 
     // Every pool is reloaded: generation 2 replaces the workers.
-    wait_for(
-        &format!("every worker to be of generation 2\n{}", herd.log_text()),
+    wait_until(
+        "every worker to be of generation 2",
         Duration::from_secs(10),
         || {
             let v = status(&addr);
             let procs = v["processes"].as_array().unwrap().clone();
+            let gens: Vec<&Value> = procs.iter().map(|p| &p["generation"]).collect();
             (v["generation"] == 2 && procs.len() == 2 && procs.iter().all(|p| p["generation"] == 2))
                 .then_some(())
+                .ok_or_else(|| format!("pool generation {}, workers' {gens:?}", v["generation"]))
         },
     );
     let (r, _) = get_within(&addr, "/", LIMIT);
@@ -599,8 +617,8 @@ fn a_pool_that_cannot_start_answers_503_while_another_serves() {
 
     // Once the broken pool's workers have failed a few times, its requests
     // are refused, and never left to wait for a worker that cannot come.
-    wait_for(
-        &format!("the broken pool to answer 503\n{}", herd.log_text()),
+    wait_until(
+        "the broken pool to answer 503",
         Duration::from_secs(6),
         || {
             let (r, took) = get_within(&broken, "/", Duration::from_secs(5));
@@ -608,7 +626,10 @@ fn a_pool_that_cannot_start_answers_503_while_another_serves() {
                 took < Duration::from_millis(2500),
                 "the answer took {took:?}"
             );
-            (r.status() == 503).then_some(())
+            match r.status() {
+                503 => Ok(()),
+                other => Err(format!("{other} after {took:?}")),
+            }
         },
     );
     let (r, took) = get_within(&broken, "/again", Duration::from_secs(5));
@@ -646,8 +667,7 @@ fn nice(pid: u32) -> i64 {
 #[test]
 fn process_priority_sets_the_master_and_the_workers_apart() {
     if !support::is_root() {
-        eprintln!("not root: cannot lower a nice value; nothing to check");
-        return;
+        return support::skip("not root: cannot lower a nice value");
     }
     let (a, b) = (addr(), addr());
     let herd = Herd::start(&config(

@@ -394,8 +394,7 @@ fn chroot_tree(root: &std::path::Path, binary: &std::path::Path) -> std::path::P
 #[test]
 fn workers_run_chrooted_in_chdir_when_asked() {
     if !support::is_root() {
-        eprintln!("not root: chroot needs root; nothing to check");
-        return;
+        return support::skip("not root: chroot needs root");
     }
     let dir = support::Dir::new();
     let root = dir.join("jail");
@@ -429,8 +428,7 @@ fn workers_run_chrooted_in_chdir_when_asked() {
 #[test]
 fn workers_get_the_supplementary_groups_of_their_user() {
     if !support::is_root() {
-        eprintln!("not root: herd cannot switch users; nothing to check");
-        return;
+        return support::skip("not root: herd cannot switch users");
     }
     // `user = nobody` with `group = daemon`: the worker's groups are exactly
     // its primary group plus the user's own supplementary groups (none for

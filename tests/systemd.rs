@@ -61,16 +61,8 @@ fn with_notify(notify: &Path) -> impl FnOnce(&Path) -> Command {
 /// the shell's own pid, `$$`) and then execs herd in the same process: how
 /// a test gives herd a `LISTEN_PID` or `WATCHDOG_PID` that is its own pid.
 fn via_shell(pid_vars: &[&str], config: &Path) -> Command {
-    let exports: String = pid_vars
-        .iter()
-        .map(|v| format!("export {v}=$$; "))
-        .collect();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("{exports}exec \"$0\" run -c \"$1\""))
-        .arg(HERD)
-        .arg(config);
-    cmd
+    let exports: String = pid_vars.iter().map(|v| format!("export {v}=$$;")).collect();
+    support::herd_via_shell(&exports, config)
 }
 
 /// What the worker behind `addr` has in its environment for `name`
@@ -483,11 +475,8 @@ fn socket_activation_through_systemd_socket_activate() {
     // herd waits in the backlog and is served.
     let tool = Path::new("/usr/bin/systemd-socket-activate");
     if !tool.exists() {
-        eprintln!(
-            "skipped: {} is not installed (package systemd)",
-            tool.display()
-        );
-        return;
+        let why = format!("{} is not installed (package systemd)", tool.display());
+        return support::skip(&why);
     }
     let port = support::free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -621,8 +610,7 @@ fn a_socket_systemd_did_not_pass_is_a_clear_error() {
 #[test]
 fn under_a_real_systemd() {
     if !Path::new("/run/systemd/system").is_dir() || !support::is_root() {
-        eprintln!("skipped: systemd is not the init system here, or the test is not root");
-        return;
+        return support::skip("systemd is not the init system here, or the test is not root");
     }
     let addr = local_addr();
     let dir = Dir::new();

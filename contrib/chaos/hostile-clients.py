@@ -6,8 +6,8 @@
         [--tricklers 50] [--burst-rounds 3] [--workers 4] [--no-build] [--keep-tmp] [--out FILE]
 
 herd runs one pool of `--workers` example-app workers on a loopback TCP
-port with `request.read_timeout = --read-timeout` and every other limit at
-its default (`request.max_params_size` 128K, `listen.max_connections`
+port with `request.read_timeout = --read-timeout`, `request.header_timeout`
+twice that, and every other limit at its default (`request.max_params_size` 128K, `listen.max_connections`
 8192; herd raises its own fd limit to the hard limit, and so does this
 script for its client sockets). Throughout, a normal client sends a GET
 every 20 ms on its kept-alive connection (opened before any phase, as
@@ -19,8 +19,8 @@ for a GET every 100 ms. The phases, one after the other:
      with one log line each (not one per byte).
   b  `--idle` connections each served one kept-alive request, then left
      idle for `--hold` (longer than read_timeout): none closed by herd (a
-     connection idle between requests is nginx's to close), then a sample
-     of them still gets served.
+     connection idle between requests is closed only after
+     request.idle_timeout, 120 s), then a sample of them still gets served.
   c  params at the bound: max_params_size - 1 and exactly max_params_size
      bytes are served; max_params_size + 1 and 16 MiB close the
      connection, with one log line each, the 16 MiB costing no memory.
@@ -33,9 +33,9 @@ for a GET every 100 ms. The phases, one after the other:
      to within 8 MiB of where it started a few seconds after the
      connections are gone (herd trims its heap after a burst).
   e  `--tricklers` connections send a valid request one byte at a time,
-     a byte every read_timeout / 2: not a fault (each byte comes within
-     read_timeout); reported for information (herd has a per-read
-     timeout, no whole-request deadline).
+     a byte every read_timeout / 2, each within read_timeout: every one is
+     closed at request.header_timeout (twice read_timeout here), with one
+     log line each.
   f  `--burst` connections opened as fast as possible, each sending a
      kept-alive request: up to listen.max_connections are answered (200,
      or 503 once pm.max_queue requests wait), the rest closed at once. A
@@ -67,6 +67,7 @@ MAX_CONNECTIONS = 8192
 
 REFUSALS = {
     "stalled (read_timeout)": "dropping connection: no bytes for",
+    "trickled (header_timeout)": "(request.header_timeout)",
     "params past max_params_size": "dropping connection: params of request",
     "past listen.max_connections": "listen.max_connections",
     "accept failed (fds)": "failed to accept",
@@ -342,7 +343,8 @@ def main():
     port = c.free_port()
     addr = f"127.0.0.1:{port}"
     rt = args.read_timeout
-    extra = f"request.read_timeout = {int(rt * 1000)}ms\n"
+    extra = (f"request.read_timeout = {int(rt * 1000)}ms\n"
+             f"request.header_timeout = {int(2 * rt * 1000)}ms\n")
     herd = c.Herd(sc, c.global_section() + c.example_pool("app", addr, args.workers, extra)).start()
     if herd.wait_settled({"app": args.workers}, within=20) is None or herd.wait_serving(addr) is None:
         c.log(herd.log_text())
@@ -550,8 +552,11 @@ def main():
 
     # e: tricklers ----------------------------------------------------------------------
     if "e" in phases:
+        e_opened = []
+
         def run_e():
             socks, errs = open_many("127.0.0.1", port, args.tricklers)
+            e_opened.append(len(socks))
             req = c.request_bytes(1, "/trickle", keep_conn=False)
             sent = {i: 0 for i in range(len(socks))}
             closed = set()
@@ -570,13 +575,16 @@ def main():
                         closed.add(i)
                 time.sleep(rt / 2)
             t.row(f"e: tricklers (a byte every {rt / 2:g} s) closed by herd within {3 * rt + 1:g} s",
-                  f"{len(closed)} of {len(socks)}", "0 (each byte within read_timeout)", not closed)
+                  f"{len(closed)} of {len(socks)}", f"all (request.header_timeout {2 * rt:g} s)",
+                  len(closed) == len(socks))
             t.row("e: bytes sent per trickler (of a request's)", f"{min(sent.values(), default=0)} "
                   f"(of {len(req)})")
             close_all(socks)
             return answered
         line0, *_, peak, f, fbad = phase("e", run_e)
         n = refusal_counts(herd, line0)
+        t.row("e: log lines 'request.header_timeout'", n["trickled (header_timeout)"],
+              f"{e_opened[0]} (one each)", n["trickled (header_timeout)"] == e_opened[0])
         t.row("e: WARN/ERROR lines", n["WARN/ERROR lines in all"], f"<= {args.tricklers} (one per connection)",
               n["WARN/ERROR lines in all"] <= args.tricklers)
 

@@ -314,6 +314,14 @@ pub struct PoolConfig {
     // Requests.
     pub request_queue_timeout: Duration,
     pub request_read_timeout: Duration,
+    /// Params complete this long after a request's first byte; zero = off.
+    pub request_header_timeout: Duration,
+    /// The body's first allowance; zero = off.
+    pub request_body_timeout: Duration,
+    /// Bytes per second: each this many body bytes add a second.
+    pub request_body_min_rate: u64,
+    /// A keep-alive connection idle this long closes; zero = never.
+    pub request_idle_timeout: Duration,
     pub request_max_params_size: usize,
     /// Zero = off.
     pub request_terminate_timeout: Duration,

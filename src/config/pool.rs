@@ -166,6 +166,10 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         max_queue: f.or(cx, "pm.max_queue", 1024, value::whole),
         request_queue_timeout: f.or(cx, "request.queue_timeout", secs(30), dur),
         request_read_timeout: f.or(cx, "request.read_timeout", secs(30), dur),
+        request_header_timeout: f.or(cx, "request.header_timeout", secs(60), dur),
+        request_body_timeout: f.or(cx, "request.body_timeout", secs(60), dur),
+        request_body_min_rate: f.or(cx, "request.body_min_rate", 500, value::size),
+        request_idle_timeout: f.or(cx, "request.idle_timeout", secs(120), dur),
         request_max_params_size: f.or(cx, "request.max_params_size", 128 << 10, |v| {
             value::size(v)
                 .and_then(|n| usize::try_from(n).map_err(|_| "expected a smaller size".into()))

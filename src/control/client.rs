@@ -82,6 +82,7 @@ fn show(v: &Value, out: &mut dyn Write) -> std::io::Result<()> {
         );
     }
     if let Some(pools) = v["pools"].as_array() {
+        writeln!(out, "master pid {}: {}", s(&v["pid"]), s(&v["phase"]))?;
         for p in pools {
             show_pool(p, out)?;
         }

@@ -1,8 +1,8 @@
-//! The control socket: a unix socket (mode 0600 by default) that takes one
-//! [`Request`] per connection and relays it to the master, writing back
-//! whatever the master answers.
+//! The control socket: a unix socket, mode 0600 from the moment it exists,
+//! that takes one [`Request`] per connection and relays it to the master,
+//! writing back whatever the master answers.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -12,6 +12,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 use super::protocol::{MAX_LINE, Request};
+use crate::router::listener::{back_off_after, sleep_until};
+use crate::throttle::Throttle;
 
 /// A request on its way to the master, with where its answers go.
 pub struct Control {
@@ -36,12 +38,11 @@ impl ControlSocket {
             std::fs::remove_file(path)
                 .with_context(|| format!("failed to remove stale {}", path.display()))?;
         }
-        let listener = UnixListener::bind(path)
+        let listener = bind_private(path)
             .with_context(|| format!("failed to bind control socket {}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("failed to chmod {}", path.display()))?;
+        listener.set_nonblocking(true)?;
         Ok(ControlSocket {
-            listener,
+            listener: UnixListener::from_std(listener)?,
             path: path.to_path_buf(),
         })
     }
@@ -67,10 +68,25 @@ impl ControlSocket {
     }
 
     /// Accepts control connections forever, handing requests to `master`.
+    /// Failures are logged at most once a second, and out of descriptors
+    /// it pauses instead of spinning, as a pool's accept loop does.
     pub async fn serve(self, master: mpsc::UnboundedSender<Control>) {
+        let mut failures = Throttle::new();
         loop {
-            let Ok((stream, _)) = self.listener.accept().await else {
-                continue;
+            let accepted = tokio::select! {
+                r = self.listener.accept() => r,
+                _ = sleep_until(failures.flush_at()) => {
+                    failures.flush("");
+                    continue;
+                }
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    failures.hit("", format!("failed to accept a control connection: {e}"));
+                    back_off_after(&e).await;
+                    continue;
+                }
             };
             let master = master.clone();
             tokio::spawn(async move {
@@ -80,6 +96,34 @@ impl ControlSocket {
             });
         }
     }
+}
+
+/// Binds `path` with mode 0600 from the start: the socket is made in a
+/// new 0700 directory beside it, given its mode and its listen queue there,
+/// then renamed into place. Binding in place and chmod-ing after would leave
+/// a moment in which it exists with the umask's mode, and anyone the umask
+/// lets in could connect and stop the master.
+fn bind_private(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Short, so the socket's path is no longer than `path` in most cases
+    // (a unix socket path has 107 bytes at most).
+    let private = parent.join(format!(".herd{}", std::process::id()));
+    // A crashed master of the same pid may have left it; never followed if
+    // it is a link.
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let bound = (|| {
+        let inside = private.join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&inside)?;
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&inside, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound
 }
 
 impl Drop for ControlSocket {
@@ -129,4 +173,46 @@ async fn write(wr: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> std::io:
     let mut text = v.to_string();
     text.push('\n');
     wr.write_all(text.as_bytes()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileTypeExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// Whoever looks, the socket file is never there with a mode other
+    /// than 0600: a watcher polls it while it is bound again and again.
+    #[tokio::test]
+    async fn the_socket_never_exists_with_a_looser_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (path, done) = (path.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeSet::new();
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(meta) = std::fs::symlink_metadata(&path)
+                        && meta.file_type().is_socket()
+                    {
+                        seen.insert(meta.permissions().mode() & 0o7777);
+                    }
+                }
+                seen
+            })
+        };
+        for _ in 0..300 {
+            drop(ControlSocket::open(&path).expect("bind"));
+        }
+        done.store(true, Ordering::Relaxed);
+        let seen = watcher.join().unwrap();
+        let modes: Vec<String> = seen.iter().map(|m| format!("{m:o}")).collect();
+        assert!(modes.iter().all(|m| m == "600"), "modes seen: {modes:?}");
+        // Nothing is left beside it.
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }

@@ -11,6 +11,7 @@ use super::reload::Reloaded;
 use super::{Master, Stop};
 use crate::control::protocol::Request;
 use crate::control::server::Control;
+use crate::phase::Phase;
 use crate::pool::{Pool, Settled};
 use crate::status;
 use crate::supervisor;
@@ -29,10 +30,7 @@ impl Master {
     pub(super) async fn on_control(&mut self, ctl: Control) -> Option<Stop> {
         let Control { request, reply } = ctl;
         match request {
-            Request::Status => {
-                let pools: Vec<Value> = self.pools.iter().map(|p| pool_json(&p.pool)).collect();
-                let _ = reply.send(json!({"done": true, "ok": true, "pools": pools}));
-            }
+            Request::Status | Request::Metrics => self.answer_read(Control { request, reply }),
             Request::Reload { pool, force, wait } => {
                 match self.reload(pool.as_deref(), force).await {
                     Err(e) => {
@@ -40,9 +38,13 @@ impl Master {
                         done_err(&reply, format!("reload refused: {e}"));
                     }
                     Ok(done) if wait => {
+                        self.track_reload(done.clone(), false);
                         tokio::spawn(wait_rollouts(done, reply));
                     }
-                    Ok(done) => done_ok(&reply, describe(&done)),
+                    Ok(done) => {
+                        done_ok(&reply, describe(&done));
+                        self.track_reload(done, false);
+                    }
                 }
             }
             Request::Restart { pool, batch } => {
@@ -85,11 +87,6 @@ impl Master {
                 Some(_) => done_err(&reply, "a pool needs at least one worker".into()),
                 None => done_err(&reply, format!("no pool named '{pool}'")),
             },
-            Request::Metrics => {
-                let pools: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.pool.clone()).collect();
-                let text = status::openmetrics(&pools);
-                let _ = reply.send(json!({"done": true, "ok": true, "metrics": text}));
-            }
             Request::Upgrade => return self.upgrade(reply).await,
             Request::Stop { fast } => {
                 done_ok(
@@ -104,6 +101,33 @@ impl Master {
             }
         }
         None
+    }
+}
+
+impl Master {
+    /// Answers the requests that only read the master's state (status,
+    /// metrics), which work while it stops too.
+    pub(super) fn answer_read(&self, ctl: Control) {
+        let Control { request, reply } = ctl;
+        match request {
+            Request::Status => {
+                let phase = *self.phase.borrow();
+                let pools: Vec<Value> = self
+                    .pools
+                    .iter()
+                    .map(|p| pool_json(&p.pool, phase))
+                    .collect();
+                let _ = reply.send(json!({
+                    "done": true, "ok": true, "pid": std::process::id(),
+                    "phase": phase.as_str(), "pools": pools,
+                }));
+            }
+            Request::Metrics => {
+                let text = status::openmetrics(&self.pool_list(), *self.phase.borrow());
+                let _ = reply.send(json!({"done": true, "ok": true, "metrics": text}));
+            }
+            other => done_err(&reply, format!("not a read request: {other:?}")),
+        }
     }
 }
 
@@ -155,9 +179,9 @@ async fn wait_rollouts(done: Vec<Reloaded>, reply: Reply) {
 
 /// A pool's status for `herd ctl status`: php-fpm's fields (full), the
 /// deploy state and per-worker CPU, memory and idle time.
-fn pool_json(pool: &Arc<Pool>) -> Value {
+fn pool_json(pool: &Arc<Pool>, phase: Phase) -> Value {
     let started = SystemTime::now() - pool.started.elapsed();
-    let snap = status::snapshot(pool, started);
+    let snap = status::snapshot(pool, started, phase);
     let (_, body) = status::render(&snap, status::Format::Json, true);
     let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     v["listen"] = json!(pool.config().listen.to_string());
@@ -176,14 +200,18 @@ impl Master {
             Ok(pid) => {
                 let _ = reply.send(json!({"event": "progress", "message": format!("new master started, pid {pid}; waiting for its workers")}));
                 self.upgrading = Some(reply);
+                self.publish_phase();
             }
             Err(e) => done_err(&reply, format!("upgrade failed: {e}")),
         }
         None
     }
 
-    /// Tells systemd `READY=1` again once a reload's rollouts settled.
-    pub(super) fn notify_when_settled(&self, done: Vec<Reloaded>) {
+    /// The phase says reloading until a reload's rollouts settled; then,
+    /// with `systemd`, it is told `READY=1` again.
+    pub(super) fn track_reload(&mut self, done: Vec<Reloaded>, systemd: bool) {
+        self.reloads += 1;
+        self.publish_phase();
         let internal = self.internal.clone();
         tokio::spawn(async move {
             for r in done {
@@ -193,7 +221,7 @@ impl Master {
                 let mut rx = r.pool.deploy.subscribe();
                 let _ = rx.wait_for(|d| d.settled(generation).is_some()).await;
             }
-            let _ = internal.send(super::Internal::ReloadSettled);
+            let _ = internal.send(super::Internal::ReloadSettled { systemd });
         });
     }
 }

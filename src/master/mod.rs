@@ -70,14 +70,21 @@ struct Master {
     control_fd: std::os::fd::RawFd,
     /// The `herd ctl upgrade` waiting for the new master.
     upgrading: Option<mpsc::UnboundedSender<serde_json::Value>>,
+    /// Every pool's first workers passed their gate.
+    started: bool,
+    /// Reloads whose rollouts have not settled yet.
+    reloads: usize,
 }
 
 /// What the master's own tasks report back to its loop.
 enum Internal {
     /// Every pool's first workers passed their gate.
     Started,
-    /// A reload's rollouts settled (done or refused).
-    ReloadSettled,
+    /// A reload's rollouts settled (done or refused); `systemd` when it
+    /// was told `RELOADING=1` and waits for `READY=1`.
+    ReloadSettled {
+        systemd: bool,
+    },
     UpgradeReady(u32),
     UpgradeFailed(String),
 }
@@ -143,7 +150,7 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         tracing::warn!("closing the passed socket '{name}': no pool listens on it");
     }
     let _pid_file = pidfile::PidFile::write(config.global.pid.as_deref())?;
-    let (phase, _) = watch::channel(Phase::Running);
+    let (phase, _) = watch::channel(Phase::Starting);
     let (reports, mut reports_rx) = mpsc::unbounded_channel();
     let (internal, mut internal_rx) = mpsc::unbounded_channel();
     let budget = supervisor::ProcessBudget::new(config.global.process_max);
@@ -163,6 +170,8 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         args: std::env::args_os().collect(),
         control_fd: control.raw_fd(),
         upgrading: None,
+        started: false,
+        reloads: 0,
     };
     for (cfg, listener) in master.config.pools.clone().into_iter().zip(listeners) {
         master.start_pool(cfg, listener)?;
@@ -207,9 +216,13 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         // After a hand-off the service goes on, under the new master.
         master.systemd.stopping();
     }
+    let inputs = stop::Inputs {
+        signals: &mut signals,
+        control: &mut control_rx,
+    };
     match stop {
-        Stop::Graceful => master.graceful_stop(&mut signals, false).await,
-        Stop::HandOff => master.graceful_stop(&mut signals, true).await,
+        Stop::Graceful => master.graceful_stop(inputs, false).await,
+        Stop::HandOff => master.graceful_stop(inputs, true).await,
         Stop::Fast => master.fast_stop().await,
     }
     tracing::info!("herd stopped");
@@ -229,6 +242,19 @@ fn open_listeners(
 impl Master {
     fn phase_rx(&self) -> PhaseRx {
         self.phase.subscribe()
+    }
+
+    /// Publishes the running phase after a change of what makes it; a
+    /// stop, once begun, is the stop's to publish.
+    fn publish_phase(&self) {
+        let now = Phase::running(self.started, self.reloads, self.upgrading.is_some());
+        self.phase.send_if_modified(|phase| {
+            let changed = !phase.stopping() && *phase != now;
+            if changed {
+                *phase = now;
+            }
+            changed
+        });
     }
 
     fn start_pool(&mut self, cfg: PoolConfig, listener: Listener) -> anyhow::Result<()> {
@@ -283,6 +309,8 @@ impl Master {
     ) -> Option<Stop> {
         match ev {
             Internal::Started => {
+                self.started = true;
+                self.publish_phase();
                 let summary = systemd::summary(&self.pool_list());
                 tracing::info!("ready: {summary}");
                 self.systemd.ready(&summary);
@@ -292,7 +320,13 @@ impl Master {
                     upgrade::report_ready(pipe);
                 }
             }
-            Internal::ReloadSettled => self.systemd.ready(&systemd::summary(&self.pool_list())),
+            Internal::ReloadSettled { systemd } => {
+                self.reloads -= 1;
+                self.publish_phase();
+                if systemd {
+                    self.systemd.ready(&systemd::summary(&self.pool_list()));
+                }
+            }
             Internal::UpgradeReady(pid) => {
                 tracing::info!(
                     "upgrade: the new master (pid {pid}) is ready; handing over and draining"
@@ -309,6 +343,7 @@ impl Master {
                 if let Some(reply) = self.upgrading.take() {
                     let _ = reply.send(serde_json::json!({"done": true, "ok": false, "error": format!("upgrade failed: {why}; the old master keeps serving")}));
                 }
+                self.publish_phase();
             }
         }
         None
@@ -325,17 +360,14 @@ impl Master {
             SignalEvent::Reload => {
                 self.systemd.reloading();
                 match self.reload(None, false).await {
-                    Ok(done) => self.notify_when_settled(done),
+                    Ok(done) => self.track_reload(done, true),
                     Err(e) => {
                         tracing::error!("reload refused: {e}");
                         self.systemd.ready(&systemd::summary(&self.pool_list()));
                     }
                 }
             }
-            SignalEvent::ReopenLogs => {
-                logging::reopen(self.config.global.error_log.as_deref());
-                self.pools.iter().for_each(|p| p.pool.logs.reopen());
-            }
+            SignalEvent::ReopenLogs => self.reopen_logs(),
             SignalEvent::MoreWorkers | SignalEvent::FewerWorkers => {
                 let delta = if ev == SignalEvent::MoreWorkers {
                     1
@@ -348,6 +380,13 @@ impl Master {
             }
         }
         None
+    }
+
+    /// `SIGUSR1`: the error log, and every pool's access log and slowlog,
+    /// are opened again by name (after a rotation renamed them).
+    fn reopen_logs(&self) {
+        logging::reopen(self.config.global.error_log.as_deref());
+        self.pools.iter().for_each(|p| p.pool.logs.reopen());
     }
 
     /// php-fpm's `emergency_restart_threshold`: that many workers dying of
@@ -375,8 +414,9 @@ impl Master {
                 g.emergency_restart_interval
             );
             self.crashes.clear();
-            if let Err(e) = self.reload(None, true).await {
-                tracing::error!("emergency reload refused: {e}");
+            match self.reload(None, true).await {
+                Ok(done) => self.track_reload(done, false),
+                Err(e) => tracing::error!("emergency reload refused: {e}"),
             }
         }
     }

@@ -13,6 +13,7 @@ use crate::pool::Pool;
 use crate::supervisor;
 
 /// What a reload did to one pool.
+#[derive(Clone)]
 pub struct Reloaded {
     pub pool: Arc<Pool>,
     /// The generation being rolled out, or `None` when nothing changed.

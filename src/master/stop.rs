@@ -1,57 +1,175 @@
 //! Stopping the master: php-fpm's `SIGQUIT` without its resets, and the
-//! fast stop of `SIGTERM`/`SIGINT`.
+//! fast stop of `SIGTERM`/`SIGINT`. While a graceful stop waits, the
+//! master still answers signals and `herd ctl`; only a second stop cuts
+//! the wait short.
 
+use std::future::Future;
 use std::time::Duration;
 
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
 use super::Master;
-use crate::phase::Phase;
-use crate::signals::Signals;
+use crate::control::protocol::Request;
+use crate::control::server::Control;
+use crate::phase::{Phase, PhaseTx};
+use crate::signals::{SignalEvent, Signals};
 use crate::supervisor;
+
+/// What a graceful stop does with a signal. Only a second stop signal
+/// escalates: a logrotate `postrotate` sending `SIGUSR1` while herd drains
+/// once aborted every request in flight. Logs are reopened as while
+/// serving; reloads and scaling make no sense any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Response {
+    Escalate,
+    ReopenLogs,
+    Ignore,
+}
+
+pub(super) fn on_signal(ev: SignalEvent) -> Response {
+    match ev {
+        SignalEvent::GracefulStop | SignalEvent::FastStop => Response::Escalate,
+        SignalEvent::ReopenLogs => Response::ReopenLogs,
+        SignalEvent::Reload | SignalEvent::MoreWorkers | SignalEvent::FewerWorkers => {
+            Response::Ignore
+        }
+    }
+}
+
+/// What a graceful stop does with a `herd ctl` request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ControlResponse {
+    /// `stop --fast`: the second stop.
+    Escalate,
+    /// Reading the state (status, metrics) works as while serving.
+    Answer,
+    /// Anything that would change what is being stopped.
+    Refuse,
+}
+
+pub(super) fn on_control(request: &Request) -> ControlResponse {
+    match request {
+        Request::Stop { fast: true } => ControlResponse::Escalate,
+        Request::Status | Request::Metrics => ControlResponse::Answer,
+        Request::Stop { fast: false }
+        | Request::Reload { .. }
+        | Request::Restart { .. }
+        | Request::Scale { .. }
+        | Request::Upgrade => ControlResponse::Refuse,
+    }
+}
+
+/// How a graceful stop's wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// Every connection closed.
+    Drained,
+    /// `process_control_timeout` passed first.
+    TimedOut,
+    /// A second stop came.
+    Escalated,
+}
+
+/// What the wait needs from the master; tests give it a fake.
+pub(super) trait Host {
+    fn phase(&self) -> &PhaseTx;
+    fn reopen_logs(&self);
+    /// Answers a status or metrics request.
+    fn answer(&self, ctl: Control);
+}
+
+/// Where a graceful stop's wait gets its events from.
+pub(super) struct Inputs<'a> {
+    pub signals: &'a mut Signals,
+    pub control: &'a mut mpsc::UnboundedReceiver<Control>,
+}
+
+/// The waits of a graceful stop: report not ready for `depool` while still
+/// accepting, then close the listeners ([`Phase::Draining`]) and wait for
+/// `drained`, at most `grace`. Signals and control requests are answered
+/// throughout.
+pub(super) async fn wait(
+    host: &impl Host,
+    inputs: Inputs<'_>,
+    depool: Duration,
+    grace: Duration,
+    drained: impl Future<Output = ()>,
+) -> Ending {
+    let Inputs { signals, control } = inputs;
+    host.phase().send_replace(Phase::Depooling);
+    if !depool.is_zero() {
+        tracing::info!(
+            "graceful stop: reporting not ready for {depool:?} before closing the listeners"
+        );
+    }
+    let mut drained = std::pin::pin!(drained);
+    let mut until = Instant::now() + depool;
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until), if !draining => {
+                tracing::info!(
+                    "graceful stop: listeners closed, finishing requests in flight (up to {grace:?})"
+                );
+                host.phase().send_replace(Phase::Draining);
+                until = Instant::now() + grace;
+                draining = true;
+            }
+            _ = tokio::time::sleep_until(until), if draining => {
+                tracing::warn!("graceful stop: requests still running after process_control_timeout ({grace:?}); stopping their workers");
+                return Ending::TimedOut;
+            }
+            _ = &mut drained, if draining => return Ending::Drained,
+            ev = signals.next() => match on_signal(ev) {
+                Response::Escalate => {
+                    tracing::info!("{} during the graceful stop: stopping now", ev.signals());
+                    return Ending::Escalated;
+                }
+                Response::ReopenLogs => host.reopen_logs(),
+                Response::Ignore => tracing::info!("{}: stopping, ignored", ev.signals()),
+            },
+            Some(ctl) = control.recv() => match on_control(&ctl.request) {
+                ControlResponse::Escalate => {
+                    let _ = ctl.reply.send(json!({"done": true, "ok": true, "message": "stopping now"}));
+                    tracing::info!("herd ctl stop --fast during the graceful stop: stopping now");
+                    return Ending::Escalated;
+                }
+                ControlResponse::Answer => host.answer(ctl),
+                ControlResponse::Refuse => {
+                    let _ = ctl.reply.send(json!({"done": true, "ok": false, "error": "herd is stopping"}));
+                }
+            },
+        }
+    }
+}
 
 impl Master {
     /// Report not ready (and wait `shutdown.depool_delay` for load
     /// balancers to notice), stop taking new connections (serving what
     /// already waits in the backlog), let queued and in-flight requests
     /// finish within `process_control_timeout`, then stop the workers. A
-    /// second stop signal escalates to a fast stop.
+    /// second stop escalates to a fast stop.
     ///
     /// After `herd ctl upgrade` (`handoff`) the new master already serves
     /// from the same sockets: no depool delay, and the sockets, their
     /// files and backlogs are left to it.
-    pub(super) async fn graceful_stop(self, signals: &mut Signals, handoff: bool) {
+    pub(super) async fn graceful_stop(self, inputs: Inputs<'_>, handoff: bool) {
         let grace = self.config.global.process_control_timeout;
         let depool = if handoff {
             Duration::ZERO
         } else {
             self.config.global.shutdown_depool_delay
         };
-        self.phase.send_replace(Phase::Depooling);
-        if !depool.is_zero() {
-            tracing::info!(
-                "graceful stop: reporting not ready for {depool:?} before closing the listeners"
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(depool) => {}
-                ev = signals.next() => {
-                    tracing::info!("{ev:?} during graceful stop: stopping now");
-                    return self.fast_stop().await;
-                }
-            }
-        }
-        tracing::info!(
-            "graceful stop: listeners closed, finishing requests in flight (up to {grace:?})"
-        );
-        self.phase.send_replace(Phase::Draining);
-        let drained = async {
-            for p in &self.pools {
-                p.pool.wait_connections_closed().await;
+        let pools = self.pool_list();
+        let drained = async move {
+            for p in pools {
+                p.wait_connections_closed().await;
             }
         };
-        tokio::select! {
-            r = tokio::time::timeout(grace, drained) => if r.is_err() {
-                tracing::warn!("graceful stop: requests still running after process_control_timeout ({grace:?}); stopping their workers");
-            },
-            ev = signals.next() => tracing::info!("{ev:?} during graceful stop: stopping now"),
+        if wait(&self, inputs, depool, grace, drained).await == Ending::Escalated {
+            return self.fast_stop().await;
         }
         for p in &self.pools {
             let _ = p.commands.send(supervisor::Command::StopGraceful);
@@ -73,5 +191,244 @@ impl Master {
             let _ = tokio::time::timeout(bound + Duration::from_secs(2), p.supervisor).await;
             p.acceptor.abort();
         }
+    }
+}
+
+impl Host for Master {
+    fn phase(&self) -> &PhaseTx {
+        &self.phase
+    }
+
+    fn reopen_logs(&self) {
+        Master::reopen_logs(self);
+    }
+
+    fn answer(&self, ctl: Control) {
+        self.answer_read(ctl);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use tokio::sync::{oneshot, watch};
+
+    use super::*;
+
+    const DEPOOL: Duration = Duration::from_secs(3);
+    const GRACE: Duration = Duration::from_secs(10);
+
+    struct Fake {
+        phase: PhaseTx,
+        reopened: Cell<u32>,
+    }
+
+    impl Host for Fake {
+        fn phase(&self) -> &PhaseTx {
+            &self.phase
+        }
+        fn reopen_logs(&self) {
+            self.reopened.set(self.reopened.get() + 1);
+        }
+        fn answer(&self, ctl: Control) {
+            let _ = ctl.reply.send(json!({"done": true, "ok": true}));
+        }
+    }
+
+    /// A stop under test: its host, its inputs, and a switch that says
+    /// every connection has closed.
+    struct Rig {
+        host: Fake,
+        signals: Signals,
+        send: mpsc::UnboundedSender<SignalEvent>,
+        control: mpsc::UnboundedReceiver<Control>,
+        ctl: mpsc::UnboundedSender<Control>,
+        drained: Option<oneshot::Receiver<()>>,
+        drain: Option<oneshot::Sender<()>>,
+    }
+
+    fn rig() -> Rig {
+        let (send, signals) = Signals::fake();
+        let (ctl, control) = mpsc::unbounded_channel();
+        let (drain, drained) = oneshot::channel();
+        Rig {
+            host: Fake {
+                phase: watch::channel(Phase::Serving).0,
+                reopened: Cell::new(0),
+            },
+            signals,
+            send,
+            control,
+            ctl,
+            drained: Some(drained),
+            drain: Some(drain),
+        }
+    }
+
+    impl Rig {
+        /// Runs the wait to its end; returns how it ended and when.
+        async fn run(&mut self, depool: Duration) -> (Ending, Duration) {
+            let start = Instant::now();
+            let drained = self.drained.take().expect("run once");
+            let inputs = Inputs {
+                signals: &mut self.signals,
+                control: &mut self.control,
+            };
+            let drained = async move {
+                let _ = drained.await;
+            };
+            let ending = wait(&self.host, inputs, depool, GRACE, drained).await;
+            (ending, start.elapsed())
+        }
+
+        /// Sends `ev` after `after`, from a task of its own.
+        fn signal_at(&self, after: Duration, ev: SignalEvent) {
+            let send = self.send.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = send.send(ev);
+            });
+        }
+
+        /// Says every connection closed after `after`.
+        fn drained_at(&mut self, after: Duration) {
+            let drain = self.drain.take().expect("once");
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = drain.send(());
+            });
+        }
+    }
+
+    #[test]
+    fn only_a_stop_signal_escalates() {
+        assert_eq!(on_signal(SignalEvent::GracefulStop), Response::Escalate);
+        assert_eq!(on_signal(SignalEvent::FastStop), Response::Escalate);
+        assert_eq!(on_signal(SignalEvent::ReopenLogs), Response::ReopenLogs);
+        for ev in [
+            SignalEvent::Reload,
+            SignalEvent::MoreWorkers,
+            SignalEvent::FewerWorkers,
+        ] {
+            assert_eq!(on_signal(ev), Response::Ignore, "{ev:?}");
+        }
+    }
+
+    #[test]
+    fn only_stop_fast_escalates_and_reading_the_state_still_works() {
+        assert_eq!(
+            on_control(&Request::Stop { fast: true }),
+            ControlResponse::Escalate
+        );
+        assert_eq!(on_control(&Request::Status), ControlResponse::Answer);
+        assert_eq!(on_control(&Request::Metrics), ControlResponse::Answer);
+        let reload = Request::Reload {
+            pool: None,
+            force: false,
+            wait: false,
+        };
+        for r in [Request::Stop { fast: false }, reload, Request::Upgrade] {
+            assert_eq!(on_control(&r), ControlResponse::Refuse, "{r:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sigusr1_during_the_drain_reopens_the_logs_and_the_drain_goes_on() {
+        let mut r = rig();
+        r.signal_at(Duration::from_secs(1), SignalEvent::ReopenLogs);
+        r.signal_at(DEPOOL + Duration::from_secs(1), SignalEvent::ReopenLogs);
+        r.drained_at(DEPOOL + Duration::from_secs(4));
+        let (ending, took) = r.run(DEPOOL).await;
+        assert_eq!(ending, Ending::Drained);
+        assert_eq!(took, DEPOOL + Duration::from_secs(4));
+        assert_eq!(
+            r.host.reopened.get(),
+            2,
+            "once while depooling, once draining"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_and_scaling_signals_are_ignored_while_stopping() {
+        let mut r = rig();
+        r.signal_at(Duration::from_secs(1), SignalEvent::Reload);
+        r.signal_at(DEPOOL + Duration::from_secs(1), SignalEvent::MoreWorkers);
+        r.signal_at(DEPOOL + Duration::from_secs(2), SignalEvent::FewerWorkers);
+        let (ending, took) = r.run(DEPOOL).await;
+        assert_eq!(ending, Ending::TimedOut);
+        assert_eq!(
+            took,
+            DEPOOL + GRACE,
+            "bounded by the depool delay and grace"
+        );
+        assert_eq!(r.host.reopened.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_stop_signal_escalates_while_depooling_or_draining() {
+        for (at, ev) in [
+            (Duration::from_secs(1), SignalEvent::GracefulStop),
+            (DEPOOL + Duration::from_secs(2), SignalEvent::FastStop),
+        ] {
+            let mut r = rig();
+            r.signal_at(at, ev);
+            let (ending, took) = r.run(DEPOOL).await;
+            assert_eq!((ending, took), (Ending::Escalated, at), "{ev:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn listeners_close_when_the_depool_delay_is_over() {
+        let mut r = rig();
+        let phase = r.host.phase.subscribe();
+        let watch = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut phase = phase;
+            let start = Instant::now();
+            while phase.changed().await.is_ok() {
+                seen.push((*phase.borrow_and_update(), start.elapsed()));
+            }
+            seen
+        });
+        r.drained_at(Duration::ZERO);
+        let (ending, took) = r.run(DEPOOL).await;
+        // Drained at once, but only counted once the listeners closed.
+        assert_eq!((ending, took), (Ending::Drained, DEPOOL));
+        drop(r);
+        let seen = watch.await.unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (Phase::Depooling, Duration::ZERO),
+                (Phase::Draining, DEPOOL)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn herd_ctl_answers_status_while_stopping_and_stop_fast_escalates() {
+        let mut r = rig();
+        let ctl = r.ctl.clone();
+        let asked = tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for (after, request) in [
+                (1, Request::Status),
+                (1, Request::Upgrade),
+                (1, Request::Stop { fast: true }),
+            ] {
+                tokio::time::sleep(Duration::from_secs(after)).await;
+                let (reply, mut rx) = mpsc::unbounded_channel();
+                let _ = ctl.send(Control { request, reply });
+                answers.push(rx.recv().await.expect("an answer")["ok"].clone());
+            }
+            answers
+        });
+        let (ending, took) = r.run(DEPOOL).await;
+        assert_eq!((ending, took), (Ending::Escalated, Duration::from_secs(3)));
+        assert_eq!(
+            asked.await.unwrap(),
+            vec![json!(true), json!(false), json!(true)]
+        );
     }
 }

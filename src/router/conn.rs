@@ -3,7 +3,8 @@
 //! its params are complete, so a client that is slow to send its headers
 //! never holds a worker. Several requests may be in flight on one
 //! connection (multiplexed ids), and a keep-alive connection is never
-//! pinned to a worker: each request leases one afresh.
+//! pinned to a worker: each request leases one afresh. The client's
+//! deadlines are kept by a [`deadline::Clock`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::Instant;
 
+use super::deadline::{self, Clock, Owed, Waiting};
 use super::local;
 use super::relay::{self, Ending};
 use crate::config::PoolConfig;
@@ -38,6 +40,8 @@ struct Incoming {
     stdin: Option<mpsc::Sender<Bytes>>,
     started: bool,
     abort: watch::Sender<bool>,
+    /// What its client still owes, and by when.
+    owed: Owed,
 }
 
 impl Incoming {
@@ -54,8 +58,6 @@ type Task<'a> = Pin<Box<dyn Future<Output = (u16, Ending)> + Send + 'a>>;
 enum Fault {
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
-    #[error("no bytes for {0:?} in the middle of a request")]
-    Stalled(std::time::Duration),
 }
 
 pub async fn serve<R, W>(mut rd: R, wr: W, pool: Arc<Pool>, peer: &str, mut phase: PhaseRx)
@@ -76,32 +78,44 @@ where
         tasks: FuturesUnordered::new(),
         stalled: None,
         phase: *phase.borrow(),
+        clock: Clock::new(deadline::Limits::of(&cfg), Instant::now()),
     };
     let mut eof = false;
     // While stopping, a keep-alive connection closes once it is idle; a
     // connection taken from the backlog first gets to send its request.
     let mut served = 0u64;
-    let mut progress = Instant::now();
 
     loop {
-        if !eof
-            && st.stalled.is_none()
-            && let Err(e) = st.take_frames(&mut buf, &ctx)
-        {
-            tracing::warn!(pool = %pool.name, %peer, "dropping connection: {e}");
-            st.abort_all();
-            eof = true;
+        if !eof && st.stalled.is_none() {
+            let before = buf.len();
+            if let Err(e) = st.take_frames(&mut buf, &ctx) {
+                tracing::warn!(pool = %pool.name, %peer, "dropping connection: {e}");
+                st.abort_all();
+                eof = true;
+            }
+            let now = Instant::now();
+            st.clock.framed(now, buf.len() < before, !buf.is_empty());
+            if st.stalled.is_some() {
+                st.clock.pause(now);
+            }
         }
         let idle = st.reqs.is_empty() && buf.is_empty() && served > 0;
         if st.tasks.is_empty() && (eof || (st.phase.closed() && idle)) {
             break;
         }
-        // A connection that never sent a byte gets the same time as a
-        // stalled request, then closes; one idle between requests is
-        // nginx's to close (its upstream keepalive_timeout).
-        let fresh = served == 0 && st.reqs.is_empty();
-        let receiving = fresh || !buf.is_empty() || st.reqs.iter().any(Incoming::receiving);
-        let deadline = progress + cfg.request_read_timeout;
+        let waiting = Waiting {
+            fresh: served == 0 && st.reqs.is_empty() && buf.is_empty(),
+            partial: buf.len(),
+            idle: idle && st.tasks.is_empty(),
+        };
+        let owed = st.reqs.iter().filter(|r| r.receiving()).map(|r| &r.owed);
+        let next = if eof {
+            None
+        } else {
+            st.clock.next(waiting, owed)
+        };
+        let deadline = next.map_or_else(Instant::now, |(at, _)| at);
+        let was_empty = buf.is_empty();
         let stalled_tx = st.stalled.as_ref().map(|(tx, _)| tx.clone());
         tokio::select! {
             r = rd.read_buf(&mut buf), if !eof && st.stalled.is_none() => match r {
@@ -113,12 +127,13 @@ where
                     st.abort_all();
                     eof = true;
                 }
-                Ok(_) => progress = Instant::now(),
+                Ok(_) => st.clock.read(Instant::now(), was_empty),
             },
             Some((id, ending)) = st.tasks.next(), if !st.tasks.is_empty() => {
                 let keep = st.reqs.iter().find(|r| r.id == id).is_none_or(|r| r.begin.keep_conn());
                 st.reqs.retain(|r| r.id != id || id == record::NULL_REQUEST_ID);
                 served += 1;
+                st.clock.done(Instant::now());
                 if ending == Ending::CloseConnection || !keep {
                     st.abort_all();
                     eof = true;
@@ -129,15 +144,14 @@ where
                 if let Ok(permit) = permit {
                     permit.send(raw);
                 }
-                progress = Instant::now();
+                st.clock.resume(Instant::now());
             },
-            _ = tokio::time::sleep_until(deadline), if receiving && !eof => {
-                if fresh && buf.is_empty() {
-                    // A port probe or a client that never began: not worth
-                    // a warning each (a flood of them would be a flood of lines).
-                    tracing::debug!(pool = %pool.name, %peer, "closing a connection that sent nothing for {:?}", cfg.request_read_timeout);
+            _ = tokio::time::sleep_until(deadline), if next.is_some() => {
+                let (_, why) = next.expect("guarded");
+                if why.quiet() {
+                    tracing::debug!(pool = %pool.name, %peer, "closing a connection: {why}");
                 } else {
-                    tracing::warn!(pool = %pool.name, %peer, "dropping connection: {}", Fault::Stalled(cfg.request_read_timeout));
+                    tracing::warn!(pool = %pool.name, %peer, "dropping connection: {why}");
                 }
                 st.abort_all();
                 eof = true;
@@ -166,6 +180,7 @@ struct State<'a> {
     /// The master's phase: once stopping, ping says so; once draining, the
     /// connection closes when idle.
     phase: Phase,
+    clock: Clock,
 }
 
 impl<'a> State<'a> {
@@ -222,10 +237,8 @@ impl<'a> State<'a> {
                     return Ok(());
                 }
                 req.started = true;
-                // Ready: not stopping, and the pool's first workers passed their gate
-                // (a load balancer must not send traffic before that).
-                let ready = self.phase.ready() && ctx.pool.deploy.borrow().started;
-                match local::answer(&req.params, id, ctx.pool, ctx.cfg, ready) {
+                self.clock.params_done(&mut req.owed, Instant::now());
+                match local::answer(&req.params, id, ctx.pool, ctx.cfg, self.phase) {
                     Some(out) => self.reply(ctx, out, id),
                     None => {
                         let task = start(req, ctx);
@@ -241,6 +254,7 @@ impl<'a> State<'a> {
                     return Err(ProtocolError::UnexpectedRecord(frame.record_type()).into());
                 }
                 let ends = frame.record_type() == record::STDIN && frame.content().is_empty();
+                req.owed.received(frame.content().len());
                 if let Some(tx) = &req.stdin
                     && let Err(mpsc::error::TrySendError::Full(raw)) =
                         tx.try_send(frame.raw.clone())
@@ -307,22 +321,23 @@ impl<'a> State<'a> {
             self.reply(ctx, out, id);
             // Tracked only so its keep-alive flag is known when the
             // refusal has been written.
-            self.reqs.push(incoming(id, begin, true));
+            self.reqs.push(self.incoming(id, begin, true));
             return Ok(());
         }
-        self.reqs.push(incoming(id, begin, false));
+        self.reqs.push(self.incoming(id, begin, false));
         Ok(())
     }
-}
 
-fn incoming(id: u16, begin: BeginRequest, started: bool) -> Incoming {
-    Incoming {
-        id,
-        begin,
-        params: BytesMut::new(),
-        stdin: None,
-        started,
-        abort: watch::channel(false).0,
+    fn incoming(&self, id: u16, begin: BeginRequest, started: bool) -> Incoming {
+        Incoming {
+            id,
+            begin,
+            params: BytesMut::new(),
+            stdin: None,
+            started,
+            abort: watch::channel(false).0,
+            owed: self.clock.begin(Instant::now()),
+        }
     }
 }
 
@@ -401,3 +416,7 @@ fn management_reply(frame: &Frame, record_type: u8, cfg: &PoolConfig) -> BytesMu
     });
     out
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

@@ -233,13 +233,7 @@ pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut phase: PhaseRx
             Ok(x) => x,
             Err(e) => {
                 failures.hit(&pool.name, format!("failed to accept a connection: {e}"));
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                ) {
-                    // Out of descriptors: give in-flight requests time to end.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                back_off_after(&e).await;
                 continue;
             }
         };
@@ -370,8 +364,22 @@ fn drain_backlog(listener: &Listener) -> Vec<(Accepted, Option<IpAddr>)> {
     out
 }
 
+/// After a failed accept. Out of descriptors or kernel memory, the
+/// connection stays in the backlog and the listener stays readable, so an
+/// accept loop that tried again at once would spin; a pause gives requests
+/// in flight time to end and give some back. Any other error is that one
+/// connection's (it is gone already).
+pub async fn back_off_after(e: &std::io::Error) {
+    if matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    ) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Sleeps until `at`, or forever without one.
-async fn sleep_until(at: Option<Instant>) {
+pub async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,

@@ -9,16 +9,18 @@ use bytes::BytesMut;
 
 use crate::config::PoolConfig;
 use crate::fastcgi::{pairs, record, response};
+use crate::phase::Phase;
 use crate::pool::Pool;
 use crate::status;
 
-/// The complete response for `params` if the master answers it.
+/// The complete response for `params` if the master answers it, in the
+/// master's `phase`.
 pub fn answer(
     params: &[u8],
     id: u16,
     pool: &Arc<Pool>,
     cfg: &PoolConfig,
-    ready: bool,
+    phase: Phase,
 ) -> Option<BytesMut> {
     if cfg.status_path.is_none() && cfg.ping_path.is_none() {
         return None;
@@ -33,9 +35,11 @@ pub fn answer(
         ),
     ];
     if cfg.ping_path.as_deref() == Some(path) {
-        // Until the first workers are ready, and from the moment a stop
-        // begins, load balancers are told to look elsewhere (while in-flight
+        // Until the pool's first workers are ready (a load balancer must
+        // not send traffic before that), and from the moment a stop begins,
+        // load balancers are told to look elsewhere (while in-flight
         // requests still finish).
+        let ready = phase.ready() && pool.deploy.borrow().started;
         let (status, body) = if ready {
             (200, format!("{}\n", cfg.ping_response))
         } else {
@@ -55,7 +59,7 @@ pub fn answer(
             String::from_utf8_lossy(pairs::find(params, b"QUERY_STRING").unwrap_or_default());
         let (format, full) = status::parse_query(&query);
         let started = SystemTime::now() - pool.started.elapsed();
-        let snap = status::snapshot(pool, started);
+        let snap = status::snapshot(pool, started, phase);
         let (content_type, body) = status::render(&snap, format, full);
         return Some(respond(id, 200, content_type, &no_cache, &body, head_only));
     }

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod conn;
+mod deadline;
 pub mod inherit;
 pub mod listener;
 mod local;

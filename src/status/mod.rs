@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use crate::phase::Phase;
 use crate::pool::{Pool, WorkerState};
 pub use metrics::Metrics;
 pub use render::render;
@@ -53,6 +54,8 @@ pub struct PoolStatus {
     pub retried: u64,
     /// `ok`, or why the pool cannot serve.
     pub state: String,
+    /// The master's phase: a dashboard sees a reload or a stop under way.
+    pub phase: Phase,
     pub processes: Vec<ProcessStatus>,
     /// What herd's OpenMetrics families add.
     pub metrics: Metrics,
@@ -89,8 +92,8 @@ pub struct ProcessStatus {
     pub busy_slots: u32,
 }
 
-/// Takes a snapshot of `pool`.
-pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime) -> PoolStatus {
+/// Takes a snapshot of `pool`, in the master's `phase`.
+pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> PoolStatus {
     let cfg = pool.config();
     let snap = pool.snapshot();
     let metrics = Metrics::collect(pool, &snap);
@@ -178,6 +181,7 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime) -> PoolStatus {
         worker_lost: c.worker_lost.load(Ordering::Relaxed),
         retried: c.retried.load(Ordering::Relaxed),
         state: snap.unavailable.unwrap_or_else(|| "ok".into()),
+        phase,
         processes,
         metrics,
     }
@@ -253,10 +257,10 @@ pub fn parse_query(query: &str) -> (Format, bool) {
 /// herd's labelled families only, each once with a sample per pool.
 /// php-fpm's families are unlabelled, so they cannot be repeated per pool
 /// in one document; each pool's status page (`?openmetrics`) has them.
-pub fn openmetrics(pools: &[Arc<Pool>]) -> String {
+pub fn openmetrics(pools: &[Arc<Pool>], phase: Phase) -> String {
     let snaps: Vec<PoolStatus> = pools
         .iter()
-        .map(|pool| snapshot(pool, SystemTime::now() - pool.started.elapsed()))
+        .map(|pool| snapshot(pool, SystemTime::now() - pool.started.elapsed(), phase))
         .collect();
     let mut out = String::new();
     metrics::write(&mut out, &snaps.iter().collect::<Vec<_>>());
@@ -297,6 +301,7 @@ mod tests {
             worker_lost: 0,
             retried: 0,
             state: "ok".into(),
+            phase: Phase::Serving,
             metrics: sample_metrics(),
             processes: vec![ProcessStatus {
                 pid: 42,

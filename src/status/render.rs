@@ -58,6 +58,7 @@ fn pool_fields(s: &PoolStatus) -> Vec<(&'static str, String, serde_json::Value)>
         ("worker lost requests", n(s.worker_lost)),
         ("retried requests", n(s.retried)),
         ("state", (s.state.clone(), json!(s.state))),
+        ("phase", (s.phase.to_string(), json!(s.phase.as_str()))),
     ];
     f.iter_mut()
         .map(|(k, (t, j))| (*k, std::mem::take(t), j.take()))
@@ -342,6 +343,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("request URI:          /a?b=<c>\n"));
+        assert!(t.contains("state:                ok\nphase:                serving\n"));
     }
 
     #[test]
@@ -351,6 +353,7 @@ mod tests {
         assert_eq!(v["start time"], 1_700_000_000);
         assert_eq!(v["processes"][0]["request uri"], "/a?b=<c>");
         assert_eq!(v["processes"][0]["generation"], 1);
+        assert_eq!(v["phase"], "serving");
     }
 
     #[test]

@@ -23,15 +23,31 @@ pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
 /// Waits until `cond` returns `Some`, or panics naming `what` at the deadline.
 pub fn wait_for<T>(what: &str, within: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    wait_until(what, within, || cond().ok_or_else(String::new))
+}
+
+/// Waits until `cond` returns `Ok`; its `Err` says what it saw instead,
+/// and the last one is in the panic at the deadline (a timeout that says
+/// "3 of 4 workers ready" needs no second run to be understood).
+pub fn wait_until<T>(
+    what: &str,
+    within: Duration,
+    mut cond: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(v) = cond() {
-            return v;
+        match cond() {
+            Ok(v) => return v,
+            Err(seen) if Instant::now() > deadline => {
+                let seen = if seen.is_empty() {
+                    String::new()
+                } else {
+                    format!("; last seen: {seen}")
+                };
+                panic!("timed out after {within:?} waiting for {what}{seen}");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
-        if Instant::now() > deadline {
-            panic!("timed out after {within:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -99,6 +115,18 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A test that cannot run here (no root, no systemd, a missing program)
+/// says so where no one can miss it, and the caller returns. Under CI (the
+/// `CI` variable set, as CI services set it) it fails instead: CI exists to
+/// run every test, and a green run that skipped one proves nothing.
+pub fn skip(why: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+    if ci {
+        panic!("this test cannot run here, and CI is set: {why}");
+    }
+    eprintln!("\n******** SKIPPED: {why} ********\n");
 }
 
 pub fn is_root() -> bool {
@@ -222,15 +250,15 @@ impl Herd {
     }
 
     /// Waits until at least `n` log lines contain `needle`; returns them.
+    /// (At a timeout, the whole log is printed as the test fails.)
     pub fn wait_log(&self, needle: &str, n: usize, within: Duration) -> Vec<String> {
-        wait_for(
-            &format!("{n} log line(s) with {needle:?}\n{}", self.log_text()),
-            within,
-            || {
-                let lines = self.log_lines(needle);
-                (lines.len() >= n).then_some(lines)
-            },
-        )
+        wait_until(&format!("{n} log line(s) with {needle:?}"), within, || {
+            let lines = self.log_lines(needle);
+            match lines.len() {
+                found if found >= n => Ok(lines),
+                found => Err(format!("{found} line(s)")),
+            }
+        })
     }
 
     /// The WARN and ERROR lines of the log.
@@ -250,8 +278,8 @@ impl Herd {
     /// Waits until `n` workers have passed the readiness gate in total;
     /// returns the pids of the ready lines, in order.
     pub fn wait_ready(&self, n: usize) -> Vec<u32> {
-        wait_for(
-            &format!("{n} workers ready\n{}", self.log_text()),
+        wait_until(
+            &format!("{n} workers ready"),
             Duration::from_secs(20),
             || {
                 let pids: Vec<u32> = self
@@ -259,7 +287,11 @@ impl Herd {
                     .iter()
                     .filter_map(|l| field(l, "pid"))
                     .collect();
-                (pids.len() >= n).then_some(pids)
+                if pids.len() >= n {
+                    return Ok(pids);
+                }
+                let spawned = self.worker_pids();
+                Err(format!("ready {pids:?} of spawned {spawned:?}"))
             },
         )
     }
@@ -474,6 +506,19 @@ pub fn tcp_states(port: u16) -> Vec<u8> {
 pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_CLOSE_WAIT: u8 = 8;
 pub const TCP_LISTEN: u8 = 10;
+
+/// `herd run -c config` started through `sh`, which runs `prelude` (shell
+/// commands ending in `;` or `&&`) and then execs herd in the same process,
+/// so the child's pid is the master's: how a test sets a limit or a
+/// variable that must hold herd's own pid. For [`Herd::start_with`].
+pub fn herd_via_shell(prelude: &str, config: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("{prelude} exec \"$0\" run -c \"$1\""))
+        .arg(HERD)
+        .arg(config);
+    cmd
+}
 
 /// Runs `herd <args>` to completion; returns (exit code, stdout, stderr).
 pub fn herd_cmd(args: &[&str]) -> (i32, String, String) {
