@@ -2,8 +2,10 @@
 //! records and relays each request to a leased worker.
 
 mod access_log;
+mod answer;
 mod conn;
 mod deadline;
+mod exchange;
 pub mod inherit;
 pub mod listener;
 mod local;

@@ -11,21 +11,20 @@
 //! past `request_terminate_timeout` gets a 504 and its worker is replaced.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::sync::{Mutex, mpsc, watch};
-use tokio::time::timeout;
 
 use super::access_log;
-use super::script::{self, Denial};
+use super::answer::Answer;
+use super::exchange::{self, aborted, write_client};
+use super::script;
 use crate::config::PoolConfig;
-use crate::fastcgi::frame::records;
-use crate::fastcgi::record::{self, BeginRequest, EndRequest, HEADER_LEN};
-use crate::fastcgi::{pairs, response};
-use crate::pool::{AcquireError, BusyInfo, Counters, Lease, Outcome, Pool, Refused, WorkerConn};
+use crate::fastcgi::pairs;
+use crate::fastcgi::record::{self, BeginRequest};
+use crate::pool::{AcquireError, BusyInfo, Counters, Lease, Pool};
 
 /// A request whose params are complete, ready to be served.
 pub struct Request {
@@ -52,7 +51,7 @@ pub enum Ending {
 }
 
 /// What one attempt on one worker came to.
-enum Attempt {
+pub(super) enum Attempt {
     /// The worker answered; `client_ok` is false when the client could not
     /// take the whole response.
     Answered { client_ok: bool },
@@ -60,6 +59,19 @@ enum Attempt {
     WorkerLost { sent_any: bool },
     /// `request_terminate_timeout` passed.
     TimedOut { sent_any: bool },
+}
+
+/// What every attempt of one request shares.
+pub(super) struct Trip<'a, W> {
+    pub pool: &'a Pool,
+    pub cfg: &'a PoolConfig,
+    pub id: u16,
+    /// The request as the worker gets it: begin, params, and the stdin
+    /// that came with them.
+    pub head: &'a [u8],
+    pub abort: &'a watch::Receiver<bool>,
+    pub client: &'a Mutex<W>,
+    pub log: &'a mut ResponseLog,
 }
 
 /// Serves `req` and returns its id and how it ended.
@@ -77,19 +89,24 @@ where
     let started = Instant::now();
     let mut log = ResponseLog::default();
     let retriable = is_retriable(&req.params);
-    let ending = match cfg
+    let denied = cfg
         .script_guard
         .as_ref()
-        .map(|g| script::check(&req.params, g))
-    {
-        Some(Err(denial)) => deny(&pool, &cfg, &req, denial, client, &mut log).await,
+        .map(|g| script::check(&req.params, g));
+    let ending = match denied {
+        // The worker never sees it.
+        Some(Err(denial)) => {
+            let answer = Answer::from(denial);
+            answer.account(&pool, &cfg, &req.info);
+            respond(client, &cfg, id, &answer, &mut log).await
+        }
         _ => {
             let head = request_head(&mut req, retriable);
             by_worker(&pool, &cfg, &mut req, &head, retriable, client, &mut log).await
         }
     };
     // Every request is counted once when it ends: by its worker's
-    // generation when its lease comes back, else as unserved above.
+    // generation when its lease comes back, else as unserved.
     pool.counters.latency.observe(started.elapsed());
     if let Some(access) = &pool.logs.access {
         let entry = access_log::Entry {
@@ -124,14 +141,14 @@ where
     for attempt in 0..2 {
         let lease = match acquire(pool, cfg, req).await {
             Ok(lease) => lease,
-            Err(Refusal::Aborted) => {
+            Err(None) => {
+                // The client left while it waited.
                 Counters::bump(&pool.counters.unserved);
                 break;
             }
-            Err(Refusal::Respond(status, body)) => {
-                Counters::bump(&pool.counters.unserved);
-                log.status = status;
-                return respond(client, cfg, id, status, body).await;
+            Err(Some(answer)) => {
+                answer.account(pool, cfg, &req.info);
+                return respond(client, cfg, id, &answer, log).await;
             }
         };
         log.pid = lease.pid;
@@ -141,65 +158,50 @@ where
             Some(&mut req.stdin)
         };
         let may_retry = retriable && attempt == 0;
-        match forward(
-            pool, lease, cfg, id, head, stdin, &req.abort, client, log, may_retry,
-        )
-        .await
-        {
+        let mut trip = Trip {
+            pool,
+            cfg,
+            id,
+            head,
+            abort: &req.abort,
+            client,
+            log,
+        };
+        let (answer, sent_any) = match exchange::forward(&mut trip, lease, stdin, may_retry).await {
             Attempt::Answered { client_ok: true } => return Ending::Complete,
             Attempt::Answered { client_ok: false } => return Ending::CloseConnection,
-            Attempt::WorkerLost { sent_any: false } if retriable && attempt == 0 => {
+            Attempt::WorkerLost { sent_any: false } if may_retry => {
                 Counters::bump(&pool.counters.retried);
                 tracing::warn!(pool = %pool.name, pid = log.pid, "worker died before answering {} {}; trying another worker", req.info.method, req.info.uri);
+                continue;
             }
             Attempt::WorkerLost { sent_any } => {
-                Counters::bump(&pool.counters.worker_lost);
                 tracing::warn!(pool = %pool.name, pid = log.pid, "worker died while serving {} {}", req.info.method, req.info.uri);
-                let body = "Bad Gateway: the worker ended before responding.\n";
-                return fail(client, cfg, id, sent_any, 502, body, log).await;
+                (Answer::WorkerLost, sent_any)
             }
             Attempt::TimedOut { sent_any } => {
-                Counters::bump(&pool.counters.terminated);
                 tracing::warn!(pool = %pool.name, pid = log.pid, "{} {} ran past request_terminate_timeout ({:?}); stopping its worker", req.info.method, req.info.uri, cfg.request_terminate_timeout);
-                let body = "Gateway Timeout: the request ran past request_terminate_timeout.\n";
-                return fail(client, cfg, id, sent_any, 504, body, log).await;
+                (Answer::Terminated, sent_any)
             }
+        };
+        answer.account(pool, cfg, &req.info);
+        // The client has part of a response already: only closing the
+        // connection tells nginx it is cut.
+        if sent_any {
+            return Ending::CloseConnection;
         }
+        return respond(client, cfg, id, &answer, log).await;
     }
     Ending::Complete
 }
 
-/// `security.limit_extensions` said no: herd answers, the worker never
-/// sees the request.
-async fn deny<W: AsyncWrite + Unpin>(
-    pool: &Pool,
-    cfg: &PoolConfig,
-    req: &Request,
-    denial: Denial,
-    client: &Mutex<W>,
-    log: &mut ResponseLog,
-) -> Ending {
-    Counters::bump(&pool.counters.unserved);
-    let (method, uri) = (&req.info.method, &req.info.uri);
-    match &denial {
-        Denial::Forbidden(why) => {
-            pool.refused(Refused::Script, format!("403 for {method} {uri}: {why}"))
-        }
-        Denial::NotFound => {
-            tracing::debug!(pool = %pool.name, "404 for {method} {uri}: no such script")
-        }
-    }
-    log.status = denial.status();
-    respond(client, cfg, req.id, denial.status(), denial.body()).await
-}
-
 /// What the access log needs to know about the response.
 #[derive(Default)]
-struct ResponseLog {
-    pid: u32,
-    status: u16,
+pub(super) struct ResponseLog {
+    pub pid: u32,
+    pub status: u16,
     /// The first bytes of the response's stdout (its CGI headers).
-    head: Vec<u8>,
+    pub head: Vec<u8>,
 }
 
 /// Only a request the worker cannot have acted on differently the second
@@ -237,44 +239,31 @@ fn request_head(req: &mut Request, retriable: bool) -> Bytes {
     head.freeze()
 }
 
-enum Refusal {
-    Aborted,
-    Respond(u16, &'static str),
-}
-
-async fn acquire(pool: &Arc<Pool>, cfg: &PoolConfig, req: &mut Request) -> Result<Lease, Refusal> {
-    const NO_WORKERS: &str = "Service Unavailable: no worker of this pool can start.\n";
+/// A worker's lease, or why there is none: `None` when the client left
+/// while it waited, else herd's own answer.
+async fn acquire(
+    pool: &Arc<Pool>,
+    cfg: &PoolConfig,
+    req: &mut Request,
+) -> Result<Lease, Option<Answer>> {
     let asked = Instant::now();
     let leased = |lease: Lease| {
         pool.counters.queue_wait.observe(asked.elapsed());
         lease
     };
-    let refused = |kind: Refused, why: String| {
-        pool.refused(
-            kind,
-            format!("503 for {} {}: {why}", req.info.method, req.info.uri),
-        );
-    };
     let unavailable = || {
-        Counters::bump(&pool.counters.unavailable);
         let why = pool
             .unavailable_reason()
             .unwrap_or_else(|| "the pool has no worker and none is starting".into());
-        refused(Refused::Unavailable, format!("no worker can start: {why}"));
-        Refusal::Respond(503, NO_WORKERS)
+        Some(Answer::Unavailable(why))
     };
     let waiting = match pool.acquire(req.info.clone(), cfg.max_queue) {
         Ok(Ok(lease)) => return Ok(leased(lease)),
         Ok(Err(rx)) => rx,
         Err(AcquireError::QueueFull) => {
-            refused(
-                Refused::QueueFull,
-                format!("the queue is full (pm.max_queue = {})", cfg.max_queue),
-            );
-            return Err(Refusal::Respond(
-                503,
-                "Service Unavailable: the queue of this pool is full.\n",
-            ));
+            return Err(Some(Answer::QueueFull {
+                max_queue: cfg.max_queue,
+            }));
         }
         Err(AcquireError::NoWorkers) => return Err(unavailable()),
     };
@@ -290,351 +279,31 @@ async fn acquire(pool: &Arc<Pool>, cfg: &PoolConfig, req: &mut Request) -> Resul
     waiting.close();
     match (waiting.try_recv().ok(), timed_out) {
         (Some(lease), true) => Ok(leased(lease)),
-        (None, true) => {
-            Counters::bump(&pool.counters.queue_timeouts);
-            refused(
-                Refused::QueueTimeout,
-                format!(
-                    "no worker within request.queue_timeout ({:?})",
-                    cfg.request_queue_timeout
-                ),
-            );
-            Err(Refusal::Respond(
-                503,
-                "Service Unavailable: timed out waiting for a worker.\n",
-            ))
-        }
+        (None, true) => Err(Some(Answer::QueueTimeout)),
         // The worker never saw this request: it goes on to the next one.
         (Some(lease), false) => {
             pool.return_unused(lease);
-            Err(Refusal::Aborted)
+            Err(None)
         }
-        (None, false) => Err(Refusal::Aborted),
+        (None, false) => Err(None),
     }
 }
 
-/// A response of herd's own, with `Retry-After` for the 503s.
+/// Writes one of herd's own answers to the client.
 async fn respond<W: AsyncWrite + Unpin>(
     client: &Mutex<W>,
     cfg: &PoolConfig,
     id: u16,
-    status: u16,
-    body: &str,
+    answer: &Answer,
+    log: &mut ResponseLog,
 ) -> Ending {
-    let mut out = BytesMut::new();
-    let retry = cfg.request_queue_timeout.as_secs().clamp(1, 60).to_string();
-    let headers: &[(&str, &str)] = if status == 503 {
-        &[("Retry-After", &retry)]
-    } else {
-        &[]
-    };
-    response::put_simple(&mut out, id, status, headers, body);
+    log.status = answer.status();
+    let out = answer.records(id, cfg);
     if write_client(client, &out, cfg.request_read_timeout).await {
         Ending::Complete
     } else {
         Ending::CloseConnection
     }
-}
-
-/// The worker failed: an error response if the client has seen nothing
-/// yet, else the connection closes (nginx then knows the response is cut).
-async fn fail<W: AsyncWrite + Unpin>(
-    client: &Mutex<W>,
-    cfg: &PoolConfig,
-    id: u16,
-    sent_any: bool,
-    status: u16,
-    body: &str,
-    log: &mut ResponseLog,
-) -> Ending {
-    if sent_any {
-        return Ending::CloseConnection;
-    }
-    log.status = status;
-    respond(client, cfg, id, status, body).await
-}
-
-/// Writes to the client; false when it is gone or stalled past the timeout.
-async fn write_client<W: AsyncWrite + Unpin>(
-    client: &Mutex<W>,
-    bytes: &[u8],
-    limit: Duration,
-) -> bool {
-    let mut w = client.lock().await;
-    matches!(timeout(limit, w.write_all(bytes)).await, Ok(Ok(())))
-}
-
-/// Sends the request to the leased worker and relays the response.
-/// `may_retry`: a worker lost before it answered gets the request sent to
-/// another one, so the request has not ended with this lease.
-#[allow(clippy::too_many_arguments)]
-async fn forward<W>(
-    pool: &Pool,
-    mut lease: Lease,
-    cfg: &PoolConfig,
-    id: u16,
-    head: &[u8],
-    stdin: Option<&mut mpsc::Receiver<Bytes>>,
-    abort: &watch::Receiver<bool>,
-    client: &Mutex<W>,
-    log: &mut ResponseLog,
-    may_retry: bool,
-) -> Attempt
-where
-    W: AsyncWrite + Unpin,
-{
-    let leased_at = Instant::now();
-    let (worker, slot, pid) = (lease.id, lease.slot, lease.pid);
-    let want_head = pool.logs.access.is_some();
-    let sent_any = AtomicBool::new(false);
-    let conn = lease
-        .conn
-        .as_mut()
-        .expect("a fresh lease has its connection");
-    let end = match send_head(conn, head).await {
-        Err(_) => RelayEnd::WorkerLost { sent_any: false },
-        Ok(()) => {
-            let (stream, buf) = conn.parts();
-            let (mut from_worker, mut to_worker) = stream.expect("connected by send_head").split();
-            let pump = pump_stdin(&mut to_worker, stdin, abort.clone(), id);
-            let relay = relay_response(
-                &mut from_worker,
-                buf,
-                id,
-                client,
-                cfg.request_read_timeout,
-                want_head.then_some(&mut log.head),
-                &sent_any,
-            );
-            tokio::pin!(pump, relay);
-            let terminate = deadline(leased_at, cfg.herd_terminate_timeout());
-            let mut slow = deadline(leased_at, cfg.request_slowlog_timeout);
-            let mut pumping = true;
-            loop {
-                tokio::select! {
-                    // A failed write means the worker is gone; the relay sees
-                    // the same on its side and decides what the client gets.
-                    _ = &mut pump, if pumping => pumping = false,
-                    end = &mut relay => break end,
-                    _ = sleep_until(terminate) => break RelayEnd::TimedOut,
-                    _ = sleep_until(slow) => {
-                        slow = None;
-                        slowlog(pool, worker, slot, pid, leased_at);
-                    }
-                }
-            }
-        }
-    };
-    match end {
-        RelayEnd::Ended { client_ok, tail } => {
-            let clean = lease.conn.as_ref().is_some_and(|c| c.buf_is_empty());
-            if *abort.borrow()
-                && let Some(conn) = lease.conn.as_mut()
-            {
-                // The worker may not have read our FCGI_ABORT_REQUEST yet;
-                // php-cgi, reading it as the next request, would drop the
-                // connection under the next one. A fresh one avoids that.
-                conn.disconnect();
-            }
-            log.status = response::status_of(&log.head).unwrap_or(200);
-            pool.release(
-                lease,
-                if clean {
-                    Outcome::Clean
-                } else {
-                    Outcome::Broken
-                },
-            );
-            let client_ok =
-                client_ok && write_client(client, &tail, cfg.request_read_timeout).await;
-            Attempt::Answered { client_ok }
-        }
-        RelayEnd::WorkerLost { sent_any } => {
-            if may_retry && !sent_any {
-                pool.release_for_retry(lease);
-            } else {
-                pool.release(lease, Outcome::Broken);
-            }
-            Attempt::WorkerLost { sent_any }
-        }
-        RelayEnd::TimedOut => {
-            pool.release(lease, Outcome::Terminated);
-            Attempt::TimedOut {
-                sent_any: sent_any.load(Ordering::Relaxed),
-            }
-        }
-    }
-}
-
-fn deadline(from: Instant, after: Duration) -> Option<tokio::time::Instant> {
-    (!after.is_zero()).then(|| tokio::time::Instant::from_std(from + after))
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// One line per slow request, as php-fpm's slowlog has one entry (herd
-/// cannot read the script's stack, so the line names the request instead).
-fn slowlog(pool: &Pool, worker: crate::pool::WorkerId, slot: u32, pid: u32, since: Instant) {
-    Counters::bump(&pool.counters.slow_requests);
-    let Some(file) = &pool.logs.slow else { return };
-    let info = pool.busy_info(worker, slot);
-    let (method, uri, script) = info
-        .map(|i| (i.method, i.uri, i.script))
-        .unwrap_or_default();
-    let now = crate::status::clf_now();
-    file.write_line(&format!(
-        "[{now}] pool {} pid {} {method} {uri} script {script}: running for {:.3}s",
-        pool.name,
-        pid,
-        since.elapsed().as_secs_f64()
-    ));
-}
-
-/// Writes the request's first bytes. A kept connection the worker closed
-/// a moment ago fails here with nothing delivered, so it is safe to open a
-/// new one and write again, once.
-async fn send_head(conn: &mut WorkerConn, head: &[u8]) -> std::io::Result<()> {
-    let (stream, fresh) = conn.connect().await?;
-    match stream.write_all(head).await {
-        Ok(()) => Ok(()),
-        Err(e) if fresh => Err(e),
-        Err(_) => {
-            conn.disconnect();
-            let (stream, _) = conn.connect().await?;
-            stream.write_all(head).await
-        }
-    }
-}
-
-/// Forwards the client's stdin records to the worker until the stream
-/// ends; on abort, sends `FCGI_ABORT_REQUEST` instead and stops.
-async fn pump_stdin<W: AsyncWrite + Unpin>(
-    to_worker: &mut W,
-    mut stdin: Option<&mut mpsc::Receiver<Bytes>>,
-    mut abort: watch::Receiver<bool>,
-    id: u16,
-) -> std::io::Result<()> {
-    while let Some(rx) = stdin.as_deref_mut() {
-        tokio::select! {
-            chunk = rx.recv() => match chunk {
-                Some(raw) => to_worker.write_all(&raw).await?,
-                None => stdin = None,
-            },
-            _ = aborted(&mut abort) => break,
-        }
-    }
-    // The request is sent (or abandoned); an abort still has to reach the
-    // worker, which answers it and stays usable.
-    aborted(&mut abort).await;
-    if *abort.borrow() {
-        let mut out = BytesMut::new();
-        record::put_record(&mut out, record::ABORT_REQUEST, id, &[]);
-        to_worker.write_all(&out).await?;
-    }
-    std::future::pending().await
-}
-
-/// Resolves when the client aborted (or the connection task is gone).
-async fn aborted(abort: &mut watch::Receiver<bool>) {
-    let _ = abort.wait_for(|a| *a).await;
-}
-
-enum RelayEnd {
-    /// `tail` holds the last records, up to `FCGI_END_REQUEST`, still to be
-    /// written to the client.
-    Ended {
-        client_ok: bool,
-        tail: BytesMut,
-    },
-    WorkerLost {
-        sent_any: bool,
-    },
-    TimedOut,
-}
-
-/// Reads the worker's records and writes each run of complete records to
-/// the client in one write, until `FCGI_END_REQUEST` for `id`. When `head`
-/// is given, the start of the response's stdout is copied into it.
-async fn relay_response<R, W>(
-    from_worker: &mut R,
-    buf: &mut BytesMut,
-    id: u16,
-    client: &Mutex<W>,
-    write_limit: Duration,
-    mut head: Option<&mut Vec<u8>>,
-    sent: &AtomicBool,
-) -> RelayEnd
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut client_ok = true;
-    let lost = || RelayEnd::WorkerLost {
-        sent_any: sent.load(Ordering::Relaxed),
-    };
-    loop {
-        let (complete, ended) = match scan(buf, id) {
-            Ok(x) => x,
-            Err(_) => return lost(),
-        };
-        if complete > 0 {
-            let chunk = buf.split_to(complete);
-            if let Some(h) = head.as_deref_mut() {
-                copy_head(&chunk, id, h);
-            }
-            if ended {
-                // Written after the worker is released: it is idle as of now.
-                return RelayEnd::Ended {
-                    client_ok,
-                    tail: chunk,
-                };
-            }
-            if client_ok {
-                sent.store(true, Ordering::Relaxed);
-                client_ok = write_client(client, &chunk, write_limit).await;
-            }
-        }
-        match from_worker.read_buf(buf).await {
-            Ok(0) | Err(_) => return lost(),
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Keeps the first 2 KiB of stdout content: enough for the CGI headers.
-fn copy_head(chunk: &[u8], id: u16, head: &mut Vec<u8>) {
-    const KEEP: usize = 2048;
-    for (at, h) in records(chunk).map_while(Result::ok) {
-        if head.len() >= KEEP {
-            return;
-        }
-        if h.record_type == record::STDOUT && h.request_id == id {
-            let content = &chunk[at + HEADER_LEN..at + HEADER_LEN + h.content_length as usize];
-            let room = KEEP - head.len();
-            head.extend_from_slice(&content[..content.len().min(room)]);
-        }
-    }
-}
-
-/// Length of the complete records at the front of `buf`, cut right after
-/// the `FCGI_END_REQUEST` of `id` if it is among them.
-fn scan(buf: &[u8], id: u16) -> Result<(usize, bool), crate::fastcgi::ProtocolError> {
-    let mut walk = records(buf);
-    for item in walk.by_ref() {
-        let (at, h) = item?;
-        if h.record_type == record::END_REQUEST && h.request_id == id {
-            let content = &buf[at + HEADER_LEN..at + HEADER_LEN + h.content_length as usize];
-            EndRequest::parse(content)?;
-            return Ok((at + h.record_len(), true));
-        }
-    }
-    Ok((walk.consumed(), false))
 }
 
 #[cfg(test)]
@@ -643,7 +312,7 @@ mod tests {
 
     use futures_util::FutureExt;
 
-    use crate::pool::{PoolEvent, WorkerEntry};
+    use crate::pool::{Outcome, PoolEvent, WorkerConn, WorkerEntry};
 
     fn info() -> BusyInfo {
         BusyInfo {
@@ -703,8 +372,8 @@ mod tests {
                     outcomes.0 += 1;
                     pool.release(lease, Outcome::Clean);
                 }
-                Err(Refusal::Aborted) => outcomes.1 += 1,
-                Err(Refusal::Respond(status, body)) => panic!("{status} {body}"),
+                Err(None) => outcomes.1 += 1,
+                Err(Some(answer)) => panic!("{answer:?}"),
             }
             assert!(pool.is_idle(1), "the worker is back in the idle set");
             while let Ok(ev) = events.try_recv() {
@@ -716,30 +385,6 @@ mod tests {
         }
         // Either branch may win the race; the abort must have won some.
         assert!(outcomes.1 > 0, "{outcomes:?}");
-    }
-
-    #[test]
-    fn scan_cuts_after_end_request() {
-        let mut buf = BytesMut::new();
-        record::put_stream(&mut buf, record::STDOUT, 1, b"Status: 200\r\n\r\nhi");
-        record::put_stream_end(&mut buf, record::STDOUT, 1);
-        record::put_end_request(
-            &mut buf,
-            1,
-            EndRequest {
-                app_status: 0,
-                protocol_status: 0,
-            },
-        );
-        let end = buf.len();
-        record::put_stream(&mut buf, record::STDOUT, 1, b"junk");
-        assert_eq!(scan(&buf, 1).unwrap(), (end, true));
-        assert_eq!(scan(&buf[..end - 3], 1).unwrap(), (end - 16, false));
-        // Another request's end does not end ours.
-        assert!(!scan(&buf[..end], 2).unwrap().1);
-        let mut head = Vec::new();
-        copy_head(&buf[..end], 1, &mut head);
-        assert_eq!(head, b"Status: 200\r\n\r\nhi");
     }
 
     #[test]

@@ -39,23 +39,6 @@ pub enum Denial {
     NotFound,
 }
 
-impl Denial {
-    pub fn status(&self) -> u16 {
-        match self {
-            Denial::Forbidden(_) => 403,
-            Denial::NotFound => 404,
-        }
-    }
-
-    /// php-fpm's bodies for the same two cases.
-    pub fn body(&self) -> &'static str {
-        match self {
-            Denial::Forbidden(_) => "Access denied.\n",
-            Denial::NotFound => "File not found.\n",
-        }
-    }
-}
-
 /// Whether the worker may be given the request with these params.
 pub fn check(params: &[u8], guard: &ScriptGuard) -> Result<(), Denial> {
     let sent = Sent::read(params)?;
