@@ -11,14 +11,18 @@ use std::time::Duration;
 
 use support::{Dir, Herd, alive, fcgi, wait_for};
 
-/// A worker program that starts a helper process of its own, notes the
-/// helper's pid, then serves as `herd example-app`.
+/// A worker program that starts two helper processes of its own — one
+/// with an empty environment, as a program that rewrites what /proc shows
+/// of it (Perl renaming its FCGI::ProcManager servers) looks — notes their
+/// pids, then serves as `herd example-app`.
 fn forking_worker(dir: &Dir) -> String {
     let notes = dir.shared("helpers");
     let script = dir.write(
         "forking-worker.sh",
         &format!(
-            "#!/bin/sh\nsleep 600 &\necho $! > {notes}/$$\nexec {herd} example-app\n",
+            "#!/bin/sh\nsleep 600 &\necho $! > {notes}/$$\n\
+             exec 3<&0\nenv -i sleep 600 <&3 &\necho $! > {notes}/$$.bare\n\
+             exec {herd} example-app\n",
             notes = notes.display(),
             herd = support::HERD,
         ),
@@ -29,7 +33,16 @@ fn forking_worker(dir: &Dir) -> String {
 
 /// The helper the worker with pid `worker` started.
 fn helper_of(dir: &Dir, worker: u32) -> u32 {
-    let note = dir.join("helpers").join(worker.to_string());
+    note(dir, &worker.to_string())
+}
+
+/// The helper with an empty environment.
+fn bare_helper_of(dir: &Dir, worker: u32) -> u32 {
+    note(dir, &format!("{worker}.bare"))
+}
+
+fn note(dir: &Dir, name: &str) -> u32 {
+    let note = dir.join("helpers").join(name);
     wait_for(
         "the worker to note its helper",
         Duration::from_secs(10),
@@ -63,9 +76,11 @@ fn stopping_herd_stops_what_its_workers_started() {
     let helper = helper_of(&herd.dir, worker);
     assert!(alive(helper));
     assert_eq!(fcgi::get(&addr, "/").status(), 200);
+    let bare = bare_helper_of(&herd.dir, worker);
     herd.signal(libc::SIGQUIT);
     assert_eq!(herd.wait_exit(Duration::from_secs(15)), Some(0));
     gone("the helper of a worker stopped gracefully", helper);
+    gone("the bare helper of a worker stopped gracefully", bare);
 }
 
 #[test]
@@ -98,13 +113,15 @@ fn the_next_master_clears_what_a_killed_master_left() {
     let mut herd = Herd::start_in(dir, &conf);
     let worker = herd.wait_ready(1)[0];
     let helper = helper_of(&herd.dir, worker);
+    let bare = bare_helper_of(&herd.dir, worker);
 
-    // SIGKILL: the worker dies with the master; its helper would not.
+    // SIGKILL: the worker dies with the master; its helpers would not.
     let mut child = herd.child.take().expect("running");
     child.kill().unwrap();
     child.wait().unwrap();
     gone("the worker of a killed master", worker);
     assert!(alive(helper), "the helper outlives a killed master");
+    assert!(alive(bare), "the bare helper outlives a killed master");
 
     // The next master, on any config, clears it before it starts anything.
     let next = Herd::start(&support::example_pool(
@@ -114,6 +131,8 @@ fn the_next_master_clears_what_a_killed_master_left() {
     ));
     next.wait_ready(1);
     gone("the helper a killed master left", helper);
+    // No marker to read: it still holds the worker's socket.
+    gone("the helper with an empty environment", bare);
     assert!(!next.log_lines("left behind").is_empty());
     drop(herd);
 }

@@ -135,7 +135,8 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     set_priority(config.global.process_priority)?;
     // What a master killed with SIGKILL left behind goes before anything
     // new starts.
-    crate::supervisor::orphans::sweep();
+    let socket_base = crate::supervisor::socket_dir::base(config.global.socket_dir.as_deref());
+    crate::supervisor::orphans::sweep(&socket_base);
     let mut inherited = Inherited::from_env();
     let mut upgrade_pipe = upgrade::claim_pipe();
     let mut signals = Signals::install().context("failed to install signal handlers")?;

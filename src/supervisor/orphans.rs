@@ -3,15 +3,24 @@
 //! children, php-cgi's `PHP_FCGI_CHILDREN`) does not: after a `kill -9` of
 //! the master they would serve on, unseen, holding memory and old code.
 //!
-//! Every process herd starts carries `HERD_MASTER=<pid>.<start time>` in
-//! its environment, which its own children inherit. A master starting up
-//! kills every process whose marker names a master that is gone (no such
-//! pid, or the pid reused by a later process). A master that is alive, such
-//! as the one handing over in `herd ctl upgrade` or another herd on the
-//! same host, keeps its processes. Under systemd the unit's control group
-//! does the same at once; this covers everything else.
+//! A master starting up finds them two ways, and kills them:
+//! - every process herd starts carries `HERD_MASTER=<pid>.<start time>` in
+//!   its environment, which its own children inherit: a marker naming a
+//!   master that is gone (no such pid, or the pid reused by a later
+//!   process) marks a leftover;
+//! - a program that rewrites what `/proc` shows of its environment (Perl,
+//!   renaming its FCGI::ProcManager servers) still holds the listening
+//!   socket its worker was started with, bound in the socket directory of
+//!   the master that is gone (`m<pid>`, which this master removes next).
+//!
+//! A master that is alive, such as the one handing over in `herd ctl
+//! upgrade` or another herd on the same host, keeps its processes. Under
+//! systemd the unit's control group does the same at once; this covers
+//! everything else.
 
+use std::collections::HashSet;
 use std::fs;
+use std::path::Path;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -26,21 +35,21 @@ pub fn marker() -> String {
     format!("{pid}.{}", start_time(pid).unwrap_or(0))
 }
 
-/// Kills what dead masters left behind; returns the pids killed.
-pub fn sweep() -> Vec<u32> {
+/// Kills what dead masters left behind, their sockets under
+/// `socket_base`; returns the pids killed.
+pub fn sweep(socket_base: &Path) -> Vec<u32> {
     let mine = std::process::id();
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let stale = stale_sockets(socket_base);
     let mut killed = Vec::new();
     for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
         if pid == mine {
             continue;
         }
-        let Some(master) = marker_of(pid) else {
-            continue;
-        };
-        if is_gone(&master) && kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
+        let left = marker_of(pid).is_some_and(|m| is_gone(&m)) || holds_any(pid, &stale);
+        if left && kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
             killed.push(pid);
         }
     }
@@ -51,6 +60,50 @@ pub fn sweep() -> Vec<u32> {
         );
     }
     killed
+}
+
+/// The inodes of the unix sockets bound in the socket directories of
+/// masters that are gone (`<base>/m<pid>/...`), from `/proc/net/unix`.
+fn stale_sockets(base: &Path) -> HashSet<u64> {
+    let Ok(table) = fs::read_to_string("/proc/net/unix") else {
+        return HashSet::new();
+    };
+    let prefix = format!("{}/m", base.display());
+    let dead = |dir: &str| {
+        dir.parse::<i32>()
+            .is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_err())
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            // Num RefCount Protocol Flags Type St Inode Path
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let path = fields.get(7)?;
+            let (master, _) = path.strip_prefix(&prefix)?.split_once('/')?;
+            dead(master).then(|| fields[6].parse().ok())?
+        })
+        .collect()
+}
+
+/// Whether `pid` holds one of the `sockets` (by inode) open.
+fn holds_any(pid: u32, sockets: &HashSet<u64>) -> bool {
+    if sockets.is_empty() {
+        return false;
+    }
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).ok().is_some_and(|target| {
+            target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|inode| sockets.contains(&inode))
+        })
+    })
 }
 
 /// The marker in `pid`'s environment, if it has one (and we may read it).
