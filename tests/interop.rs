@@ -14,7 +14,7 @@
 mod support;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -135,10 +135,11 @@ fn matrix_row(setup: impl FnOnce(&Dir) -> Program) {
     let dir = Dir::new();
     dir.write("app.php", include_str!("interop/app.php"));
     let program = setup(&dir);
-    // Every process the workers start inherits this variable: the leak
-    // check finds them by it, however they were forked.
-    let marker = format!("HERD_INTEROP={}", dir.path().display());
-    let _reaper = Reaper(marker.clone());
+    let trace = Trace {
+        dir: dir.path().to_path_buf(),
+        marker: format!("HERD_INTEROP={}", dir.path().display()),
+    };
+    let _reaper = Reaper(trace.clone());
     let port = support::free_port();
     let herd = Herd::start_in(dir, &config(port, &program));
     herd.wait_ready(WORKERS);
@@ -148,12 +149,14 @@ fn matrix_row(setup: impl FnOnce(&Dir) -> Program) {
     });
     let nginx = Nginx::start(herd.dir.path(), &upstream(port), &location(&herd.dir));
 
-    let mut seen = serves(&nginx, &program);
-    seen.extend(serves_slots_at_once(&nginx, &program));
-    seen.extend(reload_under_load(&herd, &ctl_sock, &nginx, &program));
+    let mut seen = identify(serves(&nginx, &program));
+    seen.extend(identify(serves_slots_at_once(&nginx, &program)));
+    seen.extend(identify(reload_under_load(
+        &herd, &ctl_sock, &nginx, &program,
+    )));
     let mut herd = herd;
-    seen.extend(graceful_stop(&mut herd, &nginx, &program));
-    nothing_left(&marker, &seen);
+    seen.extend(identify(graceful_stop(&mut herd, &trace, &nginx, &program)));
+    nothing_left(&trace, &seen);
 }
 
 /// Sequential requests are served by generation 1.
@@ -272,7 +275,7 @@ fn reload_under_load(herd: &Herd, ctl_sock: &Path, nginx: &Nginx, program: &Prog
 
 /// SIGQUIT while slow requests are in flight (and one more than the slots
 /// waits in the queue): each is answered, then herd exits 0.
-fn graceful_stop(herd: &mut Herd, nginx: &Nginx, program: &Program) -> Vec<u32> {
+fn graceful_stop(herd: &mut Herd, trace: &Trace, nginx: &Nginx, program: &Program) -> Vec<u32> {
     let n = WORKERS * program.slots + 1;
     let port = nginx.port;
     let lib = program.lib;
@@ -281,12 +284,15 @@ fn graceful_stop(herd: &mut Herd, nginx: &Nginx, program: &Program) -> Vec<u32> 
         .collect();
     // A worker process serving a slow request sleeps in nanosleep; idle
     // ones wait in accept or poll.
-    let marker = format!("HERD_INTEROP={}", herd.dir.path().display());
     wait_for(
         "the slow requests to reach the workers",
         Duration::from_secs(5),
         || {
-            let sleeping = marked(&marker).into_iter().filter(|&p| sleeping(p)).count();
+            let sleeping = trace
+                .processes()
+                .into_iter()
+                .filter(|&p| sleeping(p))
+                .count();
             (sleeping >= n - 1).then_some(())
         },
     );
@@ -305,14 +311,18 @@ fn graceful_stop(herd: &mut Herd, nginx: &Nginx, program: &Program) -> Vec<u32> 
     answers.into_iter().map(|a| a.pid).collect()
 }
 
-/// No process the workers started is left: none with the row's marker in
-/// its environment, and none of the pids that answered.
-fn nothing_left(marker: &str, seen: &[u32]) {
+/// No process the workers started is left: none of the row's (see
+/// [`Trace`]), and none of the processes that answered.
+fn nothing_left(trace: &Trace, seen: &[(u32, u64)]) {
     let outcome = wait_for_or_none(Duration::from_secs(15), || {
-        let left: Vec<u32> = marked(marker)
-            .into_iter()
-            .chain(seen.iter().copied().filter(|&p| support::alive(p)))
-            .collect();
+        let mut left: Vec<u32> = trace.processes();
+        left.extend(
+            seen.iter()
+                .filter(|&&(pid, start)| started(pid) == Some(start))
+                .map(|&(pid, _)| pid),
+        );
+        left.sort();
+        left.dedup();
         left.is_empty().then_some(()).ok_or(left)
     });
     if let Err(left) = outcome {
@@ -327,7 +337,7 @@ fn config(port: u16, program: &Program) -> String {
     format!(
         "[global]\nerror_log = {{dir}}/herd.log\ncontrol.listen = {{dir}}/ctl.sock\n\
          [app]\nlisten = 127.0.0.1:{port}\npm = static\npm.max_children = {WORKERS}\n\
-         rollout.surge = 1\nworker.kill_timeout = 3s\nenv[HERD_INTEROP] = {{dir}}\n\
+         rollout.surge = 1\nworker.kill_timeout = 3s\nchdir = {{dir}}\nenv[HERD_INTEROP] = {{dir}}\n\
          {user}{pool}",
         user = user_line(),
         pool = program.pool
@@ -372,17 +382,17 @@ fn answer(got: Result<(u16, String), String>, lib: &str) -> Result<Answer, Strin
 
 /// Writes a fixture into the test's directory (workers run as `nobody`
 /// and may not read the source tree).
-fn fixture(dir: &Dir, name: &str, text: &str) -> std::path::PathBuf {
+fn fixture(dir: &Dir, name: &str, text: &str) -> PathBuf {
     dir.write(name, text)
 }
 
-fn php_cgi_binary() -> std::path::PathBuf {
+fn php_cgi_binary() -> PathBuf {
     support::php_cgi()
         .expect("php-cgi is not installed: run contrib/test-all.sh, which installs it (php8.2-cgi)")
 }
 
 /// `/usr/bin/perl`, once it loads `modules`.
-fn perl_with(modules: &[&str]) -> std::path::PathBuf {
+fn perl_with(modules: &[&str]) -> PathBuf {
     let perl = support::installed("/usr/bin/perl", "perl");
     for m in modules {
         let ok = Command::new(&perl)
@@ -403,7 +413,7 @@ fn perl_with(modules: &[&str]) -> std::path::PathBuf {
 }
 
 /// Builds `libfcgi_app.c` with gcc into the test's directory.
-fn build_libfcgi_app(dir: &Dir) -> std::path::PathBuf {
+fn build_libfcgi_app(dir: &Dir) -> PathBuf {
     let src = fixture(dir, "libfcgi_app.c", include_str!("interop/libfcgi_app.c"));
     let exe = dir.join("libfcgi_app");
     let out = Command::new("gcc")
@@ -473,18 +483,64 @@ fn copy_tree(from: &Path, to: &Path) {
 
 // ---- processes ------------------------------------------------------------
 
-/// Live processes whose environment holds `marker` (`NAME=value`).
-fn marked(marker: &str) -> Vec<u32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()))
-                && support::alive(pid)
+/// The processes of one row. Every process its workers start, forks
+/// included, has the row's directory as its working directory (`chdir`)
+/// and `HERD_INTEROP` in its environment; either alone can be lost (a
+/// program may chdir; FCGI::ProcManager assigns `$0`, and perl then
+/// overwrites the environment block /proc shows), so a process with either
+/// is the row's.
+#[derive(Clone)]
+struct Trace {
+    dir: PathBuf,
+    marker: String,
+}
+
+impl Trace {
+    /// The row's live processes.
+    fn processes(&self) -> Vec<u32> {
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        procs
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| (self.in_dir(pid) || self.marked(pid)) && support::alive(pid))
+            .collect()
+    }
+
+    fn in_dir(&self, pid: u32) -> bool {
+        fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == self.dir)
+    }
+
+    fn marked(&self, pid: u32) -> bool {
+        fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+            env.split(|&b| b == 0)
+                .any(|kv| kv == self.marker.as_bytes())
         })
+    }
+}
+
+/// `(pid, start time)` of each pid still running, so that a later check
+/// is not fooled by a reused pid.
+fn identify(pids: Vec<u32>) -> Vec<(u32, u64)> {
+    pids.into_iter()
+        .filter_map(|pid| Some((pid, started(pid)?)))
         .collect()
+}
+
+/// When a process started, in clock ticks since boot (field 22 of
+/// /proc/<pid>/stat), if it is alive.
+fn started(pid: u32) -> Option<u64> {
+    if !support::alive(pid) {
+        return None;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at 3.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
 }
 
 /// Whether a thread of `pid` is blocked in nanosleep or clock_nanosleep
@@ -530,13 +586,13 @@ fn wait_for_or_none<E>(within: Duration, mut cond: impl FnMut() -> Result<(), E>
     }
 }
 
-/// Kills, when the row ends (passed or failed), every process left with
-/// its marker, so that a failing row leaks nothing into the next.
-struct Reaper(String);
+/// Kills, when the row ends (passed or failed), every process of the row
+/// left, so that a failing row leaks nothing into the next.
+struct Reaper(Trace);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        for pid in marked(&self.0) {
+        for pid in self.0.processes() {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     }

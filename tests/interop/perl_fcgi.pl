@@ -8,11 +8,13 @@ use warnings;
 use FCGI;
 use Time::HiRes ();
 
+# Accept replaces %ENV with the request's params: read the worker's own
+# environment first.
+my $gen = $ENV{HERD_GENERATION} // '';
 my $request = FCGI::Request();
 while ($request->Accept() >= 0) {
     my ($ms) = ($ENV{QUERY_STRING} // '') =~ /(?:^|&)ms=(\d+)/;
     my $end = Time::HiRes::time() + ($ms // 0) / 1000;
     while ((my $left = $end - Time::HiRes::time()) > 0) { Time::HiRes::sleep($left) }
-    my $gen = $ENV{HERD_GENERATION} // '';
     print "Content-Type: text/plain\r\n\r\nlib=perl-fcgi pid=$$ gen=$gen";
 }

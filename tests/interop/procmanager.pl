@@ -10,6 +10,9 @@ use FCGI;
 use FCGI::ProcManager qw(pm_manage pm_pre_dispatch pm_post_dispatch);
 use Time::HiRes ();
 
+# Accept replaces %ENV with the request's params: read the worker's own
+# environment first.
+my $gen = $ENV{HERD_GENERATION} // '';
 pm_manage(n_processes => $ENV{HERD_SLOTS} || 2);
 my $request = FCGI::Request();
 while ($request->Accept() >= 0) {
@@ -17,7 +20,6 @@ while ($request->Accept() >= 0) {
     my ($ms) = ($ENV{QUERY_STRING} // '') =~ /(?:^|&)ms=(\d+)/;
     my $end = Time::HiRes::time() + ($ms // 0) / 1000;
     while ((my $left = $end - Time::HiRes::time()) > 0) { Time::HiRes::sleep($left) }
-    my $gen = $ENV{HERD_GENERATION} // '';
     print "Content-Type: text/plain\r\n\r\nlib=procmanager pid=$$ gen=$gen";
     pm_post_dispatch();
 }
