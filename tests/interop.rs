@@ -155,7 +155,9 @@ fn matrix_row(setup: impl FnOnce(&Dir) -> Program) {
         &herd, &ctl_sock, &nginx, &program,
     )));
     let mut herd = herd;
-    seen.extend(identify(graceful_stop(&mut herd, &trace, &nginx, &program)));
+    seen.extend(identify(graceful_stop(
+        &mut herd, &ctl_sock, &trace, &nginx, &program,
+    )));
     nothing_left(&trace, &seen);
 }
 
@@ -273,19 +275,27 @@ fn reload_under_load(herd: &Herd, ctl_sock: &Path, nginx: &Nginx, program: &Prog
     answers.into_iter().map(|(_, r)| r.pid).collect()
 }
 
-/// SIGQUIT while slow requests are in flight (and one more than the slots
-/// waits in the queue): each is answered, then herd exits 0.
-fn graceful_stop(herd: &mut Herd, trace: &Trace, nginx: &Nginx, program: &Program) -> Vec<u32> {
+/// SIGQUIT while slow requests are in flight and one more than the slots
+/// waits in herd's queue: each is answered, then herd exits 0.
+fn graceful_stop(
+    herd: &mut Herd,
+    ctl_sock: &Path,
+    trace: &Trace,
+    nginx: &Nginx,
+    program: &Program,
+) -> Vec<u32> {
     let n = WORKERS * program.slots + 1;
     let port = nginx.port;
     let lib = program.lib;
     let in_flight: Vec<_> = (0..n)
         .map(|_| thread::spawn(move || answer(nginx::try_get(port, "/?ms=1500", LIMIT), lib)))
         .collect();
-    // A worker process serving a slow request sleeps in nanosleep; idle
-    // ones wait in accept or poll.
+    // Every request has reached herd before the signal (one sent later is
+    // refused, as it should be): a worker process serving one sleeps in
+    // nanosleep (idle ones wait in accept or poll), and the last waits in
+    // herd's queue.
     wait_for(
-        "the slow requests to reach the workers",
+        "the slow requests to reach the workers and herd's queue",
         Duration::from_secs(5),
         || {
             let sleeping = trace
@@ -293,7 +303,10 @@ fn graceful_stop(herd: &mut Herd, trace: &Trace, nginx: &Nginx, program: &Progra
                 .into_iter()
                 .filter(|&p| sleeping(p))
                 .count();
-            (sleeping >= n - 1).then_some(())
+            let queued = herd.ctl_status(ctl_sock)["pools"][0]["listen queue"]
+                .as_u64()
+                .unwrap_or(0);
+            (sleeping >= n - 1 && queued >= 1).then_some(())
         },
     );
     herd.signal(libc::SIGQUIT);
