@@ -521,7 +521,12 @@ impl Trace {
     }
 
     fn in_dir(&self, pid: u32) -> bool {
-        fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == self.dir)
+        // Once the row's directory is removed (the reaper runs after it),
+        // /proc shows the working directory as "<dir> (deleted)".
+        fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| {
+            let (cwd, dir) = (cwd.to_string_lossy(), self.dir.to_string_lossy());
+            cwd == dir || cwd.strip_suffix(" (deleted)") == Some(&*dir)
+        })
     }
 
     fn marked(&self, pid: u32) -> bool {
