@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs herd's whole test suite on a fresh Debian machine: installs what the
-# tests need when it is missing (php-cgi, php-fpm, nginx, haproxy), then runs
-# every test.
+# tests need when it is missing (php-cgi, php-fpm, nginx, haproxy, and the
+# FastCGI libraries of the interop tests), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,15 @@ missing=()
 # systemd's own socket activation tool starts herd in tests/systemd.rs.
 [ -x /usr/bin/systemd-socket-activate ] || missing+=(systemd)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
+# tests/interop.rs runs workers written with libraries no one here wrote:
+# Perl FCGI and FCGI::ProcManager, a libfcgi C program it builds with gcc,
+# and flup (below) on the system's python3, which `nobody` can run.
+[ -x /usr/bin/python3 ] || missing+=(python3)
+perl -MFCGI -e1 2>/dev/null || missing+=(libfcgi-perl)
+perl -MFCGI::ProcManager -e1 2>/dev/null || missing+=(libfcgi-procmanager-perl)
+[ -e /usr/include/fcgiapp.h ] || missing+=(libfcgi-dev)
+command -v gcc >/dev/null || missing+=(gcc)
+[ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -36,6 +45,12 @@ fi
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
     python3 -m pip install --quiet prometheus_client 2>/dev/null ||
         python3 -m pip install --quiet --break-system-packages prometheus_client
+fi
+
+# The interop tests run a WSGI app on flup, which Debian does not package.
+if ! python3 -c 'import flup' 2>/dev/null; then
+    python3 -m pip install --quiet flup 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages flup
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
