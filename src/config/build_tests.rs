@@ -575,13 +575,3 @@ fn an_empty_limit_in_a_php_pool_is_allowed_with_a_warning() {
     let warning = warning.expect("a warning");
     assert!(warning.starts_with("/etc/herd/herd.conf:7: "), "{warning}");
 }
-
-#[test]
-fn php_reads_booleans_its_own_way() {
-    for on in ["1", "On", "yes", "TRUE", "2", " 7", "-1"] {
-        assert!(super::pool::php_bool(on), "{on}");
-    }
-    for off in ["0", "off", "no", "", "false", "abc", "00"] {
-        assert!(!super::pool::php_bool(off), "{off}");
-    }
-}

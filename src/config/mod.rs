@@ -11,6 +11,7 @@
 mod build;
 pub mod directives;
 mod ini;
+mod php;
 mod pool;
 mod resolve;
 mod value;

@@ -8,10 +8,7 @@ use std::time::Duration;
 use super::build::{Context, Fields, invalid, path_in};
 use super::ini::Section;
 use super::value::{self, Surge};
-use super::{
-    Group, Location, PhpDefine, PhpEngine, PmMode, PoolConfig, ScriptGuard, ScriptLookup,
-    SpawnMode, WorkerProbe, resolve,
-};
+use super::{Location, PmMode, PoolConfig, SpawnMode, WorkerProbe, php, resolve};
 
 /// herd's default access line is php-fpm's.
 const ACCESS_FORMAT: &str = r#"%R - %u %t "%m %r" %s"#;
@@ -88,16 +85,8 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         );
     }
     let args = f.get(cx, "args", value::words).unwrap_or_default();
-    let mut php_defines = php_defines(f, cx);
-    let engine = command.as_deref().and_then(php_engine);
-    let php = !php_defines.is_empty() || engine.is_some();
-    let group = group(f, cx, engine, max_children);
-    let limit_extensions = f.get(cx, "security.limit_extensions", extension_list);
-    let script_guard = match &group {
-        // php-fpm checks the script it resolved itself.
-        Some(g) if g.engine == PhpEngine::Fpm => None,
-        _ => script_guard(f, cx, php, &mut php_defines, chroot.as_deref()),
-    };
+    let php = php::settings(f, cx, command.as_deref(), chroot.as_deref(), max_children);
+    let group = php.group.clone();
     let workers = group
         .as_ref()
         .map_or(max_children, |g| max_children.div_ceil(g.size));
@@ -153,11 +142,11 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         rlimit_files: f.get(cx, "rlimit_files", value::whole),
         rlimit_core: f.get(cx, "rlimit_core", value::rlimit),
         process_priority: f.get(cx, "process.priority", value::priority),
-        php_defines,
-        php,
+        php_defines: php.defines,
+        php: php.is_php,
         php_group: group,
-        limit_extensions,
-        script_guard,
+        limit_extensions: php.limit_extensions,
+        script_guard: php.script_guard,
         catch_workers_output: f.or(cx, "catch_workers_output", true, value::boolean),
         spawn: f.or(cx, "spawn", default_spawn, value::spawn_mode),
         max_spawn_rate: spawn_rate,
@@ -279,185 +268,6 @@ fn env(f: &Fields, cx: &mut Context) -> Vec<(String, String)> {
         }
     }
     env
-}
-
-/// The four `php_*` arrays in file order; flags become `1` or `0`.
-fn php_defines(f: &Fields, cx: &mut Context) -> Vec<PhpDefine> {
-    let names = [
-        "php_value[NAME]",
-        "php_flag[NAME]",
-        "php_admin_value[NAME]",
-        "php_admin_flag[NAME]",
-    ];
-    let mut defines = Vec::new();
-    for (entry, v) in f.array(&names) {
-        let name = entry.index.clone().expect("array entries have an index");
-        let admin = entry.key.starts_with("php_admin_");
-        let value = if entry.key.ends_with("_flag") {
-            match value::boolean(v) {
-                Ok(on) => if on { "1" } else { "0" }.to_string(),
-                Err(expected) => {
-                    invalid(cx, entry, v, &expected);
-                    continue;
-                }
-            }
-        } else {
-            v.to_string()
-        };
-        defines.push(PhpDefine { name, value, admin });
-    }
-    defines
-}
-
-/// The PHP engine `command` names, by its file name: `php-cgi`,
-/// `php-cgi8.2`, `php8.2-cgi`, `php82-cgi`; `php-fpm`, `php-fpm8.2`.
-fn php_engine(command: &std::path::Path) -> Option<PhpEngine> {
-    let name = command.file_name()?.to_str()?;
-    if !name.starts_with("php") {
-        None
-    } else if name.contains("fpm") {
-        Some(PhpEngine::Fpm)
-    } else if name.contains("cgi") {
-        Some(PhpEngine::Cgi)
-    } else {
-        None
-    }
-}
-
-/// `security.limit_extensions` split as php-fpm splits it: on spaces and
-/// tabs, no quoting.
-fn extension_list(v: &str) -> Result<Vec<String>, String> {
-    Ok(v.split_whitespace().map(String::from).collect())
-}
-
-/// `php.group_size`: PHP processes sharing one OPcache. A php-fpm engine
-/// runs them all in one group by default, as php-fpm itself does; php-cgi
-/// runs one process per worker unless asked (its groups share an OPcache
-/// too, through `PHP_FCGI_CHILDREN`).
-fn group(
-    f: &Fields,
-    cx: &mut Context,
-    engine: Option<PhpEngine>,
-    max_children: u32,
-) -> Option<Group> {
-    let set = f.get(cx, "php.group_size", value::whole);
-    let Some(engine) = engine else {
-        if let Some(at) = f.location("php.group_size") {
-            let msg = format!(
-                "{}: php.group_size needs a php-cgi or php-fpm command",
-                f.what
-            );
-            cx.error(at, msg);
-        }
-        return None;
-    };
-    let size = match (set, engine) {
-        (Some(0), _) => {
-            let at = f.location("php.group_size").expect("set");
-            cx.error(
-                at,
-                format!("{}: php.group_size must be a positive value", f.what),
-            );
-            return None;
-        }
-        (Some(n), _) => n.min(max_children.max(1)),
-        (None, PhpEngine::Fpm) => max_children.max(1),
-        (None, PhpEngine::Cgi) => 1,
-    };
-    if engine == PhpEngine::Cgi && size == 1 {
-        return None;
-    }
-    if engine == PhpEngine::Cgi
-        && let Some((entry, _)) = f
-            .array(&["env[NAME]"])
-            .find(|(e, _)| e.index.as_deref() == Some("PHP_FCGI_CHILDREN"))
-    {
-        let msg = format!(
-            "{}: env[PHP_FCGI_CHILDREN] and php.group_size both size php-cgi's groups; keep php.group_size",
-            f.what
-        );
-        cx.error(&entry.location, msg);
-    }
-    Some(Group { engine, size })
-}
-
-/// `security.limit_extensions`, with php-fpm's default (`.php .phar`) for
-/// PHP pools and none for other programs, which have no script files; an
-/// empty value turns the check off.
-///
-/// The check must judge the file php-cgi will run, and which file that is
-/// depends on `cgi.fix_pathinfo` (and `cgi.discard_path`). herd reads them
-/// from the pool's `php_*` values and pins them on php-cgi's command line
-/// when the pool leaves them unset (PHP's defaults, 1 and 0), so a php.ini
-/// that says otherwise cannot make php-cgi look up a different file.
-fn script_guard(
-    f: &Fields,
-    cx: &mut Context,
-    php: bool,
-    defines: &mut Vec<PhpDefine>,
-    chroot: Option<&std::path::Path>,
-) -> Option<ScriptGuard> {
-    const NAME: &str = "security.limit_extensions";
-    let extensions = match f.get(cx, NAME, extension_list) {
-        Some(words) => words,
-        None if php => vec![".php".to_string(), ".phar".to_string()],
-        None => Vec::new(),
-    };
-    if extensions.is_empty() {
-        if php && let Some(at) = f.location(NAME) {
-            cx.warnings.push(format!(
-                "{at}: {}: security.limit_extensions is empty: the workers will run any file a request names, an uploaded image too",
-                f.what
-            ));
-        }
-        return None;
-    }
-    let lookup = if php {
-        let mut setting = |name: &str, default: &str| {
-            let set = defines.iter().rev().find(|d| d.name == name);
-            let value = set.map_or(default, |d| d.value.as_str()).to_string();
-            if set.is_none() {
-                defines.push(PhpDefine {
-                    name: name.to_string(),
-                    value: value.clone(),
-                    admin: true,
-                });
-            }
-            php_bool(&value)
-        };
-        if setting("cgi.fix_pathinfo", "1") {
-            ScriptLookup::FixPathinfo
-        } else {
-            ScriptLookup::Translated {
-                discard_path: setting("cgi.discard_path", "0"),
-            }
-        }
-    } else {
-        ScriptLookup::AsSent
-    };
-    Some(ScriptGuard {
-        extensions,
-        lookup,
-        root: chroot.map(std::path::Path::to_path_buf),
-    })
-}
-
-/// A boolean php.ini value as PHP reads it (`zend_ini_parse_bool`): `on`,
-/// `yes` or `true` in any case, else whether it starts with a number
-/// other than 0, as C's `atoi` reads one.
-pub(super) fn php_bool(v: &str) -> bool {
-    if ["on", "yes", "true"]
-        .iter()
-        .any(|w| v.eq_ignore_ascii_case(w))
-    {
-        return true;
-    }
-    let number = v.trim_start();
-    let number = number.strip_prefix(['+', '-']).unwrap_or(number);
-    number
-        .bytes()
-        .take_while(u8::is_ascii_digit)
-        .any(|d| d != b'0')
 }
 
 /// The process manager settings after php-fpm's checks.
