@@ -321,6 +321,27 @@ can_run() {
     return 0
 }
 
+# herd's view of contender $1: every PHP process a slot. Waits for the
+# static pool to fill, and fails when herd took a group for one slot (it
+# reads FCGI_MAX_CONNS from php-cgi), which would measure something else.
+check_slots() {
+    local conf=$TMP/$1-w$WORKERS/herd.conf slots i
+    for ((i = 0; i < READY_DEADLINE * 10; i++)); do
+        slots=$("$HERD" ctl -c "$conf" --json status 2>/dev/null | python3 -c '
+import json, sys
+print(sum(p.get("slots", 1) for pool in json.load(sys.stdin)["pools"] for p in pool["processes"]))' 2>/dev/null) || slots=?
+        [[ $slots == "$WORKERS" ]] && return 0
+        sleep 0.1
+    done
+    die "$1: herd counts $slots slots, not $WORKERS (herd ctl status)"
+}
+
+# Called by bench() in lib.sh once contender $1 answers.
+check_contender() {
+    check_page "$1"
+    if [[ $1 == herd-* ]]; then check_slots "$1"; fi
+}
+
 # --- report ------------------------------------------------------------------
 
 source_version() {

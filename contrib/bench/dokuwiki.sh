@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # DokuWiki for app.sh: a private copy of Debian's package, one page rendered
 # into the cache before any contender starts, and the check that a
-# contender serves that page from the cache. Sourced, never run.
+# contender serves that page from the cache (check_page). Sourced, never run.
 #
 # The sourcing script sets WIKI_SRC, WIKI_CONF_SRC, WIKI_DATA_SRC, PAGE_ID,
 # MARKER, PHP_CGI and BENCH_DIR, and defines php_defines (the -d settings
@@ -98,9 +98,9 @@ reset_sessions() {
     return 0
 }
 
-# Called by bench() in lib.sh once contender $1 answers: both locations must
-# answer 200 with the whole page, served from DokuWiki's render cache.
-check_contender() {
+# Both locations of contender $1 must answer 200 with the whole page,
+# served from DokuWiki's render cache.
+check_page() {
     local s=$1 mode url body code
     for mode in off on; do
         url=$(contender_url "$s" "$mode")
