@@ -329,7 +329,7 @@ check_slots() {
     for ((i = 0; i < READY_DEADLINE * 10; i++)); do
         slots=$("$HERD" ctl -c "$conf" --json status 2>/dev/null | python3 -c '
 import json, sys
-print(sum(p.get("slots", 1) for pool in json.load(sys.stdin)["pools"] for p in pool["processes"]))' 2>/dev/null) || slots=?
+print(sum(p.get("slots", 1) for pool in json.load(sys.stdin)["pools"] for p in pool["processes"]))' 2>/dev/null) || slots='?'
         [[ $slots == "$WORKERS" ]] && return 0
         sleep 0.1
     done
@@ -370,7 +370,7 @@ report_workers() {
     opcache=$(php_defines | grep '^opcache' | tr '\n' ' ')
     REPORT_FOOTER=
     for s in "${RAN[@]}"; do REPORT_FOOTER+="$(describe "$s") "; done
-    REPORT_FOOTER+="Every PHP process: \`${opcache% }\`, sessions in DokuWiki's data directory$(((EUID == 0)) && echo ", user www-data")."
+    REPORT_FOOTER+="Every PHP process: \`${opcache% }\`, sessions in DokuWiki's data directory$( ((EUID == 0)) && echo ", user www-data")."
     ((${#NOTES[@]} == 0)) || REPORT_FOOTER+=$'\n\n'"${NOTES[*]}"
     OUT='' render_report php-fpm \
         "Benchmark $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), $WORKERS PHP processes per contender, $CONNECTIONS connections, $DURATION per row (wrk -t2, ${WARMUP} warm-up), unix sockets; DokuWiki page \`$PAGE_ID\` from its render cache ($PAGE_FILES PHP files a view, $PAGE_BYTES bytes) via nginx" \
