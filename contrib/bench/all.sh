@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Every benchmark, one command, one report: php-fpm, spawn-fcgi (no manager
 # in the path) and herd with php-cgi behind nginx with wrk, keep-alive off
-# and on, with 4 and 32 workers; the reload and broken-deploy scenarios
-# (with the latency-over-time plot); the Rust example under herd and
-# spawn-fcgi; and the scale case, 256 workers and 5,000 connections.
+# and on, with 4 and 32 workers; a real application (DokuWiki) under
+# php-fpm, spawn-fcgi and herd's engines, with 8 and 32 PHP processes and
+# their total memory; the reload and broken-deploy scenarios (with the
+# latency-over-time plot); the Rust example under herd and spawn-fcgi; and
+# the scale case, 256 workers and 5,000 connections.
 #
 #   contrib/bench/all.sh [--duration 10s] [--out FILE]
 #
@@ -36,6 +38,8 @@ section "PHP hello world, 4 workers, 16 connections (TCP)"
 "$BENCH_DIR/run.sh" --no-build --duration "$DURATION" --workers 4 --connections 16 --transport tcp | tee -a "$OUT"
 section "PHP hello world, 32 workers, 64 connections (unix sockets)"
 "$BENCH_DIR/run.sh" --no-build --duration "$DURATION" --workers 32 --connections 64 | tee -a "$OUT"
+section "A real application: DokuWiki, 8 and 32 PHP processes (unix sockets)"
+"$BENCH_DIR/app.sh" --no-build --duration "$DURATION" --workers 8,32 | tee -a "$OUT"
 section "Reload and broken deploy under mixed load"
 "$BENCH_DIR/reload.sh" --no-build | tee -a "$OUT"
 section "Rust hello example (herd::worker)"

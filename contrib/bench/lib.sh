@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by the benchmarks (run.sh, rust.sh, reload.sh): processes, one
+# Shared by the benchmarks (run.sh, rust.sh, reload.sh, app.sh): processes, one
 # private nginx in front of every contender, readiness, wrk runs, the table.
 # Sourced, never run.
 #
@@ -18,6 +18,14 @@
 # MASTER_PID (the process that must stay alive, and whose CPU and RSS are
 # measured when MASTER_MEASURED=1), WORKER_PIDS (only when the workers are
 # orphans, as spawn-fcgi's are) and LOGS (what to show when it fails).
+#
+# Optional:
+#   MEASURE_PSS=1    also sum the PSS of the contender's every process after
+#                    each run (three more columns in the table)
+#   ROWS             where measure() appends its rows ($TMP/rows.tsv)
+#   check_contender NAME   defined by the sourcing script: called once the
+#                    contender answers, before it is measured; fails the run
+#                    (die) when what it serves is not what should be measured
 
 TMP=
 PIDS=()             # every process we started (or that spawn-fcgi forked for us)
@@ -25,6 +33,8 @@ NGINX_PID=
 FAILED=0
 MASTER_PID=
 MASTER_MEASURED=0
+MEASURE_PSS=${MEASURE_PSS:-0}
+ROWS=
 WORKER_PIDS=()
 LOGS=()
 declare -A ADDR=()  # where contender $1 listens, in its own syntax
@@ -95,7 +105,8 @@ make_tmp() {
     chmod 755 "$TMP"
     mkdir -p "$TMP/nginx" "$TMP/wrk"
     chmod 755 "$TMP/nginx" "$TMP/wrk"
-    : >"$TMP/rows.tsv"
+    ROWS=$TMP/rows.tsv
+    : >"$ROWS"
 }
 
 # Asks the kernel for a free loopback port. Another process could take it
@@ -326,12 +337,13 @@ start_nginx() {
 # exits (-n works only for a single child), so there is no manager in the
 # request path; the children's pids come from its output.
 #
-#   start_spawn_fcgi NAME [ENV-ARGS...] -- PROGRAM [ARGS...]
+#   [FORKS=N] start_spawn_fcgi NAME [ENV-ARGS...] -- PROGRAM [ARGS...]
 #
 # ENV-ARGS go to env(1) in front of spawn-fcgi (e.g. -u VAR, VAR=value), so
-# the children inherit them.
+# the children inherit them. FORKS: how many copies, when not $WORKERS (one
+# php-cgi that forks PHP_FCGI_CHILDREN itself is FORKS=1).
 start_spawn_fcgi() {
-    local name=$1 dir=$TMP/$1 listen=() user=() envs=() pid
+    local name=$1 dir=$TMP/$1 listen=() user=() envs=() pid forks=${FORKS:-$WORKERS}
     shift
     while (($#)) && [[ $1 != -- ]]; do envs+=("$1"); shift; done
     shift
@@ -344,7 +356,7 @@ start_spawn_fcgi() {
     listen+=(-b "$BACKLOG")
     ((EUID == 0)) && user=(-u www-data -g www-data)
     LOGS=("$dir/stderr.log")
-    env "${envs[@]}" spawn-fcgi "${listen[@]}" "${user[@]}" -F "$WORKERS" -- "$@" \
+    env "${envs[@]}" spawn-fcgi "${listen[@]}" "${user[@]}" -F "$forks" -- "$@" \
         >"$dir/stderr.log" 2>&1 </dev/null &
     pid=$!
     local i
@@ -360,9 +372,9 @@ start_spawn_fcgi() {
         WORKER_PIDS+=("$pid")
         PIDS+=("$pid")
     done < <(sed -n 's/.*child spawned successfully: PID: \([0-9]\+\).*/\1/p' "$dir/stderr.log")
-    if ((rc != 0 || ${#WORKER_PIDS[@]} != WORKERS)); then
+    if ((rc != 0 || ${#WORKER_PIDS[@]} != forks)); then
         show_logs "${LOGS[@]}"
-        die "spawn-fcgi exited with $rc and spawned ${#WORKER_PIDS[@]} of $WORKERS children"
+        die "spawn-fcgi exited with $rc and spawned ${#WORKER_PIDS[@]} of $forks children"
     fi
     # With no manager, "alive" means the first child.
     MASTER_PID=${WORKER_PIDS[0]}
@@ -438,9 +450,37 @@ rss_kb() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
 
+# The processes of the contender now running: the manager (or spawn-fcgi's
+# orphans) and everything they forked, e.g. php-fpm's master and children,
+# herd's master, its workers and the php-cgi children a worker forked.
+contender_pids() {
+    local roots=("$MASTER_PID") pid
+    ((${#WORKER_PIDS[@]})) && roots=("${WORKER_PIDS[@]}")
+    for pid in "${roots[@]}"; do
+        echo "$pid"
+        descendants_of "$pid"
+    done
+}
+
+# "<kB> <processes>": the proportional set size of the contender's every
+# process, summed (memory shared between them, as an OPcache is, counts once
+# in the sum; what they share with other processes, such as libc, counts by
+# their share), and how many processes that is. Pss of smaps_rollup, which
+# needs Linux 4.14; a process that exits meanwhile is left out.
+contender_pss() {
+    local pid kb total=0 n=0
+    for pid in $(contender_pids); do
+        kb=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null) || continue
+        [[ -n $kb ]] || continue
+        total=$((total + kb))
+        n=$((n + 1))
+    done
+    echo "$total $n"
+}
+
 # Runs wrk against contender $1 in keep-alive mode $2 and appends a row.
 measure() {
-    local s=$1 mode=$2 url out before=- after ticks=- rss=-
+    local s=$1 mode=$2 url out before=- after ticks=- rss=- pss=- procs=-
     url=$(contender_url "$s" "$mode")
     out=$TMP/wrk/$s-$mode.txt
     log "$s, keep-alive $mode: warm-up $WARMUP, then $DURATION"
@@ -455,7 +495,9 @@ measure() {
         ticks=$((after - before))
         rss=$(rss_kb "$MASTER_PID")
     fi
-    printf '%s\t%s\t%s\t%s\t%s\n' "${LABEL[$s]:-$s}" "$mode" "$out" "$ticks" "$rss" >>"$TMP/rows.tsv"
+    # After the run, with everything still up: what the load made resident.
+    ((MEASURE_PSS)) && read -r pss procs < <(contender_pss)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${LABEL[$s]:-$s}" "$mode" "$out" "$ticks" "$rss" "$pss" "$procs" >>"$ROWS"
 }
 
 # Starts contender $1, measures it with keep-alive off and on, stops it.
@@ -466,6 +508,7 @@ bench() {
     WORKER_PIDS=()
     start_contender "$s"
     wait_ready "$s"
+    if declare -F check_contender >/dev/null; then check_contender "$s"; fi
     measure "$s" off
     measure "$s" on
     log "stopping $s"
@@ -489,7 +532,7 @@ render_report() {
     # report.py fails when a wrk output could not be read; print what it
     # could make of the run all the same, then fail.
     local rc=0
-    python3 "$BENCH_DIR/report.py" "$TMP/rows.tsv" --clk-tck "$(getconf CLK_TCK)" \
+    python3 "$BENCH_DIR/report.py" "$ROWS" --clk-tck "$(getconf CLK_TCK)" \
         --baseline "$baseline" "${args[@]}" >"$TMP/report.md" || rc=$?
     [[ -z ${REPORT_FOOTER:-} ]] || printf '\n%s\n' "$REPORT_FOOTER" >>"$TMP/report.md"
     cat "$TMP/report.md"

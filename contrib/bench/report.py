@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Turn the wrk outputs of one contrib/bench/run.sh run into a markdown table.
 
-Input is a tab-separated file written by run.sh, one line per measured row:
+Input is a tab-separated file written by lib.sh, one line per measured row:
 
     server <TAB> keep-alive <TAB> wrk output file <TAB> master CPU ticks <TAB> master RSS kB
+        [<TAB> total PSS kB <TAB> processes]
 
-The last two columns are "-" when they were not measured (only herd's master
+The master columns are "-" when they were not measured (only herd's master
 is measured: php-fpm's master and spawn-fcgi are not in the request path).
+The PSS columns (app.sh) sum every process of the contender, manager
+included; when any row has them, the table gains "total PSS" and its ratio.
 
 Standard library only, so the harness needs nothing beyond python3.
 """
@@ -82,6 +85,16 @@ def fmt_errors(r):
     return f"{r.errors} ({', '.join(parts)})"
 
 
+def pss_cells(row, base_kb):
+    """total PSS, its ratio to the baseline's in the same mode, processes."""
+    kb = row["pss_kb"]
+    if kb is None:
+        return ["—", "—", "—"]
+    ratio = f"{kb / base_kb:.2f}" if base_kb else "—"
+    procs = str(row["procs"]) if row["procs"] is not None else "—"
+    return [f"{kb / 1024:.1f} MiB", ratio, procs]
+
+
 def read_rows(path):
     rows = []
     with open(path, encoding="utf-8") as f:
@@ -89,7 +102,9 @@ def read_rows(path):
             line = line.rstrip("\n")
             if not line:
                 continue
-            server, mode, wrk_file, ticks, rss = line.split("\t")
+            fields = line.split("\t")
+            server, mode, wrk_file, ticks, rss = fields[:5]
+            pss, procs = (fields[5:7] + ["-", "-"])[:2]
             with open(wrk_file, encoding="utf-8", errors="replace") as w:
                 result = WrkResult(w.read())
             rows.append(
@@ -100,6 +115,8 @@ def read_rows(path):
                     "wrk_file": wrk_file,
                     "ticks": None if ticks == "-" else int(ticks),
                     "rss_kb": None if rss == "-" else int(rss),
+                    "pss_kb": None if pss == "-" else int(pss),
+                    "procs": None if procs == "-" else int(procs),
                 }
             )
     return rows
@@ -109,17 +126,25 @@ def table(rows, baseline, clk_tck):
     base_rps = {
         r["mode"]: r["wrk"].rps for r in rows if r["server"] == baseline and r["wrk"].ok
     }
-    out = [
+    base_pss = {
+        r["mode"]: r["pss_kb"] for r in rows if r["server"] == baseline and r["pss_kb"]
+    }
+    with_pss = any(r["pss_kb"] is not None for r in rows)
+    head = (
         f"| server | keep-alive | req/s | ×{baseline} | p50 | p99 | max | errors "
-        "| master CPU/req | master RSS |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
-    ]
+        "| master CPU/req | master RSS |"
+    )
+    rule = "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+    if with_pss:
+        head += f" total PSS | PSS ×{baseline} | processes |"
+        rule += "--:|--:|--:|"
+    out = [head, rule]
     for r in rows:
         w = r["wrk"]
         if not w.ok:
             out.append(
                 f"| {r['server']} | {r['mode']} | (wrk output unreadable: "
-                f"{r['wrk_file']}) | | | | | | | |"
+                f"{r['wrk_file']}) | | | | | | | |" + (" | | |" if with_pss else "")
             )
             continue
         base = base_rps.get(r["mode"])
@@ -129,11 +154,14 @@ def table(rows, baseline, clk_tck):
         else:
             cpu = "—"
         rss = f"{r['rss_kb'] / 1024:.1f} MiB" if r["rss_kb"] is not None else "—"
-        out.append(
+        line = (
             f"| {r['server']} | {r['mode']} | {w.rps:,.0f} | {ratio} "
             f"| {fmt_duration(w.p50)} | {fmt_duration(w.p99)} | {fmt_duration(w.max)} "
             f"| {fmt_errors(w)} | {cpu} | {rss} |"
         )
+        if with_pss:
+            line += " " + " | ".join(pss_cells(r, base_pss.get(r["mode"]))) + " |"
+        out.append(line)
     return "\n".join(out)
 
 
@@ -152,13 +180,21 @@ def main():
         print()
     print(table(rows, args.baseline, args.clk_tck))
     print()
+    pss_note = ""
+    if any(r["pss_kb"] is not None for r in rows):
+        pss_note = (
+            " total PSS: the Pss lines of /proc/PID/smaps_rollup summed over every process "
+            "of the contender (manager included), read after the run with everything still up; "
+            f"PSS ×{args.baseline}: divided by {args.baseline}'s in the same keep-alive mode; "
+            "processes: how many were summed."
+        )
     print(
         "keep-alive: nginx → FastCGI server connections (`keepalive` + `fastcgi_keep_conn on`); "
         "wrk → nginx is keep-alive in every row. "
         f"×{args.baseline}: req/s divided by {args.baseline}'s req/s in the same keep-alive mode. "
         "errors: wrk's status ≥ 400 count plus socket errors (connect/read/write/timeout). "
         "master CPU/req: (utime+stime) of herd's master over the measured run ÷ requests; "
-        "master RSS: its VmRSS after the run."
+        "master RSS: its VmRSS after the run." + pss_note
     )
     return 0 if all(r["wrk"].ok for r in rows) else 1
 
