@@ -171,7 +171,13 @@ mod tests {
             .env(ENV, &mine)
             .spawn()
             .unwrap();
-        let seen = marker_of(child.id());
+        // Until the child has exec'd, /proc shows the parent's environment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut seen = marker_of(child.id());
+        while seen.is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            seen = marker_of(child.id());
+        }
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(seen, Some(mine));
