@@ -3,9 +3,12 @@
 //! Layout:
 //! - `config`: php-fpm's ini dialect, read in two stages into typed config.
 //! - `fastcgi`: the record codec shared by every side herd speaks.
-//! - `pool`: the scoreboard, idle set and queue the router and supervisor share.
-//! - `router`: listeners, client connections and the request relay.
-//! - `supervisor`: spawning, the readiness gate, reaping and backoff.
+//! - `pool`: what router and supervisor share: the dispatch order (free
+//!   slots, generation ranks), the scoreboard, leases and the queue.
+//! - `router`: listeners, client connections, the request relay, herd's own
+//!   answers and the script check.
+//! - `supervisor`: one pool's workers: spawning (PHP engines included), the
+//!   readiness gate, capacity, deploys, exits, process groups.
 //! - `master`: the lifecycle of the whole process: start, signals, stop.
 //! - `control`: the control socket, its protocol and `herd ctl`.
 //! - `status`: php-fpm's status formats.

@@ -4,7 +4,7 @@
 # one nginx, measured with wrk: req/s, latency and the total memory (PSS) of
 # every contender, with ratios to php-fpm.
 #
-#   contrib/bench/app.sh [--duration 10s] [--workers 8,32] [--out FILE]
+#   contrib/bench/app.sh [--duration 10s] [--rounds 1] [--workers 8,32] [--out FILE]
 #                        [--contenders php-fpm,spawn-fcgi,herd-exec,herd-group,herd-groups,herd-fpm]
 #                        [--herd PATH] [--no-build] [--keep-tmp]
 #
@@ -28,8 +28,9 @@
 #   herd-group   herd, one worker: php-cgi with PHP_FCGI_CHILDREN=W, which
 #                serves W requests at once (herd reads FCGI_MAX_CONNS).
 #   herd-groups  herd, W/4 workers, each php-cgi with PHP_FCGI_CHILDREN=4.
-#   herd-fpm     herd running php-fpm as its engine: a hook, skipped with a
-#                note until `herd check` accepts $HERD_FPM_ENGINE.
+#   herd-fpm     herd running php-fpm as its engine (`command = php-fpm8.2`):
+#                one worker, a php-fpm master whose W children share one
+#                OPcache, php-fpm's SAPI.
 #
 # Each W is measured with 2×W connections, nginx → server keep-alive off and
 # on, one contender at a time; one markdown table per W, also written to
@@ -50,12 +51,8 @@ PAGE_ID=bench
 MARKER=herd-bench-dokuwiki-page
 GROUP_SIZE=4        # children per worker of herd-groups
 
-# herd running php-fpm as its engine is planned, its directive not named
-# yet: this is the line that would select it (set it in the environment to
-# try a build that has one). See herd_fpm_lines.
-HERD_FPM_ENGINE=${HERD_FPM_ENGINE:-engine = php-fpm}
-
 DURATION=10s
+ROUNDS=1
 WORKERS_LIST=8,32
 OUT=
 BUILD=1
@@ -92,6 +89,7 @@ parse_args() {
     while (($#)); do
         case $1 in
             --duration) DURATION=${2:?}; shift ;;
+            --rounds) ROUNDS=${2:?}; shift ;;
             --workers) WORKERS_LIST=${2:?}; shift ;;
             --contenders) SERVERS=${2:?}; shift ;;
             --out) OUT=${2:?}; shift ;;
@@ -215,6 +213,7 @@ error_log = $dir/herd.log
 ; keep herd's pid, control and worker sockets private to this run
 pid = $dir/herd.pid
 worker.socket_dir = $dir/run
+${HERD_GLOBAL_EXTRA:-}
 
 [wiki]
 listen = ${ADDR[$name]}
@@ -233,12 +232,15 @@ EOF
     HERD_CONF=$dir/herd.conf
 }
 
-# The one hook for herd running php-fpm as its engine: one worker, a
-# php-fpm of W children serving W requests at once, like herd-group. Change
-# these lines when the engine lands; the contender runs once `herd check`
-# accepts them.
+# herd running php-fpm as its engine: `command` names php-fpm, and its W
+# children share one OPcache in one group (php.group_size defaults to
+# pm.max_children). OPcache sizes its memory when the php-fpm master starts,
+# so its settings go on php-fpm's command line (as for php-fpm itself); the
+# pool's php_admin_value lines reach the children.
 herd_fpm_lines() {
-    printf '%s\n' "$HERD_FPM_ENGINE" "worker.slots = $WORKERS"
+    local d args=()
+    for d in $(php_defines); do args+=(-d "$d"); done
+    printf 'args = %s\n' "${args[*]}"
 }
 
 write_contender_conf() {
@@ -246,7 +248,7 @@ write_contender_conf() {
         herd-exec) write_herd_conf herd-exec "$WORKERS" "$PHP_CGI" 0 ;;
         herd-group) write_herd_conf herd-group 1 "$PHP_CGI" "$WORKERS" ;;
         herd-groups) write_herd_conf herd-groups $((WORKERS / GROUP_SIZE)) "$PHP_CGI" "$GROUP_SIZE" ;;
-        herd-fpm) write_herd_conf herd-fpm 1 "$PHP_FPM" 0 "$(herd_fpm_lines)" ;;
+        herd-fpm) write_herd_conf herd-fpm "$WORKERS" "$PHP_FPM" 0 "$(herd_fpm_lines)" ;;
     esac
 }
 
@@ -286,34 +288,17 @@ describe() {
         herd-exec) echo "$label: $WORKERS php-cgi workers, one OPcache each (herd + $WORKERS)." ;;
         herd-group) echo "$label: one worker, php-cgi with PHP_FCGI_CHILDREN=$WORKERS (herd + parent + $WORKERS)." ;;
         herd-groups) echo "$label: $((WORKERS / GROUP_SIZE)) × a worker of php-cgi with PHP_FCGI_CHILDREN=$GROUP_SIZE (herd + $((WORKERS / GROUP_SIZE)) × (parent + $GROUP_SIZE))." ;;
-        herd-fpm) echo "$label: herd running php-fpm as its engine, \`$HERD_FPM_ENGINE\`." ;;
+        herd-fpm) echo "$label: herd running php-fpm as its engine: one worker, a php-fpm master with $WORKERS children sharing one OPcache (herd + master + $WORKERS)." ;;
     esac
-}
-
-# The line of herd check's output $1 that names the directive of
-# $HERD_FPM_ENGINE, without its file:line, else the first one.
-refusal() {
-    local line
-    line=$(grep -m1 -F -- "'${HERD_FPM_ENGINE%% *}'" "$1") || line=$(grep -m1 ':[0-9]*: ' "$1") || line="see $1"
-    echo "${line#*: }"
 }
 
 # False, with a note for the report, when contender $1 cannot run here.
 can_run() {
-    local dir
+
     case $1 in
         herd-groups)
             if ((WORKERS % GROUP_SIZE)); then
                 NOTES+=("herd groups skipped: $WORKERS workers are not groups of $GROUP_SIZE.")
-                return 1
-            fi
-            ;;
-        herd-fpm)
-            write_contender_conf herd-fpm
-            dir=$(dirname "$HERD_CONF")
-            if ! "$HERD" check -c "$HERD_CONF" >"$dir/check.log" 2>&1; then
-                NOTES+=("herd fpm skipped: \`herd check\` refused \`$HERD_FPM_ENGINE\` ($(refusal "$dir/check.log")); this herd does not run php-fpm as its engine yet.")
-                log "skipping herd-fpm: herd check refused '$HERD_FPM_ENGINE'"
                 return 1
             fi
             ;;
@@ -398,10 +383,14 @@ main() {
         : >"$ROWS"
         NOTES=()
         RAN=()
-        for s in "${CONTENDERS[@]}"; do
-            { wants "$s" && can_run "$s"; } || continue
-            bench "$s"
-            RAN+=("$s")
+        local round
+        for ((round = 1; round <= ROUNDS; round++)); do
+            ROUND=$round
+            for s in "${CONTENDERS[@]}"; do
+                { wants "$s" && can_run "$s"; } || continue
+                bench "$s"
+                ((round > 1)) || RAN+=("$s")
+            done
         done
         report_workers
     done

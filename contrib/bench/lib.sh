@@ -482,7 +482,7 @@ contender_pss() {
 measure() {
     local s=$1 mode=$2 url out before=- after ticks=- rss=- pss=- procs=-
     url=$(contender_url "$s" "$mode")
-    out=$TMP/wrk/$s-$mode.txt
+    out=$TMP/wrk/$s-$mode${ROUND:+-r$ROUND}.txt
     log "$s, keep-alive $mode: warm-up $WARMUP, then $DURATION"
     wrk -t2 -c"$CONNECTIONS" -d"$WARMUP" "$url" >"$out.warmup" 2>&1 || true
     # Only a manager in the request path is measured: its cost is what we want.

@@ -11,11 +11,18 @@ is measured: php-fpm's master and spawn-fcgi are not in the request path).
 The PSS columns (app.sh) sum every process of the contender, manager
 included; when any row has them, the table gains "total PSS" and its ratio.
 
+A server and mode measured several times (rounds, interleaved with the
+other contenders) make one row: the median of each figure, and the ratio
+to the baseline taken round by round (the k-th run of a server against the
+k-th run of the baseline, which ran next to it), its median and range. On
+a small shared machine one run's ratio can be off by a tenth either way.
+
 Standard library only, so the harness needs nothing beyond python3.
 """
 
 import argparse
 import re
+import statistics
 import sys
 
 # wrk prints durations as e.g. "812.00us", "1.23ms", "2.00s", "1.50m".
@@ -122,10 +129,78 @@ def read_rows(path):
     return rows
 
 
+class Rounds:
+    """Several runs of one server and mode: the median of each figure."""
+
+    def __init__(self, results):
+        ok = [r for r in results if r.ok]
+        med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+        self.runs = results
+        self.requests = med([r.requests for r in ok])
+        self.rps = med([r.rps for r in ok])
+        self.p50 = med([r.p50 for r in ok if r.p50 is not None])
+        self.p99 = med([r.p99 for r in ok if r.p99 is not None])
+        self.max = med([r.max for r in ok if r.max is not None])
+        self.socket_errors = sum(r.socket_errors for r in results)
+        self.bad_status = sum(r.bad_status for r in results)
+        self.ok_all = len(ok) == len(results)
+
+    @property
+    def ok(self):
+        return self.ok_all and self.rps is not None
+
+    @property
+    def errors(self):
+        return self.socket_errors + self.bad_status
+
+
+def merge_rounds(rows, clk_tck):
+    """One row per server and mode, in the order first seen; `rounds` keeps
+    each run's rps, CPU per request and PSS for ratios and medians."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["server"], r["mode"]), []).append(r)
+    merged = []
+    for (server, mode), runs in groups.items():
+        cpu = [
+            r["ticks"] / clk_tck / r["wrk"].requests * 1e6
+            for r in runs
+            if r["ticks"] is not None and r["wrk"].ok and r["wrk"].requests
+        ]
+        pss = [r["pss_kb"] for r in runs if r["pss_kb"] is not None]
+        rss = [r["rss_kb"] for r in runs if r["rss_kb"] is not None]
+        merged.append(
+            {
+                "server": server,
+                "mode": mode,
+                "wrk": runs[0]["wrk"] if len(runs) == 1 else Rounds([r["wrk"] for r in runs]),
+                "wrk_file": runs[0]["wrk_file"],
+                "runs": [r["wrk"].rps if r["wrk"].ok else None for r in runs],
+                "cpu_us": statistics.median(cpu) if cpu else None,
+                "rss_kb": statistics.median(rss) if rss else None,
+                "pss_kb": statistics.median(pss) if pss else None,
+                "procs": runs[-1]["procs"],
+            }
+        )
+    return merged
+
+
+def ratio_cell(row, base):
+    """The req/s ratio to the baseline's row in the same mode, round by
+    round; with several rounds, the median and the range."""
+    pairs = [
+        a / b for a, b in zip(row["runs"], base["runs"]) if a is not None and b
+    ]
+    if not pairs:
+        return "—"
+    if len(pairs) == 1:
+        return f"{pairs[0]:.2f}"
+    return f"{statistics.median(pairs):.2f} ({min(pairs):.2f}–{max(pairs):.2f})"
+
+
 def table(rows, baseline, clk_tck):
-    base_rps = {
-        r["mode"]: r["wrk"].rps for r in rows if r["server"] == baseline and r["wrk"].ok
-    }
+    rows = merge_rounds(rows, clk_tck)
+    base_rows = {r["mode"]: r for r in rows if r["server"] == baseline}
     base_pss = {
         r["mode"]: r["pss_kb"] for r in rows if r["server"] == baseline and r["pss_kb"]
     }
@@ -147,12 +222,9 @@ def table(rows, baseline, clk_tck):
                 f"{r['wrk_file']}) | | | | | | | |" + (" | | |" if with_pss else "")
             )
             continue
-        base = base_rps.get(r["mode"])
-        ratio = f"{w.rps / base:.2f}" if base else "—"
-        if r["ticks"] is not None and w.requests:
-            cpu = f"{r['ticks'] / clk_tck / w.requests * 1e6:.1f} µs"
-        else:
-            cpu = "—"
+        base = base_rows.get(r["mode"])
+        ratio = ratio_cell(r, base) if base else "—"
+        cpu = f"{r['cpu_us']:.1f} µs" if r["cpu_us"] is not None else "—"
         rss = f"{r['rss_kb'] / 1024:.1f} MiB" if r["rss_kb"] is not None else "—"
         line = (
             f"| {r['server']} | {r['mode']} | {w.rps:,.0f} | {ratio} "
@@ -174,6 +246,10 @@ def main():
     args = ap.parse_args()
 
     rows = read_rows(args.rows)
+    rounds = max(
+        sum(1 for x in rows if (x["server"], x["mode"]) == (r["server"], r["mode"]))
+        for r in rows
+    ) if rows else 1
     for line in args.header:
         print(line)
     if args.header:
@@ -195,6 +271,13 @@ def main():
         "errors: wrk's status ≥ 400 count plus socket errors (connect/read/write/timeout). "
         "master CPU/req: (utime+stime) of herd's master over the measured run ÷ requests; "
         "master RSS: its VmRSS after the run." + pss_note
+        + (
+            f" Each row is the median of {rounds} rounds, run one after another "
+            "with every contender in each; ×baseline is taken round by round: "
+            "median (lowest–highest)."
+            if rounds > 1
+            else ""
+        )
     )
     return 0 if all(r["wrk"].ok for r in rows) else 1
 
