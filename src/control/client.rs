@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::Value;
 
-use super::protocol::Request;
+use super::protocol::{Done, Line, Progress, Request};
 
 /// Sends `request` and prints what comes back to `out`.
 pub fn run(
@@ -38,24 +38,23 @@ pub fn run(
         .context("failed to send the request")?;
     for line in BufReader::new(stream).lines() {
         let line = line.context("failed to read the answer")?;
-        let v: Value =
-            serde_json::from_str(&line).context("the master sent something that is not JSON")?;
-        let shown = if json {
-            writeln!(out, "{line}")
-        } else {
-            show(&v, out)
+        let answer: Line = serde_json::from_str(&line)
+            .context("the master sent something that is not an answer line")?;
+        let shown = match (&answer, json) {
+            (_, true) => writeln!(out, "{line}"),
+            (Line::Progress(p), false) => show_progress(p, out),
+            (Line::Done(d), false) => show_done(d, out),
         };
         match shown {
             // A reader that went away (`| head`) is not an error of ours.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
             other => other?,
         }
-        if v["done"] == true {
-            let ok = v["ok"] == true;
-            if !ok && !json {
-                eprintln!("herd ctl: {}", v["error"].as_str().unwrap_or("failed"));
+        if let Line::Done(done) = answer {
+            if !done.ok && !json {
+                eprintln!("herd ctl: {}", done.error.as_deref().unwrap_or("failed"));
             }
-            return Ok(if ok {
+            return Ok(if done.ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -66,33 +65,40 @@ pub fn run(
     Ok(ExitCode::from(1))
 }
 
-fn show(v: &Value, out: &mut dyn Write) -> std::io::Result<()> {
-    if v["event"] == "progress" && v["message"].is_string() {
-        return writeln!(out, "{}", s(&v["message"]));
+fn show_progress(p: &Progress, out: &mut dyn Write) -> std::io::Result<()> {
+    if let Some(message) = &p.message {
+        return writeln!(out, "{message}");
     }
-    if v["event"] == "progress" {
-        return writeln!(
+    let n = |v: Option<usize>| v.map_or("?".into(), |n| n.to_string());
+    writeln!(
+        out,
+        "pool {}: generation {}: {}/{} new workers ready, {} old left",
+        p.pool.as_deref().unwrap_or("?"),
+        p.generation.map_or("?".into(), |g| g.to_string()),
+        n(p.ready),
+        n(p.target),
+        n(p.old)
+    )
+}
+
+fn show_done(d: &Done, out: &mut dyn Write) -> std::io::Result<()> {
+    if let Some(pools) = &d.pools {
+        let pid = d.pid.map_or("?".into(), |p| p.to_string());
+        writeln!(
             out,
-            "pool {}: generation {}: {}/{} new workers ready, {} old left",
-            s(&v["pool"]),
-            v["generation"],
-            v["ready"],
-            v["target"],
-            v["old"]
-        );
-    }
-    if let Some(pools) = v["pools"].as_array() {
-        writeln!(out, "master pid {}: {}", s(&v["pid"]), s(&v["phase"]))?;
+            "master pid {pid}: {}",
+            d.phase.as_deref().unwrap_or("?")
+        )?;
         for p in pools {
             show_pool(p, out)?;
         }
         return Ok(());
     }
-    if let Some(text) = v["metrics"].as_str() {
+    if let Some(text) = &d.metrics {
         write!(out, "{text}")?;
     }
-    if let Some(msg) = v["message"].as_str() {
-        writeln!(out, "{msg}")?;
+    if let Some(message) = &d.message {
+        writeln!(out, "{message}")?;
     }
     Ok(())
 }

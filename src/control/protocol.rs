@@ -47,6 +47,92 @@ pub enum Request {
     Upgrade,
 }
 
+/// One line of the master's answer: progress while a request runs, then
+/// the last line, `done`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Line {
+    Done(Done),
+    Progress(Progress),
+}
+
+/// The last line of an answer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    /// Always true: what tells the client the answer is over.
+    pub done: bool,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `metrics`: OpenMetrics text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+    /// `status`: the master, its phase, and each pool in php-fpm's JSON
+    /// status fields plus `listen` and `deploy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pools: Option<Vec<serde_json::Value>>,
+}
+
+/// A step of a long request: a rollout's progress (`reload --wait`), or a
+/// message (`upgrade`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Always `progress`.
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<usize>,
+}
+
+impl Line {
+    pub fn ok(message: impl Into<String>) -> Line {
+        Line::Done(Done {
+            done: true,
+            ok: true,
+            message: Some(message.into()),
+            ..Done::default()
+        })
+    }
+
+    pub fn error(error: impl Into<String>) -> Line {
+        Line::Done(Done {
+            done: true,
+            ok: false,
+            error: Some(error.into()),
+            ..Done::default()
+        })
+    }
+
+    pub fn message(message: impl Into<String>) -> Line {
+        Line::Progress(Progress {
+            event: "progress".into(),
+            message: Some(message.into()),
+            ..Progress::default()
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self, Line::Done(_))
+    }
+}
+
 /// Longest request line accepted; the socket is local and 0600, but a
 /// bound keeps a confused client from growing the master's memory.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -76,5 +162,29 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn answer_lines_round_trip_and_tell_the_last_one() {
+        for line in [
+            Line::ok("rollout done"),
+            Line::error("deploy refused: x"),
+            Line::message("new master started"),
+            Line::Progress(Progress {
+                event: "progress".into(),
+                pool: Some("www".into()),
+                generation: Some(2),
+                state: Some("rolling out".into()),
+                ready: Some(1),
+                old: Some(3),
+                target: Some(4),
+                ..Progress::default()
+            }),
+        ] {
+            let text = serde_json::to_string(&line).unwrap();
+            let back: Line = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, line, "{text}");
+            assert_eq!(back.is_done(), text.contains(r#""done":true"#), "{text}");
+        }
     }
 }

@@ -6,19 +6,18 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
-use super::protocol::{MAX_LINE, Request};
+use super::protocol::{Line, MAX_LINE, Request};
 use crate::router::listener::{back_off_after, sleep_until};
 use crate::throttle::Throttle;
 
 /// A request on its way to the master, with where its answers go.
 pub struct Control {
     pub request: Request,
-    pub reply: mpsc::UnboundedSender<Value>,
+    pub reply: mpsc::UnboundedSender<Line>,
 }
 
 pub struct ControlSocket {
@@ -147,20 +146,12 @@ async fn handle(stream: UnixStream, master: mpsc::UnboundedSender<Control>) -> s
     match serde_json::from_str::<Request>(line.trim()) {
         Ok(request) => {
             if master.send(Control { request, reply }).is_err() {
-                let _ = write(
-                    &mut wr,
-                    &json!({"done": true, "ok": false, "error": "herd is stopping"}),
-                )
-                .await;
+                let _ = write(&mut wr, &Line::error("herd is stopping")).await;
                 return Ok(());
             }
         }
         Err(e) => {
-            return write(
-                &mut wr,
-                &json!({"done": true, "ok": false, "error": format!("bad request: {e}")}),
-            )
-            .await;
+            return write(&mut wr, &Line::error(format!("bad request: {e}"))).await;
         }
     }
     while let Some(answer) = answers.recv().await {
@@ -169,8 +160,8 @@ async fn handle(stream: UnixStream, master: mpsc::UnboundedSender<Control>) -> s
     Ok(())
 }
 
-async fn write(wr: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> std::io::Result<()> {
-    let mut text = v.to_string();
+async fn write(wr: &mut tokio::net::unix::OwnedWriteHalf, line: &Line) -> std::io::Result<()> {
+    let mut text = serde_json::to_string(line).map_err(std::io::Error::other)?;
     text.push('\n');
     wr.write_all(text.as_bytes()).await
 }

@@ -9,21 +9,21 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::reload::Reloaded;
 use super::{Master, Stop};
-use crate::control::protocol::Request;
+use crate::control::protocol::{Done, Line, Progress, Request};
 use crate::control::server::Control;
 use crate::phase::Phase;
 use crate::pool::{Pool, Settled};
 use crate::status;
 use crate::supervisor;
 
-type Reply = mpsc::UnboundedSender<Value>;
+type Reply = mpsc::UnboundedSender<Line>;
 
 fn done_ok(reply: &Reply, message: String) {
-    let _ = reply.send(json!({"done": true, "ok": true, "message": message}));
+    let _ = reply.send(Line::ok(message));
 }
 
 fn done_err(reply: &Reply, error: String) {
-    let _ = reply.send(json!({"done": true, "ok": false, "error": error}));
+    let _ = reply.send(Line::error(error));
 }
 
 impl Master {
@@ -117,14 +117,23 @@ impl Master {
                     .iter()
                     .map(|p| pool_json(&p.pool, phase))
                     .collect();
-                let _ = reply.send(json!({
-                    "done": true, "ok": true, "pid": std::process::id(),
-                    "phase": phase.as_str(), "pools": pools,
+                let _ = reply.send(Line::Done(Done {
+                    done: true,
+                    ok: true,
+                    pid: Some(std::process::id()),
+                    phase: Some(phase.as_str().into()),
+                    pools: Some(pools),
+                    ..Done::default()
                 }));
             }
             Request::Metrics => {
                 let text = status::openmetrics(&self.pool_list(), *self.phase.borrow());
-                let _ = reply.send(json!({"done": true, "ok": true, "metrics": text}));
+                let _ = reply.send(Line::Done(Done {
+                    done: true,
+                    ok: true,
+                    metrics: Some(text),
+                    ..Done::default()
+                }));
             }
             other => done_err(&reply, format!("not a read request: {other:?}")),
         }
@@ -153,9 +162,15 @@ async fn wait_rollouts(done: Vec<Reloaded>, reply: Reply) {
         let mut rx = r.pool.deploy.subscribe();
         loop {
             let d = rx.borrow_and_update().clone();
-            let _ = reply.send(json!({
-                "event": "progress", "pool": r.pool.name, "generation": generation,
-                "state": d.state, "ready": d.ready, "old": d.old, "target": d.target,
+            let _ = reply.send(Line::Progress(Progress {
+                event: "progress".into(),
+                pool: Some(r.pool.name.clone()),
+                generation: Some(generation),
+                state: Some(d.state.name().into()),
+                ready: Some(d.ready),
+                old: Some(d.old),
+                target: Some(d.target),
+                message: None,
             }));
             match d.settled(generation) {
                 None => {}
@@ -198,7 +213,9 @@ impl Master {
         }
         match self.start_upgrade() {
             Ok(pid) => {
-                let _ = reply.send(json!({"event": "progress", "message": format!("new master started, pid {pid}; waiting for its workers")}));
+                let _ = reply.send(Line::message(format!(
+                    "new master started, pid {pid}; waiting for its workers"
+                )));
                 self.upgrading = Some(reply);
                 self.publish_phase();
             }

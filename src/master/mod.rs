@@ -3,6 +3,7 @@
 //! control commands into reloads, scaling and a graceful or fast stop.
 
 mod control;
+mod error;
 mod memory;
 mod pidfile;
 mod reload;
@@ -69,7 +70,7 @@ struct Master {
     args: Vec<std::ffi::OsString>,
     control_fd: std::os::fd::RawFd,
     /// The `herd ctl upgrade` waiting for the new master.
-    upgrading: Option<mpsc::UnboundedSender<serde_json::Value>>,
+    upgrading: Option<mpsc::UnboundedSender<crate::control::protocol::Line>>,
     /// Every pool's first workers passed their gate.
     started: bool,
     /// Reloads whose rollouts have not settled yet.
@@ -335,14 +336,18 @@ impl Master {
                 self.systemd.main_pid(pid);
                 router::hand_off();
                 if let Some(reply) = self.upgrading.take() {
-                    let _ = reply.send(serde_json::json!({"done": true, "ok": true, "message": format!("upgraded: the new master is pid {pid}; this one drains and exits")}));
+                    let _ = reply.send(crate::control::protocol::Line::ok(format!(
+                        "upgraded: the new master is pid {pid}; this one drains and exits"
+                    )));
                 }
                 return Some(Stop::HandOff);
             }
             Internal::UpgradeFailed(why) => {
                 tracing::error!("upgrade failed: {why}; this master keeps serving");
                 if let Some(reply) = self.upgrading.take() {
-                    let _ = reply.send(serde_json::json!({"done": true, "ok": false, "error": format!("upgrade failed: {why}; the old master keeps serving")}));
+                    let _ = reply.send(crate::control::protocol::Line::error(format!(
+                        "upgrade failed: {why}; the old master keeps serving"
+                    )));
                 }
                 self.publish_phase();
             }

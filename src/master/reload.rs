@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::error::ReloadError;
 use super::{Master, open_listeners};
 use crate::config::{self, Config, PoolConfig};
 use crate::pool::Pool;
@@ -27,12 +28,12 @@ impl Master {
         &mut self,
         only: Option<&str>,
         force: bool,
-    ) -> Result<Vec<Reloaded>, String> {
+    ) -> Result<Vec<Reloaded>, ReloadError> {
         let new = self.read_config()?;
         if let Some(name) = only
             && new.pool(name).is_none()
         {
-            return Err(format!("no pool named '{name}'"));
+            return Err(ReloadError::NoSuchPool(name.to_string()));
         }
         self.check_reload(&new)?;
         let added: Vec<PoolConfig> = new
@@ -42,7 +43,7 @@ impl Master {
             .cloned()
             .collect();
         let listeners =
-            open_listeners(&added, &mut Default::default()).map_err(|e| format!("{e:#}"))?;
+            open_listeners(&added, &mut Default::default()).map_err(ReloadError::Listeners)?;
 
         let mut done = Vec::new();
         for cfg in new
@@ -64,7 +65,12 @@ impl Master {
             }
             let generation = match answer.await {
                 Ok(Ok(g)) => g,
-                Ok(Err(e)) => return Err(format!("pool '{}': {e:#}", cfg.name)),
+                Ok(Err(source)) => {
+                    return Err(ReloadError::Pool {
+                        pool: cfg.name.clone(),
+                        source,
+                    });
+                }
                 Err(_) => None,
             };
             if generation.is_none() {
@@ -78,8 +84,9 @@ impl Master {
         if only.is_none() {
             for (cfg, listener) in added.into_iter().zip(listeners) {
                 tracing::info!(pool = %cfg.name, "reload: new pool");
+                let pool = cfg.name.clone();
                 self.start_pool(cfg, listener)
-                    .map_err(|e| format!("{e:#}"))?;
+                    .map_err(|source| ReloadError::Pool { pool, source })?;
                 let handle = self.pools.last().expect("just started");
                 done.push(Reloaded {
                     pool: handle.pool.clone(),
@@ -94,27 +101,25 @@ impl Master {
     }
 
     /// The config to reload: the file again, or the embedded default.
-    fn read_config(&self) -> Result<Config, String> {
+    fn read_config(&self) -> Result<Config, ReloadError> {
         match &self.opts.config_path {
-            Some(path) => config::load(path, &self.opts.load)
-                .map_err(|e| format!("invalid config, nothing changed:\n{e}")),
+            Some(path) => Ok(config::load(path, &self.opts.load)?),
             None => Ok(self.config.clone()),
         }
     }
 
     /// Changes that a reload cannot apply are refused before anything is
     /// touched.
-    fn check_reload(&self, new: &Config) -> Result<(), String> {
+    fn check_reload(&self, new: &Config) -> Result<(), ReloadError> {
         for cfg in &new.pools {
             if let Some(old) = self.pool(&cfg.name)
                 && old.pool.config().listen != cfg.listen
             {
-                return Err(format!(
-                    "pool '{}': changing 'listen' ({} to {}) needs a restart; nothing changed",
-                    cfg.name,
-                    old.pool.config().listen,
-                    cfg.listen
-                ));
+                return Err(ReloadError::ListenChanged {
+                    pool: cfg.name.clone(),
+                    from: old.pool.config().listen.clone(),
+                    to: cfg.listen.clone(),
+                });
             }
         }
         Ok(())

@@ -6,12 +6,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Master;
-use crate::control::protocol::Request;
+use crate::control::protocol::{Line, Request};
 use crate::control::server::Control;
 use crate::phase::{Phase, PhaseTx};
 use crate::signals::{SignalEvent, Signals};
@@ -132,13 +131,13 @@ pub(super) async fn wait(
             },
             Some(ctl) = control.recv() => match on_control(&ctl.request) {
                 ControlResponse::Escalate => {
-                    let _ = ctl.reply.send(json!({"done": true, "ok": true, "message": "stopping now"}));
+                    let _ = ctl.reply.send(Line::ok("stopping now"));
                     tracing::info!("herd ctl stop --fast during the graceful stop: stopping now");
                     return Ending::Escalated;
                 }
                 ControlResponse::Answer => host.answer(ctl),
                 ControlResponse::Refuse => {
-                    let _ = ctl.reply.send(json!({"done": true, "ok": false, "error": "herd is stopping"}));
+                    let _ = ctl.reply.send(Line::error("herd is stopping"));
                 }
             },
         }
@@ -232,7 +231,7 @@ mod tests {
             self.reopened.set(self.reopened.get() + 1);
         }
         fn answer(&self, ctl: Control) {
-            let _ = ctl.reply.send(json!({"done": true, "ok": true}));
+            let _ = ctl.reply.send(Line::ok("stopping"));
         }
     }
 
@@ -419,16 +418,20 @@ mod tests {
             ] {
                 tokio::time::sleep(Duration::from_secs(after)).await;
                 let (reply, mut rx) = mpsc::unbounded_channel();
-                let _ = ctl.send(Control { request, reply });
-                answers.push(rx.recv().await.expect("an answer")["ok"].clone());
+                let _ = ctl.send(Control {
+                    request: request.clone(),
+                    reply,
+                });
+                let ok = match rx.recv().await.expect("an answer") {
+                    Line::Done(done) => done.ok,
+                    Line::Progress(_) => panic!("a progress line for {request:?}"),
+                };
+                answers.push(ok);
             }
             answers
         });
         let (ending, took) = r.run(DEPOOL).await;
         assert_eq!((ending, took), (Ending::Escalated, Duration::from_secs(3)));
-        assert_eq!(
-            asked.await.unwrap(),
-            vec![json!(true), json!(false), json!(true)]
-        );
+        assert_eq!(asked.await.unwrap(), vec![true, false, true]);
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
+use super::error::UpgradeError;
 use super::{Internal, Master};
 use crate::router::inherit;
 
@@ -41,7 +42,7 @@ pub fn first_generation(pool: &str) -> u32 {
 
 impl Master {
     /// Starts the new master; the outcome comes back as an `Internal` event.
-    pub(super) fn start_upgrade(&mut self) -> Result<u32, String> {
+    pub(super) fn start_upgrade(&mut self) -> Result<u32, UpgradeError> {
         let mut fds: Vec<(String, RawFd)> = self
             .pools
             .iter()
@@ -49,8 +50,8 @@ impl Master {
             .collect();
         fds.push(("control".into(), self.control_fd));
         let list: Vec<String> = fds.iter().map(|(k, fd)| format!("{k}={fd}")).collect();
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("failed to make a pipe: {e}"))?;
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(UpgradeError::Pipe)?;
         let write_fd = write.as_raw_fd();
         let mut keep: Vec<RawFd> = fds.iter().map(|(_, fd)| *fd).collect();
         keep.push(write_fd);
@@ -83,9 +84,10 @@ impl Master {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("failed to start {}: {e}", self.exe.display()))?;
+        let mut child = cmd.spawn().map_err(|source| UpgradeError::Start {
+            exe: self.exe.clone(),
+            source,
+        })?;
         drop(write);
         let pid = child.id().unwrap_or(0);
         tracing::info!(
