@@ -44,8 +44,19 @@ pub fn run(listen: Option<&str>) -> anyhow::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("failed to accept"),
         };
-        if let Err(e) = app.serve(conn) {
-            eprintln!("example-app: connection ended: {e}");
+        match app.serve(conn) {
+            // The peer hung up while we answered: a probe that had its
+            // answer (herd's readiness probe asks twice and reads once), or
+            // a client that left. Nothing to say about it.
+            Err(e)
+                if e.downcast_ref::<io::Error>().is_some_and(|e| {
+                    matches!(
+                        e.kind(),
+                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                    )
+                }) => {}
+            Err(e) => eprintln!("example-app: connection ended: {e}"),
+            Ok(()) => {}
         }
     }
 }
