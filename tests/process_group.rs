@@ -120,9 +120,8 @@ fn the_next_master_clears_what_a_killed_master_left() {
     child.kill().unwrap();
     child.wait().unwrap();
     gone("the worker of a killed master", worker);
-    assert!(alive(helper), "the helper outlives a killed master");
-    assert!(alive(bare), "the bare helper outlives a killed master");
-
+    // (Its helpers outlive it, until a master starts: another test's may
+    // clear them first, which is the same sweep.)
     // The next master, on any config, clears it before it starts anything.
     let next = Herd::start(&support::example_pool(
         &format!("127.0.0.1:{}", support::free_port()),
@@ -133,6 +132,5 @@ fn the_next_master_clears_what_a_killed_master_left() {
     gone("the helper a killed master left", helper);
     // No marker to read: it still holds the worker's socket.
     gone("the helper with an empty environment", bare);
-    assert!(!next.log_lines("left behind").is_empty());
     drop(herd);
 }
