@@ -12,7 +12,11 @@ use support::{Dir, HERD, herd_cmd, wait_for};
 #[test]
 fn check_accepts_the_example_configs() {
     let root = env!("CARGO_MANIFEST_DIR");
-    for file in ["config/example.conf", "config/php.conf"] {
+    for file in [
+        "config/example.conf",
+        "config/php.conf",
+        "config/php-cgi.conf",
+    ] {
         let path = format!("{root}/{file}");
         let (code, out, err) = herd_cmd(&["check", "-c", &path]);
         assert_eq!(code, 0, "{file}: {out}{err}");

@@ -43,6 +43,7 @@ doc="$stage/usr/share/doc/herd"
 install -D -m 0644 README.md "$doc/README.md"
 [ ! -f contrib/PRODUCTION.md ] || install -m 0644 contrib/PRODUCTION.md "$doc/PRODUCTION.md"
 install -D -m 0644 config/php.conf "$doc/examples/php.conf"
+install -D -m 0644 config/php-cgi.conf "$doc/examples/php-cgi.conf"
 install -D -m 0644 contrib/nginx/herd.conf "$doc/examples/nginx-herd.conf"
 install -D -m 0644 contrib/haproxy/haproxy.cfg "$doc/examples/haproxy.cfg"
 cat > "$doc/copyright" <<EOF
