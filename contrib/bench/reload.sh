@@ -3,9 +3,12 @@
 #
 #   contrib/bench/reload.sh [--no-build] [--out FILE] [--plot FILE]
 #                           [--broken php|config|both] [--keepalive off|on]
+#                           [--engine php-cgi|php-fpm]
 #                           [--fast-clients N] [--steady SECONDS] [--keep-tmp]
 #
-# Both servers run the same PHP app (app.php: its version comes from
+# herd runs its workers as php-cgi processes (--engine php-cgi, default) or
+# with php-fpm as its PHP engine (--engine php-fpm: one php-fpm of 4
+# children, rolled out as one group). Both servers run the same PHP app (app.php: its version comes from
 # env[APP_VERSION] in the pool config; ?burn=2000 burns 2 s of CPU) with 4
 # static workers as www-data, behind one private nginx (upstream keep-alive
 # off by default, as in nginx's stock fastcgi setup; --keepalive on adds
@@ -38,6 +41,7 @@ BURN_MS=2000
 STEADY=5
 AFTER=10
 KEEPALIVE=off
+ENGINE=php-cgi
 BROKEN=php
 OUT=
 PLOT=$BENCH_DIR/reload.png
@@ -65,6 +69,7 @@ parse_args() {
             --plot) PLOT=${2:?}; shift ;;
             --broken) BROKEN=${2:?}; shift ;;
             --keepalive) KEEPALIVE=${2:?}; shift ;;
+            --engine) ENGINE=${2:?}; shift ;;
             --fast-clients) FAST_CLIENTS=${2:?}; shift ;;
             --steady) STEADY=${2:?}; shift ;;
             --no-build) BUILD=0 ;;
@@ -206,7 +211,7 @@ user = www-data
 group = www-data
 pm = static
 pm.max_children = $WORKERS
-command = $PHP_CGI
+command = $(herd_command)
 chdir = $TMP/www
 env[PHP_FCGI_MAX_REQUESTS] = 0
 env[APP_VERSION] = $2
@@ -214,6 +219,14 @@ env[APP_VERSION] = $2
 warmup.request[] = /health.php
 $3
 EOF
+}
+
+# herd's worker program: php-cgi, or php-fpm as the engine.
+herd_command() {
+    case $ENGINE in
+        php-fpm) command -v "$PHP_FPM" ;;
+        *) echo "$PHP_CGI" ;;
+    esac
 }
 
 # The change that breaks a deploy, in each server's config.
@@ -251,14 +264,16 @@ probe() {
     [[ $code == 200 && $body == *"$3"* ]]
 }
 
-# Every worker up: herd's status says so; php-fpm (static) forks all of
+# Every PHP process up: herd's status says so (its process counts are
+# slots, so a php-fpm group of 4 counts 4); php-fpm (static) forks all of
 # them before it accepts, so one answer is enough there.
 all_workers_up() {
     [[ $1 == herd ]] || return 0
     "$HERD" ctl --socket "$SDIR/ctl.sock" status --json 2>/dev/null | python3 -c '
 import json, sys
-d = json.load(sys.stdin)["pools"][0]["deploy"]
-sys.exit(0 if d["state"] == "stable" and d["ready"] == int(sys.argv[1]) else 1)' "$WORKERS"
+p = json.load(sys.stdin)["pools"][0]
+ok = p["deploy"]["state"] == "stable" and p["total processes"] == int(sys.argv[1])
+sys.exit(0 if ok else 1)' "$WORKERS"
 }
 
 wait_ready() {
