@@ -17,6 +17,7 @@
 //! | `herd_connections_total` | counter | pool | client connections accepted |
 //! | `herd_connections_open` | gauge | pool | client connections open now |
 //! | `herd_workers` | gauge | pool, generation, state | workers now, by generation and state: `idle`, `busy`, `warming` (before the readiness gate), `retiring` (getting no new request) |
+//! | `herd_slots` | gauge | pool, state | requests the ready workers can take at once, `idle` or `busy` (a php-cgi with N children, a php-fpm group of N, or an FCGI::ProcManager script of N is N slots) |
 //! | `herd_workers_limit` | gauge | pool | `pm.max_children` |
 //! | `herd_max_children_reached_total` | counter | pool | times the pool wanted another worker and `pm.max_children` said no |
 //! | `herd_spawns_total` | counter | pool | workers started |
@@ -308,6 +309,18 @@ fn workers(out: &mut Out<'_>, pools: &[&PoolStatus]) {
                 let labels = format!("{pool},generation=\"{generation}\",state=\"{state}\"");
                 out.sample("herd_workers", &labels, n);
             }
+        }
+    }
+    out.family(
+        "herd_slots",
+        "gauge",
+        None,
+        "Requests the ready workers can take at once, by state.",
+    );
+    for s in pools {
+        let pool = pool_label(s);
+        for (state, n) in [("idle", s.idle_processes), ("busy", s.active_processes)] {
+            out.sample("herd_slots", &format!("{pool},state=\"{state}\""), n);
         }
     }
     out.per_pool(
