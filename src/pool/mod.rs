@@ -8,28 +8,32 @@
 //! is synchronous and behind one short-held lock; the supervisor learns what
 //! it must act on (a worker to retire) through [`PoolEvent`]s.
 
+mod counters;
 mod deploy;
 pub mod dispatch;
 mod histogram;
 mod scoreboard;
 mod worker_conn;
+mod workers;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::PoolConfig;
-use crate::logging::LogFile;
+
 use crate::throttle::Throttle;
+pub use counters::{Counters, PoolLogs, Refused};
 pub use deploy::{DeployCell, DeployState, DeployStatus, GenerationStatus, Settled};
 use dispatch::IdleSlots;
 pub use dispatch::WorkerId;
 pub use histogram::{BUCKETS, Histogram, HistogramSnapshot};
 pub use scoreboard::{BusyInfo, IdleWorker, Load, WorkerEntry, WorkerState};
 pub use worker_conn::WorkerConn;
+pub use workers::Snapshot;
 
 /// What the router tells the supervisor.
 #[derive(Debug)]
@@ -125,50 +129,6 @@ impl Dispatch {
     }
 }
 
-/// Counters that only go up; read by status.
-#[derive(Default, Debug)]
-pub struct Counters {
-    /// Client connections accepted.
-    pub accepted_conns: AtomicU64,
-    /// Requests that came in (php-fpm's "accepted conn").
-    pub requests: AtomicU64,
-    /// Refused with 503: the queue was full.
-    pub queue_full: AtomicU64,
-    /// Refused with 503: no worker freed up within `request.queue_timeout`.
-    pub queue_timeouts: AtomicU64,
-    /// Refused with 503: no worker of the pool could start.
-    pub unavailable: AtomicU64,
-    /// Answered 504 by `request_terminate_timeout`.
-    pub terminated: AtomicU64,
-    /// Worker died mid-request (502, or retried).
-    pub worker_lost: AtomicU64,
-    /// Requests sent again to another worker after one died before answering.
-    pub retried: AtomicU64,
-    /// Requests that ran past `request_slowlog_timeout`.
-    pub slow_requests: AtomicU64,
-    /// Workers that failed to start or exited early.
-    pub worker_failures: AtomicU64,
-    /// Workers started.
-    pub spawns: AtomicU64,
-    pub max_queue_seen: AtomicU64,
-    pub max_active: AtomicU64,
-    /// Times the pool wanted another worker and `pm.max_children` said no.
-    pub max_children_reached: AtomicU64,
-    /// Requests that ended without a worker serving them: refused by herd,
-    /// or given up by the client while queued.
-    pub unserved: AtomicU64,
-    /// Each request's time in herd, from its params to its last record.
-    pub latency: Histogram,
-    /// Each lease's wait in the queue (zero when a worker was idle).
-    pub queue_wait: Histogram,
-}
-
-impl Counters {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 pub struct Pool {
     me: std::sync::Weak<Pool>,
     pub name: String,
@@ -182,51 +142,6 @@ pub struct Pool {
     open_conns: tokio::sync::watch::Sender<usize>,
     /// One log throttle per kind of refusal, indexed by `Refused`.
     refusals: Mutex<[Throttle; 4]>,
-}
-
-/// The requests herd refuses itself, by kind: each kind is logged at most
-/// once a second, with a count of the ones held back.
-#[derive(Clone, Copy, Debug)]
-pub enum Refused {
-    QueueFull,
-    QueueTimeout,
-    Unavailable,
-    /// 403 by `security.limit_extensions`.
-    Script,
-}
-
-/// The pool's own log files.
-pub struct PoolLogs {
-    pub access: Option<LogFile>,
-    pub slow: Option<LogFile>,
-}
-
-impl PoolLogs {
-    fn open(cfg: &PoolConfig) -> std::io::Result<PoolLogs> {
-        let open = |p: &Option<std::path::PathBuf>| {
-            p.as_deref()
-                .map(|p| {
-                    LogFile::open(p).map_err(|e| {
-                        std::io::Error::new(
-                            e.kind(),
-                            format!("failed to open {}: {e}", p.display()),
-                        )
-                    })
-                })
-                .transpose()
-        };
-        Ok(PoolLogs {
-            access: open(&cfg.access_log)?,
-            slow: open(&cfg.slowlog)?,
-        })
-    }
-
-    pub fn reopen(&self) {
-        self.access
-            .iter()
-            .chain(self.slow.iter())
-            .for_each(LogFile::reopen);
-    }
 }
 
 /// Held by each open client connection of a pool.
@@ -485,149 +400,6 @@ impl Pool {
         let rank = d.workers[&id].rank;
         d.idle.put(id, slot, rank, conn);
     }
-}
-
-/// The supervisor's side.
-impl Pool {
-    /// Puts a just-spawned worker on the scoreboard, warming.
-    pub fn add_worker(&self, id: WorkerId, entry: WorkerEntry) {
-        self.lock().workers.insert(id, entry);
-    }
-
-    /// A worker passed its readiness gate: each of its slots (one
-    /// connection each) takes traffic from now on.
-    pub fn worker_ready(&self, id: WorkerId, conns: Vec<WorkerConn>) {
-        let mut d = self.lock();
-        let Some(entry) = d.workers.get_mut(&id).filter(|e| !e.retiring) else {
-            return;
-        };
-        entry.ready = true;
-        entry.slots = conns.len() as u32;
-        if let Some(c) = conns.first() {
-            entry.socket = c.socket.clone();
-        }
-        entry.idle_since = Instant::now();
-        for (slot, conn) in conns.into_iter().enumerate() {
-            self.hand_over(&mut d, id, slot as u32, conn);
-        }
-    }
-
-    /// Takes a worker off the scoreboard (it exited). A busy worker's
-    /// leases find it gone when they come back.
-    pub fn remove_worker(&self, id: WorkerId) -> Option<WorkerEntry> {
-        let mut d = self.lock();
-        let entry = d.workers.remove(&id)?;
-        d.busy -= entry.busy.len();
-        d.idle.remove_worker(id, entry.rank);
-        Some(entry)
-    }
-
-    /// Stops routing to a worker. Returns true when it serves nothing (or
-    /// is still warming) and can be stopped now; a busy one is stopped when
-    /// its last lease comes back.
-    pub fn retire(&self, id: WorkerId) -> bool {
-        let mut d = self.lock();
-        let Some(entry) = d.workers.get_mut(&id) else {
-            return false;
-        };
-        entry.retiring = true;
-        let (rank, busy) = (entry.rank, entry.is_busy());
-        d.idle.remove_worker(id, rank);
-        !busy
-    }
-
-    /// Marks the pool as unable to serve (`Some(reason)`), failing every
-    /// queued request at once, or as able again (`None`).
-    pub fn set_unavailable(&self, reason: Option<String>) {
-        let mut d = self.lock();
-        if reason.is_some() {
-            d.queue.clear();
-        }
-        d.unavailable = reason;
-    }
-
-    /// A copy of the scoreboard and queue length, for status.
-    pub fn snapshot(&self) -> Snapshot {
-        let d = self.lock();
-        Snapshot {
-            workers: d.workers.iter().map(|(id, e)| (*id, e.clone())).collect(),
-            queue_len: d.queue.iter().filter(|w| !w.tx.is_closed()).count(),
-            unavailable: d.unavailable.clone(),
-            generation: d.generation,
-            served: d.served.iter().map(|(g, n)| (*g, *n)).collect(),
-        }
-    }
-
-    /// Sets the pool's newest generation, for status.
-    pub fn set_generation(&self, generation: u32) {
-        self.lock().generation = generation;
-    }
-
-    /// Gives every worker the dispatch rank of its generation, and puts the
-    /// free slots in their new order.
-    pub fn set_ranks(&self, ranks: &BTreeMap<u32, u64>) {
-        let mut d = self.lock();
-        let d = &mut *d;
-        for entry in d.workers.values_mut() {
-            entry.rank = ranks.get(&entry.generation).copied().unwrap_or(0);
-        }
-        let workers = &d.workers;
-        d.idle.rerank(|id| workers.get(&id).map_or(0, |e| e.rank));
-    }
-
-    /// Counts of workers by state (not retiring), the queue, and the idle
-    /// workers with the time they became idle: what scaling decides on.
-    pub fn load(&self) -> (Load, Vec<IdleWorker>) {
-        let d = self.lock();
-        let mut load = Load {
-            queued: d.queue.iter().filter(|w| !w.tx.is_closed()).count(),
-            ..Load::default()
-        };
-        let mut idle = Vec::new();
-        for (id, e) in d.workers.iter().filter(|(_, e)| !e.retiring) {
-            match e.state() {
-                WorkerState::Idle => {
-                    load.idle += 1;
-                    idle.push(IdleWorker {
-                        id: *id,
-                        since: e.idle_since,
-                    });
-                }
-                WorkerState::Busy => load.busy += 1,
-                WorkerState::Warming => load.warming += 1,
-            }
-        }
-        (load, idle)
-    }
-
-    /// Whether a worker is ready and serves nothing right now.
-    pub fn is_idle(&self, id: WorkerId) -> bool {
-        self.lock()
-            .workers
-            .get(&id)
-            .is_some_and(|e| e.state() == WorkerState::Idle)
-    }
-
-    /// The request a worker's slot is serving now.
-    pub fn busy_info(&self, id: WorkerId, slot: u32) -> Option<BusyInfo> {
-        self.lock().workers.get(&id)?.on_slot(slot).cloned()
-    }
-
-    /// Free slots of ready workers.
-    pub fn idle_count(&self) -> usize {
-        self.lock().idle.len()
-    }
-}
-
-/// A point-in-time copy of a pool's scoreboard.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub workers: Vec<(WorkerId, WorkerEntry)>,
-    pub queue_len: usize,
-    pub unavailable: Option<String>,
-    pub generation: u32,
-    /// Requests that ended, by generation, oldest first.
-    pub served: Vec<(u32, u64)>,
 }
 
 impl Drop for Lease {
