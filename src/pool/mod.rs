@@ -40,9 +40,34 @@ pub use workers::Snapshot;
 pub enum PoolEvent {
     /// Stop this worker: it reached `pm.max_requests`, or its connection
     /// broke mid-request. It gets no new request.
-    Retire { id: WorkerId, reason: &'static str },
+    Retire { id: WorkerId, reason: RetireReason },
     /// A request had to wait: no worker was idle.
     Demand,
+}
+
+/// Why the router hands a worker to the supervisor to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetireReason {
+    /// A request ran past `request_terminate_timeout`: stuck, it goes now.
+    Terminated,
+    /// Its connection broke mid-request.
+    Broken,
+    /// It served `pm.max_requests`.
+    MaxRequests,
+    /// The supervisor retired it (a rollout, a scale-down, max memory) and
+    /// its last request has ended.
+    Retiring,
+}
+
+impl std::fmt::Display for RetireReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RetireReason::Terminated => "request_terminate_timeout",
+            RetireReason::Broken => "its connection broke mid-request",
+            RetireReason::MaxRequests => "reached pm.max_requests",
+            RetireReason::Retiring => "retiring",
+        })
+    }
 }
 
 /// The right to send one request to one slot of a worker.
@@ -310,7 +335,7 @@ impl Pool {
             let done = !entry.is_busy();
             drop(d);
             if done {
-                let reason = "retiring";
+                let reason = RetireReason::Retiring;
                 let _ = self.events.send(PoolEvent::Retire { id, reason });
             }
             return;
@@ -342,7 +367,7 @@ impl Pool {
         let rank = entry.rank;
         let retire = match (outcome, conn) {
             // Stuck: it goes now, whatever else it serves.
-            (Outcome::Terminated, _) => Some("request_terminate_timeout"),
+            (Outcome::Terminated, _) => Some(RetireReason::Terminated),
             (Outcome::Broken, _) | (_, None) if engine_heals && !entry.retiring => {
                 let conn = WorkerConn::new(entry.socket.clone(), None);
                 if was_busy {
@@ -353,14 +378,14 @@ impl Pool {
             }
             (Outcome::Broken, _) | (_, None) => {
                 entry.retiring = true;
-                Some("its connection broke mid-request")
+                Some(RetireReason::Broken)
             }
             (Outcome::Clean, Some(conn)) => {
                 if !entry.retiring && max_requests > 0 && entry.requests >= max_requests {
                     entry.retiring = true;
-                    Some("reached pm.max_requests")
+                    Some(RetireReason::MaxRequests)
                 } else if entry.retiring {
-                    Some("retiring")
+                    Some(RetireReason::Retiring)
                 } else {
                     if was_busy {
                         d.busy -= 1;

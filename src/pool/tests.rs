@@ -46,7 +46,7 @@ fn lease(pool: &Arc<Pool>) -> Lease {
     }
 }
 
-fn retired(events: &mut mpsc::UnboundedReceiver<PoolEvent>) -> Vec<(WorkerId, &'static str)> {
+fn retired(events: &mut mpsc::UnboundedReceiver<PoolEvent>) -> Vec<(WorkerId, RetireReason)> {
     std::iter::from_fn(|| events.try_recv().ok())
         .filter_map(|ev| match ev {
             PoolEvent::Retire { id, reason } => Some((id, reason)),
@@ -108,7 +108,7 @@ fn a_retiring_worker_stops_when_its_last_request_ends() {
     pool.release(a, Outcome::Clean);
     assert!(retired(&mut events).is_empty(), "one request still runs");
     pool.release(b, Outcome::Clean);
-    assert_eq!(retired(&mut events), [(1, "retiring")]);
+    assert_eq!(retired(&mut events), [(1, RetireReason::Retiring)]);
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn a_broken_slot_retires_the_worker_after_its_other_requests() {
         "no new request"
     );
     pool.release(b, Outcome::Clean);
-    assert_eq!(retired(&mut events), [(1, "retiring")]);
+    assert_eq!(retired(&mut events), [(1, RetireReason::Retiring)]);
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn a_stuck_request_stops_the_worker_at_once() {
     let a = lease(&pool);
     let _b = lease(&pool);
     pool.release(a, Outcome::Terminated);
-    assert_eq!(retired(&mut events), [(1, "request_terminate_timeout")]);
+    assert_eq!(retired(&mut events), [(1, RetireReason::Terminated)]);
 }
 
 #[test]
@@ -153,7 +153,7 @@ fn max_requests_counts_the_workers_requests_across_slots() {
         "the other slot still serves"
     );
     pool.release(b, Outcome::Clean);
-    assert_eq!(retired(&mut events), [(1, "retiring")]);
+    assert_eq!(retired(&mut events), [(1, RetireReason::Retiring)]);
 }
 
 #[test]

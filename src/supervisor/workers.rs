@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use super::process::{self, ProcessCommand, ProcessHandle};
 use super::{Supervisor, backoff, gate, generation, output, preloader, spawn};
 use crate::config::{PoolConfig, SpawnMode};
-use crate::pool::{Counters, PoolEvent, WorkerConn, WorkerEntry, WorkerId};
+use crate::pool::{Counters, PoolEvent, RetireReason, WorkerConn, WorkerEntry, WorkerId};
 
 /// One live worker process, as the supervisor tracks it.
 pub(super) struct Proc {
@@ -226,7 +226,7 @@ impl Supervisor {
                 }
                 // A stuck worker gets SIGTERM, as php-fpm sends: its own
                 // graceful stop signal might be ignored mid-request.
-                let signal = if reason == "request_terminate_timeout" {
+                let signal = if reason == RetireReason::Terminated {
                     Signal::SIGTERM
                 } else {
                     self.stop_signal()
