@@ -25,7 +25,7 @@ impl Supervisor {
         let over: Vec<(WorkerId, u32, u64, u64)> = self
             .procs
             .iter()
-            .filter(|(_, p)| !p.stopping && p.ready_at.is_some())
+            .filter(|(_, p)| !p.life.leaving() && p.ready_at.is_some())
             .filter_map(|(id, p)| {
                 let limit = self.gens.get(&p.generation)?.cfg.worker_max_memory?;
                 let rss = crate::status::rss_of(p.handle.pid);
@@ -44,7 +44,7 @@ impl Supervisor {
         let late: Vec<WorkerId> = self
             .procs
             .iter()
-            .filter(|(_, p)| p.finish_by.is_some_and(|t| now >= t))
+            .filter(|(_, p)| p.life.finish_by().is_some_and(|t| now >= t))
             .map(|(id, _)| *id)
             .collect();
         for id in late {
@@ -71,7 +71,7 @@ impl Supervisor {
     /// up, none starting and the next start held back by the backoff, they
     /// get a 503 at once and status says why.
     pub(super) fn update_availability(&mut self, now: Instant) {
-        let up = self.procs.values().any(|p| !p.stopping) || !self.forking.is_empty();
+        let up = self.procs.values().any(|p| !p.life.leaving()) || !self.forking.is_empty();
         let held = self.next_spawn_at > now + Duration::from_millis(500);
         let reason = (!up && held && self.backoff.failures() > 0).then(|| {
             format!(
@@ -94,7 +94,7 @@ impl Supervisor {
         load.warming = self
             .procs
             .values()
-            .filter(|p| !p.stopping && p.ready_at.is_none())
+            .filter(|p| !p.life.leaving() && p.ready_at.is_none())
             .count()
             + self.forking_of(None);
         let (step, limited) = self.scaler.step(&cfg, load, &idle, now);
@@ -146,7 +146,7 @@ impl Supervisor {
         let procs = self
             .procs
             .values()
-            .filter(|p| !p.stopping && generation.is_none_or(|g| p.generation == g))
+            .filter(|p| !p.life.leaving() && generation.is_none_or(|g| p.generation == g))
             .count();
         procs + self.forking_of(generation)
     }
@@ -154,7 +154,7 @@ impl Supervisor {
     pub(super) fn candidates(&self, of: impl Fn(&Proc) -> bool) -> Vec<Candidate> {
         self.procs
             .iter()
-            .filter(|(_, p)| !p.stopping && of(p))
+            .filter(|(_, p)| !p.life.leaving() && of(p))
             .map(|(id, _)| Candidate {
                 id: *id,
                 idle: self.pool.is_idle(*id),

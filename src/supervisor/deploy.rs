@@ -17,7 +17,7 @@ use crate::pool::{DeployState, DeployStatus, GenerationStatus, WorkerId};
 impl Supervisor {
     pub(super) fn counts(&self, generation: u32) -> Counts {
         let mut c = Counts::default();
-        for p in self.procs.values().filter(|p| !p.stopping) {
+        for p in self.procs.values().filter(|p| !p.life.leaving()) {
             match (p.generation == generation, p.ready_at.is_some()) {
                 (true, true) => c.new_ready += 1,
                 (true, false) => c.new_warming += 1,
@@ -41,7 +41,7 @@ impl Supervisor {
         let stopping_old = self
             .procs
             .values()
-            .filter(|p| p.stopping && p.generation != r.generation)
+            .filter(|p| p.life.leaving() && p.generation != r.generation)
             .count();
         for _ in 0..r.hard_stops_wanted(c, stopping_old) {
             let old = self.candidates(|p| p.generation != r.generation);
@@ -89,7 +89,7 @@ impl Supervisor {
                 .procs
                 .iter()
                 .filter(|(_, p)| {
-                    p.generation == old.generation && p.ready_at.is_none() && !p.stopping
+                    p.generation == old.generation && p.ready_at.is_none() && !p.life.leaving()
                 })
                 .map(|(id, _)| *id)
                 .collect();
@@ -178,7 +178,7 @@ impl Supervisor {
         let doomed: Vec<WorkerId> = self
             .procs
             .iter()
-            .filter(|(_, p)| p.generation != self.serving && !p.stopping)
+            .filter(|(_, p)| p.generation != self.serving && !p.life.leaving())
             .map(|(id, _)| *id)
             .collect();
         for id in doomed {
@@ -218,7 +218,7 @@ impl Supervisor {
             let warming = self
                 .procs
                 .values()
-                .any(|p| p.ready_at.is_none() && !p.stopping)
+                .any(|p| p.ready_at.is_none() && !p.life.leaving())
                 || !self.forking.is_empty();
             self.started = !warming && load.idle + load.busy >= want;
         }

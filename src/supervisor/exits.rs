@@ -8,6 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use super::workers::Life;
 use super::{Report, Supervisor};
 use super::{output, process};
 use crate::pool::{Counters, WorkerId};
@@ -113,8 +114,11 @@ impl Supervisor {
         let cfg = self.gens[&p.generation].cfg.clone();
         let exit = classify(ExitFacts {
             status: &status,
-            stopping: p.stopping,
-            gate_error: p.gate_error.as_deref(),
+            stopping: p.life.leaving(),
+            gate_error: match &p.life {
+                Life::GateFailed(why) => Some(why.as_str()),
+                _ => None,
+            },
             ready: p.ready_at.is_some(),
             lived,
             served,

@@ -264,7 +264,7 @@ impl Supervisor {
         {
             wake = wake.min(self.next_memory_check);
         }
-        for t in self.procs.values().filter_map(|p| p.finish_by) {
+        for t in self.procs.values().filter_map(|p| p.life.finish_by()) {
             wake = wake.min(t);
         }
         wake

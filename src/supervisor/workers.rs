@@ -20,20 +20,42 @@ pub(super) struct Proc {
     pub(super) socket: PathBuf,
     pub(super) generation: u32,
     pub(super) started: Instant,
+    /// When it passed its readiness gate.
     pub(super) ready_at: Option<Instant>,
-    /// Leaving: its exit is not a failure, and it no longer counts towards
-    /// the pool's size.
-    pub(super) stopping: bool,
-    /// Its stop signal was sent.
-    pub(super) signalled: bool,
-    /// A busy worker retired mid-request gets this long to finish it
-    /// (`process_control_timeout`) before it is stopped anyway.
-    pub(super) finish_by: Option<Instant>,
-    /// Why it failed its readiness gate; the failure is counted when its
-    /// exit (and so its exit status) is known.
-    pub(super) gate_error: Option<String>,
+    pub(super) life: Life,
     /// The last lines it wrote, when its output is caught.
     pub(super) last_words: Option<output::LastWords>,
+}
+
+/// Where a worker is in its life, as the supervisor sees it. Every state
+/// but `Live` is leaving: its exit is no failure, and it no longer counts
+/// towards the pool's size (so its replacement may start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Life {
+    /// Starting, warming or serving.
+    Live,
+    /// Retired while busy: it gets no new request, and is stopped when its
+    /// request ends or, past `process_control_timeout`, at `by`.
+    Finishing { by: Instant },
+    /// Its stop signal was sent; SIGKILL follows after `worker.kill_timeout`.
+    Signalled,
+    /// It failed its readiness gate (why) and was killed; the failure is
+    /// counted when its exit, and so its exit status, is known.
+    GateFailed(String),
+}
+
+impl Life {
+    pub(super) fn leaving(&self) -> bool {
+        *self != Life::Live
+    }
+
+    /// Until when a busy retired worker may finish its request.
+    pub(super) fn finish_by(&self) -> Option<Instant> {
+        match self {
+            Life::Finishing { by } => Some(*by),
+            _ => None,
+        }
+    }
 }
 
 /// What a supervisor's own tasks report.
@@ -154,10 +176,7 @@ impl Supervisor {
                 generation,
                 started: Instant::now(),
                 ready_at: None,
-                stopping: false,
-                signalled: false,
-                finish_by: None,
-                gate_error: None,
+                life: Life::Live,
                 last_words: None,
             },
         );
@@ -183,7 +202,7 @@ impl Supervisor {
                 let Some(p) = self.procs.get_mut(&id) else {
                     return;
                 };
-                if p.stopping {
+                if p.life.leaving() {
                     return;
                 }
                 p.ready_at = Some(Instant::now());
@@ -202,11 +221,13 @@ impl Supervisor {
                 let Some(p) = self.procs.get_mut(&id) else {
                     return;
                 };
-                if p.stopping {
+                if p.life.leaving() {
                     return;
                 }
-                p.gate_error = Some(reason);
                 self.stop_worker(id, Signal::SIGKILL);
+                if let Some(p) = self.procs.get_mut(&id) {
+                    p.life = Life::GateFailed(reason);
+                }
                 // No replacement until its exit is counted as a failure.
                 self.next_spawn_at = self.next_spawn_at.max(Instant::now() + backoff::FIRST);
             }
@@ -264,8 +285,9 @@ impl Supervisor {
         } else {
             tracing::info!(pool = %self.pool.name, worker = id, pid = p.handle.pid, "retiring worker after its current request: {why}");
             // Counted as leaving now, so a replacement may start.
-            p.stopping = true;
-            p.finish_by = Some(Instant::now() + self.control_timeout);
+            p.life = Life::Finishing {
+                by: Instant::now() + self.control_timeout,
+            };
         }
     }
 
@@ -277,12 +299,33 @@ impl Supervisor {
         let Some(p) = self.procs.get_mut(&id) else {
             return;
         };
-        if p.signalled && signal != Signal::SIGKILL {
+        let signalled = matches!(p.life, Life::Signalled | Life::GateFailed(_));
+        if signalled && signal != Signal::SIGKILL {
             return;
         }
-        p.stopping = true;
-        p.signalled = true;
-        p.finish_by = None;
+        if !matches!(p.life, Life::GateFailed(_)) {
+            p.life = Life::Signalled;
+        }
         p.handle.send(ProcessCommand::Stop { signal, grace });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_live_worker_counts_and_only_a_finishing_one_has_a_deadline() {
+        let by = Instant::now();
+        assert!(!Life::Live.leaving());
+        for leaving in [
+            Life::Finishing { by },
+            Life::Signalled,
+            Life::GateFailed("did not answer".into()),
+        ] {
+            assert!(leaving.leaving(), "{leaving:?}");
+        }
+        assert_eq!(Life::Finishing { by }.finish_by(), Some(by));
+        assert_eq!(Life::Signalled.finish_by(), None);
     }
 }
