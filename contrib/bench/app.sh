@@ -143,14 +143,7 @@ install_missing() {
 # Builds herd when the binary is missing or older than any source file.
 build_herd() {
     wants_herd || return 0
-    if ((BUILD)); then
-        if [[ ! -x $HERD ]] || [[ -n $(find "$REPO/src" "$REPO/Cargo.toml" "$REPO/Cargo.lock" \
-                -newer "$HERD" -print 2>/dev/null | head -n 1) ]]; then
-            log "building herd (cargo build --release)"
-            (cd "$REPO" && cargo build --release) || die "cargo build --release failed"
-        fi
-    fi
-    [[ -x $HERD ]] || die "$HERD is missing (run without --no-build, or give --herd PATH)"
+    build_herd_if_stale
 }
 
 # The PHP settings every contender gets, as `-d` options on the command
@@ -253,18 +246,8 @@ write_contender_conf() {
 }
 
 start_herd() {
-    local name=$1 dir
-    write_contender_conf "$name"
-    dir=$(dirname "$HERD_CONF")
-    "$HERD" check -c "$HERD_CONF" >"$dir/check.log" 2>&1 ||
-        { show_logs "$dir/check.log"; die "herd check refused $HERD_CONF"; }
-    "$HERD" run -c "$HERD_CONF" >"$dir/stderr.log" 2>&1 </dev/null &
-    MASTER_PID=$!
-    # Only herd's master sits in the request path; its cost is what we want.
-    MASTER_MEASURED=1
-    PIDS+=("$MASTER_PID")
-    WORKER_PIDS=()
-    LOGS=("$dir/stderr.log" "$dir/herd.log")
+    write_contender_conf "$1"
+    start_herd_master "$HERD_CONF"
 }
 
 # Called by bench() in lib.sh.

@@ -46,6 +46,35 @@ die() {
     exit 1
 }
 
+# Builds herd (release) when the binary is missing or older than a source
+# file, unless BUILD=0; dies when there is no binary to run.
+build_herd_if_stale() {
+    if ((BUILD)); then
+        if [[ ! -x $HERD ]] || [[ -n $(find "$REPO/src" "$REPO/Cargo.toml" "$REPO/Cargo.lock" \
+                -newer "$HERD" -print 2>/dev/null | head -n 1) ]]; then
+            log "building herd (cargo build --release)"
+            (cd "$REPO" && cargo build --release) || die "cargo build --release failed"
+        fi
+    fi
+    [[ -x $HERD ]] || die "$HERD is missing (run without --no-build)"
+}
+
+# Starts herd on config $1 (checked first; its logs go beside it) as the
+# contender whose master is measured.
+start_herd_master() {
+    local conf=$1 dir
+    dir=$(dirname "$conf")
+    "$HERD" check -c "$conf" >"$dir/check.log" 2>&1 ||
+        { show_logs "$dir/check.log"; die "herd check refused $conf"; }
+    "$HERD" run -c "$conf" >"$dir/stderr.log" 2>&1 </dev/null &
+    MASTER_PID=$!
+    # Only herd's master sits in the request path; its cost is what we want.
+    MASTER_MEASURED=1
+    PIDS+=("$MASTER_PID")
+    WORKER_PIDS=()
+    LOGS=("$dir/stderr.log" "$dir/herd.log")
+}
+
 log() {
     echo "$BENCH_NAME: $*" >&2
 }

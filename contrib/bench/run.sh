@@ -88,14 +88,7 @@ install_missing() {
 # Builds herd when the binary is missing or older than any source file.
 build_herd() {
     wants herd || return 0
-    if ((BUILD)); then
-        if [[ ! -x $HERD ]] || [[ -n $(find "$REPO/src" "$REPO/Cargo.toml" "$REPO/Cargo.lock" \
-                -newer "$HERD" -print 2>/dev/null | head -n 1) ]]; then
-            log "building herd (cargo build --release)"
-            (cd "$REPO" && cargo build --release) || die "cargo build --release failed"
-        fi
-    fi
-    [[ -x $HERD ]] || die "$HERD is missing (run without --no-build)"
+    build_herd_if_stale
 }
 
 # The script every contender serves (nginx passes it as SCRIPT_FILENAME).
@@ -159,13 +152,7 @@ pm.max_queue = $((CONNECTIONS > 1024 ? CONNECTIONS * 2 : 1024))
 command = $PHP_CGI
 env[PHP_FCGI_MAX_REQUESTS] = 0
 EOF
-    "$HERD" run -c "$dir/herd.conf" >"$dir/stderr.log" 2>&1 </dev/null &
-    MASTER_PID=$!
-    # Only herd's master sits in the request path; its cost is what we want.
-    MASTER_MEASURED=1
-    PIDS+=("$MASTER_PID")
-    WORKER_PIDS=()
-    LOGS=("$dir/stderr.log" "$dir/herd.log")
+    start_herd_master "$dir/herd.conf"
 }
 
 # Called by bench() in lib.sh.

@@ -140,15 +140,7 @@ pm.max_children = $WORKERS
 command = $HELLO
 spawn = $spawn
 EOF
-    "$HERD" check -c "$dir/herd.conf" >"$dir/check.log" 2>&1 ||
-        { show_logs "$dir/check.log"; die "herd check refused $dir/herd.conf"; }
-    "$HERD" run -c "$dir/herd.conf" >"$dir/stderr.log" 2>&1 </dev/null &
-    MASTER_PID=$!
-    # Only herd's master sits in the request path; its cost is what we want.
-    MASTER_MEASURED=1
-    PIDS+=("$MASTER_PID")
-    WORKER_PIDS=()
-    LOGS=("$dir/stderr.log" "$dir/herd.log")
+    start_herd_master "$dir/herd.conf"
 }
 
 # Called by bench() in lib.sh.
