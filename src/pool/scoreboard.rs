@@ -41,6 +41,21 @@ pub struct BusyInfo {
     pub started: Instant,
 }
 
+#[cfg(test)]
+impl BusyInfo {
+    /// A GET of `uri` starting now, for unit tests.
+    pub fn get(uri: &str) -> BusyInfo {
+        BusyInfo {
+            method: "GET".into(),
+            uri: uri.into(),
+            script: String::new(),
+            user: String::new(),
+            content_length: 0,
+            started: Instant::now(),
+        }
+    }
+}
+
 /// The last request a worker finished.
 #[derive(Clone, Debug)]
 pub struct LastRequest {
@@ -166,14 +181,7 @@ mod tests {
     use super::*;
 
     fn info(uri: &str) -> BusyInfo {
-        BusyInfo {
-            method: "GET".into(),
-            uri: uri.into(),
-            script: String::new(),
-            user: String::new(),
-            content_length: 0,
-            started: Instant::now(),
-        }
+        BusyInfo::get(uri)
     }
 
     #[test]

@@ -29,14 +29,7 @@ fn ready(pool: &Pool, id: WorkerId, slots: usize) {
 }
 
 fn info() -> BusyInfo {
-    BusyInfo {
-        method: "GET".into(),
-        uri: "/".into(),
-        script: String::new(),
-        user: String::new(),
-        content_length: 0,
-        started: Instant::now(),
-    }
+    BusyInfo::get("/")
 }
 
 fn lease(pool: &Arc<Pool>) -> Lease {

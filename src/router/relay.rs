@@ -315,14 +315,7 @@ mod tests {
     use crate::pool::{Outcome, PoolEvent, WorkerConn, WorkerEntry};
 
     fn info() -> BusyInfo {
-        BusyInfo {
-            method: "GET".into(),
-            uri: "/".into(),
-            script: String::new(),
-            user: String::new(),
-            content_length: 0,
-            started: Instant::now(),
-        }
+        BusyInfo::get("/")
     }
 
     /// The race a burst of client timeouts hits: a worker is handed to a
