@@ -70,7 +70,8 @@ fn build(doc: Document, origin: &Path, opts: &LoadOptions) -> Result<Config, Con
         is_root: nix::unistd::geteuid().is_root(),
     };
     let (global_entries, pool_sections) = split_sections(&doc.sections, &mut cx);
-    let global = build_global(&Fields::new(global_entries, None, &mut cx), &mut cx);
+    let global_fields = Fields::new(global_entries, None, &mut cx);
+    let global = build_global(&global_fields, &mut cx);
     if pool_sections.is_empty() {
         let message = format!(
             "{}: no pools defined; add a section such as [www]",
@@ -102,6 +103,7 @@ fn build(doc: Document, origin: &Path, opts: &LoadOptions) -> Result<Config, Con
         listens.push((pool.listen.clone(), pool.name.clone(), at));
         pools.push(pool);
     }
+    check_paths_apart(&global, &global_fields, &listens, &mut cx);
     if !cx.errors.is_empty() {
         // Checks run directive by directive; people read files line by line.
         let key = |e: &ConfigError| e.location.as_ref().map(|l| (l.file.clone(), l.line));
@@ -114,6 +116,42 @@ fn build(doc: Document, origin: &Path, opts: &LoadOptions) -> Result<Config, Con
         pools,
         warnings: cx.warnings,
     })
+}
+
+/// The pid file and the control socket must not be a pool's listening
+/// socket: herd would remove or refuse the one the other needs.
+fn check_paths_apart(
+    global: &Global,
+    fields: &Fields,
+    listens: &[(ListenAddr, String, Location)],
+    cx: &mut Context,
+) {
+    let ours = [
+        ("pid", global.pid.as_ref()),
+        ("control.listen", global.control_listen.as_ref()),
+    ];
+    for (name, path) in ours {
+        let Some(path) = path else { continue };
+        let clash = listens
+            .iter()
+            .find(|(addr, ..)| matches!(addr, ListenAddr::Unix(p) if p == path));
+        if let (Some((_, pool, at)), Some(line)) = (clash, fields.location(name)) {
+            let msg = format!(
+                "'{name}' ({}) is the listening socket of pool '{pool}' (at {at}); give it another path",
+                path.display()
+            );
+            cx.error(line, msg);
+        }
+    }
+    if let (Some(pid), Some(ctl)) = (&global.pid, &global.control_listen)
+        && pid == ctl
+        && let Some(line) = fields.location("control.listen")
+    {
+        cx.error(
+            line,
+            "'control.listen' is the pid file; give it another path".into(),
+        );
+    }
 }
 
 /// The entries of every `[global]` section, and each pool section; a name

@@ -89,7 +89,7 @@ pub const ALL: &[Directive] = &[
     global("process.priority", "unchanged", "php-fpm: the master's nice value, -19 (favoured) to 20. herd's master relays every request, so with many busy workers a lower value keeps it from waiting its turn behind them; lowering it needs root."),
     global("master.threads", "1", "herd: threads running the master's event loop. One keeps the master's share of a small host low; raise it when one core cannot route all requests."),
     global("worker.socket_dir", "a private directory under $XDG_RUNTIME_DIR or /tmp; /run/herd as root", "herd: directory for the sockets between herd and its workers."),
-    global("control.listen", "beside the pid file (`herd.pid` → `herd.sock`) when `pid` is set, else `herd.sock` in `worker.socket_dir`", "herd: unix socket (mode 0600) for `herd ctl`."),
+    global("control.listen", "beside the pid file (`herd.pid` → `herd.sock`, or `php8.2-fpm.pid` → `php8.2-fpm.herd-ctl.sock` when a pool listens on `php8.2-fpm.sock`, as Debian's php-fpm layout has it) when `pid` is set, else in `worker.socket_dir`", "herd: unix socket (mode 0600) for `herd ctl`. `herd check` refuses one, or a pid file, that is a pool's listening socket."),
     global("shutdown.depool_delay", "0", "herd: on stop, keep accepting this long after the signal so load balancers can take the host out first."),
     global("daemonize", "no", "php-fpm: fork into the background. herd always runs in the foreground: `no` is accepted, `yes` is an error."),
     global("include", "none", "php-fpm: read the files matching this glob here, in name order; relative to the including file; allowed in any section; at most 5 nested files."),

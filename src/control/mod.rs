@@ -7,7 +7,7 @@ pub mod server;
 
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use crate::config::{Config, ListenAddr};
 
 /// Where a master with `config` listens for control commands:
 /// `control.listen`, else beside the pid file (`herd.pid` → `herd.sock`),
@@ -19,7 +19,18 @@ pub fn socket_path(config: &Config) -> PathBuf {
         return p.clone();
     }
     if let Some(pid) = &config.global.pid {
-        return pid.with_extension("sock");
+        let beside = pid.with_extension("sock");
+        // php-fpm's own layout (Debian's php8.2-fpm.pid beside the pool's
+        // php8.2-fpm.sock) puts a listener exactly there.
+        let taken = config
+            .pools
+            .iter()
+            .any(|p| matches!(&p.listen, ListenAddr::Unix(path) if *path == beside));
+        return if taken {
+            pid.with_extension("herd-ctl.sock")
+        } else {
+            beside
+        };
     }
     let base = crate::supervisor::socket_dir::base(config.global.socket_dir.as_deref());
     match &config.file {
