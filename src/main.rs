@@ -173,6 +173,9 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             for w in &cfg.warnings {
                 eprintln!("herd: warning: {w}");
             }
+            for n in &cfg.notes {
+                eprintln!("herd: note: {n}");
+            }
             println!("{}: ok ({} pool(s))", config.display(), cfg.pools.len());
             Ok(ExitCode::SUCCESS)
         }

@@ -58,21 +58,25 @@ fn check_names_file_and_line_of_every_error() {
 }
 
 #[test]
-fn duplicate_pools_and_missing_keys_are_errors() {
+fn reopened_pools_merge_and_missing_keys_are_errors() {
     let dir = Dir::new();
     let path = dir.write(
         "herd.conf",
         "[www]\nlisten = 127.0.0.1:3\npm = static\npm.max_children = 1\ncommand = herd\nuser = nobody\n\
          [www]\nlisten = 127.0.0.1:4\n",
     );
-    let (code, _, err) = herd_cmd(&["check", "-c", path.to_str().unwrap()]);
-    assert_eq!(code, 1);
-    let p = path.display();
-    assert!(
-        err.contains(&format!(
-            "{p}:7: duplicate pool 'www' (first defined at {p}:1)"
-        )),
+    // php-fpm's rule: the pool goes on, the later listen wins, and check
+    // says so without calling it a problem.
+    let (code, out, err) = herd_cmd(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("{}: ok (1 pool(s))", path.display()).as_str()),
         "{err}"
+    );
+    let p = path.display();
+    assert_eq!(
+        err.trim(),
+        format!("herd: note: {p}:8: 'listen' in pool 'www' overrides the value set at {p}:2")
     );
     let missing = dir.write(
         "missing.conf",
@@ -90,16 +94,21 @@ fn duplicate_pools_and_missing_keys_are_errors() {
     );
 }
 
-#[test]
-fn run_refuses_a_bad_config_and_starts_nothing() {
-    let dir = Dir::new();
-    let path = dir.write("herd.conf", "[www]\nlisten = 127.0.0.1:6\npm = sometimes\n");
+/// `herd run -c path`, which must exit 1; its stderr.
+fn run_failing(path: &std::path::Path) -> String {
     let out = Command::new(HERD)
         .args(["run", "-c", path.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn run_refuses_a_bad_config_and_starts_nothing() {
+    let dir = Dir::new();
+    let path = dir.write("herd.conf", "[www]\nlisten = 127.0.0.1:6\npm = sometimes\n");
+    let err = run_failing(&path);
     assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
 }
 
@@ -112,16 +121,28 @@ fn run_fails_clearly_when_the_listen_address_is_taken() {
         "herd.conf",
         &format!("[www]\nlisten = {addr}\npm = static\npm.max_children = 1\ncommand = herd\nargs = example-app\n{}", support::user_line()),
     );
-    let out = Command::new(HERD)
-        .args(["run", "-c", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_failing(&path);
     assert!(
         err.contains("pool 'www'") && err.contains(&format!("failed to bind {addr}")),
         "{err}"
     );
+
+    // With error_log set, the reason still reaches the terminal (and
+    // systemd's journal), not only the file: php-fpm does the same.
+    let log = dir.path().join("herd.log");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let path = dir.write(
+        "logged.conf",
+        &format!("[global]\nerror_log = {}\n{text}", log.display()),
+    );
+    let err = run_failing(&path);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for (what, text) in [("stderr", &*err), ("error_log", &*logged)] {
+        assert!(
+            text.contains(&format!("failed to bind {addr}")),
+            "{what}: {text}"
+        );
+    }
 }
 
 #[test]

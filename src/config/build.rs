@@ -41,6 +41,9 @@ pub fn parse_str(text: &str, origin: &Path, opts: &LoadOptions) -> Result<Config
 pub(super) struct Context<'a> {
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<String>,
+    /// What `herd check` mentions without calling it a problem: values a
+    /// later line overrides, directives that have no effect under herd.
+    pub notes: Vec<String>,
     /// The main file's directory, made absolute so that paths keep their
     /// meaning whatever directory herd or its workers later run in.
     pub base: PathBuf,
@@ -65,11 +68,12 @@ fn build(doc: Document, origin: &Path, opts: &LoadOptions) -> Result<Config, Con
     let mut cx = Context {
         errors: Vec::new(),
         warnings: doc.warnings,
+        notes: Vec::new(),
         base: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
         opts,
         is_root: nix::unistd::geteuid().is_root(),
     };
-    let (global_entries, pool_sections) = split_sections(&doc.sections, &mut cx);
+    let (global_entries, pool_sections) = split_sections(&doc.sections);
     let global_fields = Fields::new(global_entries, None, &mut cx);
     let global = build_global(&global_fields, &mut cx);
     if pool_sections.is_empty() {
@@ -84,8 +88,9 @@ fn build(doc: Document, origin: &Path, opts: &LoadOptions) -> Result<Config, Con
     }
     let mut pools = Vec::new();
     let mut listens: Vec<(ListenAddr, String, Location)> = Vec::new();
-    for section in pool_sections {
-        let fields = Fields::new(section.entries.iter().collect(), Some(section), &mut cx);
+    for pool in pool_sections {
+        let section = pool.header;
+        let fields = Fields::new(pool.entries, Some(section), &mut cx);
         let Some(pool) = pool::build(section, &fields, &mut cx) else {
             continue;
         };
@@ -115,6 +120,7 @@ fn build(doc: Document, origin: &Path, opts: &LoadOptions) -> Result<Config, Con
         global,
         pools,
         warnings: cx.warnings,
+        notes: cx.notes,
     })
 }
 
@@ -154,33 +160,34 @@ fn check_paths_apart(
     }
 }
 
-/// The entries of every `[global]` section, and each pool section; a name
-/// seen twice is an error naming both places.
-fn split_sections<'d>(
-    sections: &'d [Section],
-    cx: &mut Context,
-) -> (Vec<&'d Entry>, Vec<&'d Section>) {
+/// One pool as php-fpm assembles it: every section of that name (case
+/// aside), wherever it was opened, in reading order.
+pub(super) struct PoolSections<'d> {
+    /// The first header; it names the pool and is where "missing" points.
+    pub header: &'d Section,
+    pub entries: Vec<&'d Entry>,
+}
+
+/// The entries of every `[global]` section, and each pool's. As in php-fpm,
+/// a section reopened later (in an include such as `zz-docker.conf`) goes
+/// on where the first left off, and names match whatever their case.
+fn split_sections(sections: &[Section]) -> (Vec<&Entry>, Vec<PoolSections<'_>>) {
     let mut global = Vec::new();
-    let mut pools = Vec::new();
-    let mut seen: HashMap<&str, &Location> = HashMap::new();
+    let mut pools: Vec<PoolSections> = Vec::new();
     for section in sections {
-        if section.implicit {
+        if section.implicit || section.name.eq_ignore_ascii_case("global") {
             global.extend(&section.entries);
             continue;
         }
-        if let Some(first) = seen.get(section.name.as_str()) {
-            let msg = match section.name.as_str() {
-                "global" => format!("duplicate [global] section (first at {first})"),
-                name => format!("duplicate pool '{name}' (first defined at {first})"),
-            };
-            cx.error(&section.location, msg);
-            continue;
-        }
-        seen.insert(&section.name, &section.location);
-        if section.name == "global" {
-            global.extend(&section.entries);
-        } else {
-            pools.push(section);
+        match pools
+            .iter_mut()
+            .find(|p| p.header.name.eq_ignore_ascii_case(&section.name))
+        {
+            Some(pool) => pool.entries.extend(&section.entries),
+            None => pools.push(PoolSections {
+                header: section,
+                entries: section.entries.iter().collect(),
+            }),
         }
     }
     (global, pools)
@@ -207,9 +214,7 @@ impl<'a> Fields<'a> {
             singles: HashMap::new(),
             arrays: Vec::new(),
         };
-        let mut named: HashMap<String, &Location> = HashMap::new();
         for entry in entries {
-            let key = entry.full_key();
             let Some(d) = fields.directive(entry, scope, cx) else {
                 continue;
             };
@@ -218,25 +223,32 @@ impl<'a> Fields<'a> {
                 Some(s) => entry.value.replace("$pool", &s.name),
                 None => entry.value.clone(),
             };
-            let first = match entry.index.as_deref() {
+            // As in php-fpm, a later value wins (how override files such as
+            // `zz-docker.conf` work); `herd check` notes each one.
+            let earlier = match entry.index.as_deref() {
                 Some("") => None,
-                Some(_) => named.insert(key.clone(), &entry.location).cloned(),
-                // The first value stands, so one slip is reported once.
-                None => match fields.singles.get(d.name) {
-                    Some((first, _)) => Some(first.location.clone()),
-                    None => fields
-                        .singles
-                        .insert(d.name, (entry, value.clone()))
-                        .and(None),
-                },
+                Some(index) => {
+                    let same = |(n, e, _): &(&str, &Entry, String)| {
+                        *n == d.name && e.index.as_deref() == Some(index)
+                    };
+                    let at = fields.arrays.iter().position(same);
+                    at.map(|i| fields.arrays.remove(i).1.location.clone())
+                }
+                None => fields
+                    .singles
+                    .insert(d.name, (entry, value.clone()))
+                    .map(|(e, _)| e.location.clone()),
             };
-            match first {
-                Some(first) => cx.error(
-                    &entry.location,
-                    format!("'{key}' set twice in {} (first at {first})", fields.what),
-                ),
-                None if entry.index.is_some() => fields.arrays.push((d.name, entry, value)),
-                None => {}
+            if let Some(earlier) = earlier {
+                cx.notes.push(format!(
+                    "{}: '{}' in {} overrides the value set at {earlier}",
+                    entry.location,
+                    entry.full_key(),
+                    fields.what
+                ));
+            }
+            if entry.index.is_some() {
+                fields.arrays.push((d.name, entry, value));
             }
         }
         fields

@@ -201,7 +201,7 @@ fn load_follows_includes_relative_to_the_file() {
     let main = dir.path().join("herd.conf");
     fs::write(
         &main,
-        "[global]\npid = herd.pid\ninclude = pool.d/*.conf\ninclude = extra/*.conf\n",
+        "[global]\npid = herd.pid\ninclude = pool.d/*.conf\ninclude = pool.d/*.extra\n",
     )
     .unwrap();
     let cfg = load(&main, &LoadOptions::default()).unwrap();
@@ -216,7 +216,7 @@ fn load_follows_includes_relative_to_the_file() {
     assert_eq!(
         cfg.warnings,
         [format!(
-            "{}:4: include 'extra/*.conf' matched no files",
+            "{}:4: include 'pool.d/*.extra' matched no files",
             main.display()
         )]
     );
@@ -304,31 +304,29 @@ fn unknown_and_misplaced_directives() {
 }
 
 #[test]
-fn duplicates_name_both_lines() {
-    let e = errors(&format!(
-        "[global]\n[global]\n{POOL}[api]\n{}",
-        POOL.replace("[www]\n", "")
+fn reopened_sections_merge_and_later_values_win() {
+    // php-fpm's rules, which override files such as Docker's
+    // `zz-docker.conf` rely on: `[GLOBAL]` is `[global]`, a pool reopened
+    // under any case goes on, and the last value of a key stands.
+    let cfg = parse(&format!(
+        "[GLOBAL]\nlog_level = debug\n{POOL}env[A] = 1\nenv[A] = 2\n\
+         warmup.request[] = /a\nwarmup.request[] = /b\n\
+         [global]\nlog_level = error\n[WWW]\nlisten = 127.0.0.1:9001\n"
     ));
+    assert_eq!(cfg.global.log_level, LogLevel::Error);
+    assert_eq!(cfg.pools.len(), 1);
+    let www = &cfg.pools[0];
+    assert_eq!(www.name, "www");
+    assert_eq!(www.listen.to_string(), "127.0.0.1:9001");
+    assert_eq!(www.env, [("A".to_string(), "2".to_string())]);
+    assert_eq!(www.warmup_requests.len(), 2);
     assert_eq!(
-        e[0],
-        "/etc/herd/herd.conf:2: duplicate [global] section (first at /etc/herd/herd.conf:1)"
-    );
-    let e = one_error(&format!("{POOL}{}", POOL.replace("9000", "9001")));
-    assert_eq!(
-        e,
-        "/etc/herd/herd.conf:7: duplicate pool 'www' (first defined at /etc/herd/herd.conf:1)"
-    );
-    let e = one_error(&format!("{POOL}pm = dynamic\n"));
-    assert_eq!(
-        e,
-        "/etc/herd/herd.conf:7: 'pm' set twice in pool 'www' (first at /etc/herd/herd.conf:3)"
-    );
-    let e = one_error(&format!(
-        "{POOL}env[A] = 1\nenv[A] = 2\nwarmup.request[] = /\nwarmup.request[] = /\n"
-    ));
-    assert_eq!(
-        e,
-        "/etc/herd/herd.conf:8: 'env[A]' set twice in pool 'www' (first at /etc/herd/herd.conf:7)"
+        cfg.notes,
+        [
+            "/etc/herd/herd.conf:14: 'log_level' in [global] overrides the value set at /etc/herd/herd.conf:2",
+            "/etc/herd/herd.conf:10: 'env[A]' in pool 'www' overrides the value set at /etc/herd/herd.conf:9",
+            "/etc/herd/herd.conf:16: 'listen' in pool 'www' overrides the value set at /etc/herd/herd.conf:4",
+        ]
     );
 }
 

@@ -37,7 +37,7 @@ pub struct Entry {
     pub key: String,
     /// `Some("PATH")` for `env[PATH]`, `Some("")` for `warmup.request[]`.
     pub index: Option<String>,
-    /// Trimmed, unquoted, with `${NAME}` expanded.
+    /// Trimmed, unquoted, with `${NAME}` and `${NAME:-default}` expanded.
     pub value: String,
     pub location: Location,
 }
@@ -173,6 +173,16 @@ impl Reader {
         };
         files.sort();
         if files.is_empty() {
+            // As php-fpm: a directory the pattern has to list must exist
+            // (`pool.d/*.conf` with no `pool.d` is a broken install), while
+            // a pattern that simply matches nothing only warns.
+            if let Some(dir) = listed_dir(at.file.parent(), pattern).filter(|d| !d.is_dir()) {
+                let msg = format!(
+                    "include '{pattern}': directory {} does not exist",
+                    dir.display()
+                );
+                return self.error(at, msg);
+            }
             self.doc
                 .warnings
                 .push(format!("{at}: include '{pattern}' matched no files"));
@@ -210,6 +220,22 @@ impl Reader {
             message,
         });
     }
+}
+
+/// The directory glob must read to expand `pattern` (relative to the
+/// including file's `dir`): the literal path before its first component
+/// with a wildcard; `None` for a pattern without wildcards.
+fn listed_dir(dir: Option<&Path>, pattern: &str) -> Option<PathBuf> {
+    let parts: Vec<&str> = pattern.split('/').collect();
+    let first_wild = parts.iter().position(|c| c.contains(['*', '?', '[']))?;
+    let literal = match parts[..first_wild].join("/") {
+        l if l.is_empty() && pattern.starts_with('/') => "/".to_string(),
+        l => l,
+    };
+    Some(match dir {
+        Some(dir) if Path::new(pattern).is_relative() => dir.join(literal),
+        _ => PathBuf::from(literal),
+    })
 }
 
 /// The name a file is known by for cycle checks, whatever path reached it.
@@ -306,8 +332,10 @@ fn closing_quote(s: &str, open: usize) -> Option<usize> {
     None
 }
 
-/// `${NAME}` from the process environment; unset is an error rather than
-/// an empty string, so a missing variable cannot silently empty a path.
+/// `${NAME}` from the process environment, or `${NAME:-default}` with a
+/// fallback for an unset NAME (php 8.3's ini syntax). Unset without a
+/// fallback is an error rather than an empty string, so a missing variable
+/// cannot silently empty a path.
 fn expand_env(value: &str) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
@@ -316,12 +344,18 @@ fn expand_env(value: &str) -> Result<String, String> {
         let end = rest[start..]
             .find('}')
             .ok_or("expected '}' to close '${'")?;
-        let name = &rest[start + 2..start + end];
-        match std::env::var(name) {
-            Ok(v) => out.push_str(&v),
-            Err(_) => {
+        let inner = &rest[start + 2..start + end];
+        let (name, fallback) = match inner.split_once(":-") {
+            Some((name, fallback)) => (name, Some(fallback)),
+            None => (inner, None),
+        };
+        match (std::env::var(name), fallback) {
+            (Ok(v), _) => out.push_str(&v),
+            (Err(_), Some(fallback)) => out.push_str(fallback),
+            (Err(_), None) => {
                 return Err(format!(
-                    "environment variable '{name}' is not set (used as ${{{name}}})"
+                    "environment variable '{name}' is not set (used as ${{{name}}}; \
+                     write ${{{name}:-default}} for a fallback)"
                 ));
             }
         }

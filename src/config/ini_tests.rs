@@ -90,9 +90,33 @@ fn environment_expansion() {
     assert_eq!(
         e,
         [
-            "f.conf:2: environment variable 'HERD_INI_TEST_UNSET' is not set (used as ${HERD_INI_TEST_UNSET})"
+            "f.conf:2: environment variable 'HERD_INI_TEST_UNSET' is not set (used as ${HERD_INI_TEST_UNSET}; write ${HERD_INI_TEST_UNSET:-default} for a fallback)"
         ]
     );
+    // php 8.3's fallback: used only when the variable is unset.
+    let doc = read("[p]\na = ${HERD_INI_TEST_UNSET:-/srv}/x\nb = ${HERD_INI_TEST_DIR:-/y}\n");
+    assert_eq!(pairs(&doc.sections[0])[0].1, "/srv/x");
+    assert_eq!(pairs(&doc.sections[0])[1].1, "/srv");
+}
+
+#[test]
+fn include_of_a_missing_directory_is_an_error() {
+    // php-fpm: "Unable to globalize" and it does not start.
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("herd.conf");
+    fs::write(&main, "[www]\ninclude = pool.d/*.conf\n").unwrap();
+    let errors = read_file(&main).unwrap_err();
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [format!(
+            "{}:2: include 'pool.d/*.conf': directory {} does not exist",
+            main.display(),
+            dir.path().join("pool.d").display()
+        )]
+    );
+    // A plain path that is not there only warns, as in php-fpm.
+    fs::write(&main, "[www]\ninclude = /nonexistent/herd.conf\n").unwrap();
+    assert_eq!(read_file(&main).unwrap().warnings.len(), 1);
 }
 
 #[test]
@@ -132,7 +156,7 @@ fn include_glob_relative_sorted_and_continuing_the_section() {
     let main = dir.path().join("herd.conf");
     fs::write(
         &main,
-        "[www]\ninclude = pool.d/*.conf\ninclude = none.d/*.conf\n",
+        "[www]\ninclude = pool.d/*.conf\ninclude = pool.d/*.none\n",
     )
     .unwrap();
 
@@ -152,7 +176,7 @@ fn include_glob_relative_sorted_and_continuing_the_section() {
     assert_eq!(
         doc.warnings,
         [format!(
-            "{}:3: include 'none.d/*.conf' matched no files",
+            "{}:3: include 'pool.d/*.none' matched no files",
             main.display()
         )]
     );

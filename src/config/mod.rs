@@ -81,6 +81,9 @@ pub struct Config {
     /// Problems that do not stop herd (an include matching nothing, `user`
     /// without root), each starting with `file:line: `.
     pub warnings: Vec<String>,
+    /// Worth knowing but not a problem (a value an override file replaces,
+    /// a php-fpm directive with no effect under herd), each with `file:line: `.
+    pub notes: Vec<String>,
 }
 
 /// The `[global]` section.

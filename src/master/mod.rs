@@ -100,13 +100,29 @@ enum Stop {
 
 /// Sets up logging as `config` says (stderr, or `error_log` in its place),
 /// then runs the master until it is stopped.
+/// With `error_log` set, an error that ends herd is written to the stderr
+/// it was started with as well (as php-fpm does), so `systemctl status` and
+/// a shell show why it did not start, not only the log file.
 pub fn start(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
     logging::init(config.global.log_level, config.global.log_format);
+    let mut console = None;
     if let Some(log) = &config.global.error_log {
+        // A close-on-exec copy: workers never hold the console open.
+        console = std::io::stderr().as_fd().try_clone_to_owned().ok();
         logging::open_over_stderr(log)
             .with_context(|| format!("failed to open error_log {}", log.display()))?;
     }
-    run(config, opts)
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let result = run(config, opts);
+    if let (Err(e), Some(console)) = (&result, console) {
+        let _ = std::fs::File::from(console).write_all(format!("herd: {e:#}\n").as_bytes());
+    }
+    result
 }
 
 /// Runs the master until it is stopped. Errors before the first worker
