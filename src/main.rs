@@ -22,20 +22,52 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the master in the foreground, logging to stderr.
+    ///
+    /// php-fpm's flags work too, so its unit file or habit carries over:
+    /// -y/--fpm-config FILE, -p/--prefix DIR, -t/--test, -R and
+    /// -F/--nodaemonize (herd always runs in the foreground).
     Run {
         /// The config file; without one, herd runs its embedded default.
-        #[arg(long, short = 'c', value_name = "FILE")]
+        #[arg(
+            long,
+            short = 'c',
+            value_name = "FILE",
+            visible_alias = "fpm-config",
+            visible_short_alias = 'y'
+        )]
         config: Option<PathBuf>,
-        /// Allow pools to run workers as root (php-fpm's -R).
-        #[arg(long, short = 'R')]
-        allow_root: bool,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Check the config and exit, as `herd check` (php-fpm's -t).
+        #[arg(long, short = 't')]
+        test: bool,
+        /// Accepted for php-fpm's unit files: herd never daemonizes.
+        #[arg(
+            long = "nodaemonize",
+            short = 'F',
+            visible_alias = "force-stderr",
+            short_alias = 'O'
+        )]
+        _foreground: bool,
     },
-    /// Check a config file and exit 0 if it is valid, 1 with every error.
+    /// Check a config file and exit 0 if it is valid, 1 with every error;
+    /// warnings and notes (a value an override file replaces, a php-fpm
+    /// directive without effect under herd) go to stderr.
     Check {
-        #[arg(long, short = 'c', value_name = "FILE")]
-        config: PathBuf,
-        #[arg(long, short = 'R')]
-        allow_root: bool,
+        /// The config file (or -c FILE).
+        #[arg(value_name = "FILE", required_unless_present = "config")]
+        file: Option<PathBuf>,
+        #[arg(
+            long,
+            short = 'c',
+            value_name = "FILE",
+            visible_alias = "fpm-config",
+            visible_short_alias = 'y',
+            conflicts_with = "file"
+        )]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// Send one FastCGI request and print the response.
     Call {
@@ -81,6 +113,28 @@ enum Cmd {
         #[arg(long)]
         listen: Option<String>,
     },
+}
+
+/// How `run` and `check` read the config.
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// php-fpm's prefix: relative paths and includes are read against it
+    /// instead of the config file's directory.
+    #[arg(long, short = 'p', value_name = "DIR")]
+    prefix: Option<PathBuf>,
+    /// Allow pools to run workers as root (php-fpm's -R).
+    #[arg(long, short = 'R', visible_alias = "allow-to-run-as-root")]
+    allow_root: bool,
+}
+
+impl LoadArgs {
+    fn options(self) -> LoadOptions {
+        LoadOptions {
+            allow_root: self.allow_root,
+            prefix: self.prefix,
+            ..LoadOptions::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -143,11 +197,16 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        Cmd::Run { config, allow_root } => {
-            let opts = LoadOptions {
-                allow_root,
-                ..LoadOptions::default()
-            };
+        Cmd::Run {
+            config,
+            load,
+            test: true,
+            ..
+        } => check(config.as_deref(), load.options()),
+        Cmd::Run {
+            config, load: args, ..
+        } => {
+            let opts = args.options();
             let cfg = match &config {
                 Some(path) => load(path, &opts)?,
                 None => embedded_default(&opts)?,
@@ -162,23 +221,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             herd::master::start(cfg, opts)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Check { config, allow_root } => {
-            let cfg = load(
-                &config,
-                &LoadOptions {
-                    allow_root,
-                    ..LoadOptions::default()
-                },
-            )?;
-            for w in &cfg.warnings {
-                eprintln!("herd: warning: {w}");
-            }
-            for n in &cfg.notes {
-                eprintln!("herd: note: {n}");
-            }
-            println!("{}: ok ({} pool(s))", config.display(), cfg.pools.len());
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Check { file, config, load } => check(file.or(config).as_deref(), load.options()),
         Cmd::Call {
             addr,
             uri,
@@ -230,6 +273,20 @@ fn ctl(
         CtlAction::Upgrade => Request::Upgrade,
     };
     herd::control::client::run(&socket, &request, json, &mut std::io::stdout())
+}
+
+/// `herd check` (and `herd run -t`): every error, warning and note.
+fn check(path: Option<&Path>, opts: LoadOptions) -> anyhow::Result<ExitCode> {
+    let path = path.context("no config file to check: give one with -c FILE")?;
+    let cfg = load(path, &opts)?;
+    for w in &cfg.warnings {
+        eprintln!("herd: warning: {w}");
+    }
+    for n in &cfg.notes {
+        eprintln!("herd: note: {n}");
+    }
+    println!("{}: ok ({} pool(s))", path.display(), cfg.pools.len());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: &Path, opts: &LoadOptions) -> anyhow::Result<Config> {

@@ -21,6 +21,14 @@ fn check_accepts_the_example_configs() {
         let (code, out, err) = herd_cmd(&["check", "-c", &path]);
         assert_eq!(code, 0, "{file}: {out}{err}");
         assert!(out.contains(": ok ("), "{out}");
+        // Which php.ini php-cgi reads is said, since it is not php-fpm's.
+        if file.ends_with("php-cgi.conf") {
+            support::installed("/usr/bin/php-cgi8.2", "php8.2-cgi");
+            assert!(
+                err.contains("php-cgi reads /etc/php/8.2/cgi/php.ini"),
+                "{err}"
+            );
+        }
     }
 }
 
@@ -209,4 +217,48 @@ fn log_format_json_writes_one_object_per_event() {
         v["pid"].as_u64().is_some() && v["level"] == "INFO" && v["timestamp"].is_string(),
         "{v}"
     );
+}
+
+#[test]
+fn php_fpm_flags_work() {
+    // A php-fpm unit's habits: -t to test, -y/--fpm-config for the file,
+    // -p for the prefix that relative paths and includes are read against.
+    let dir = Dir::new();
+    let prefix = dir.join("prefix");
+    std::fs::create_dir_all(prefix.join("pool.d")).unwrap();
+    std::fs::write(
+        prefix.join("pool.d/www.conf"),
+        format!(
+            "[www]\nlisten = www.sock\npm = static\npm.max_children = 1\ncommand = herd\n{}",
+            support::user_line()
+        ),
+    )
+    .unwrap();
+    let conf = dir.write("php-fpm.conf", "[global]\ninclude = pool.d/*.conf\n");
+    let conf = conf.to_str().unwrap();
+    let p = prefix.to_str().unwrap();
+    for args in [
+        &["run", "-t", "-p", p, "-y", conf][..],
+        &[
+            "run",
+            "--test",
+            "--prefix",
+            p,
+            "--fpm-config",
+            conf,
+            "--nodaemonize",
+        ],
+        &["check", "-p", p, conf],
+    ] {
+        let (code, out, err) = herd_cmd(args);
+        assert_eq!(
+            (code, out.trim()),
+            (0, format!("{conf}: ok (1 pool(s))").as_str()),
+            "{args:?}: {err}"
+        );
+    }
+    // Without the prefix, the include is read beside the file: not there.
+    let (code, _, err) = herd_cmd(&["check", conf]);
+    assert_eq!(code, 1);
+    assert!(err.contains("pool.d/*.conf': directory"), "{err}");
 }

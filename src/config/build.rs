@@ -22,18 +22,21 @@ pub struct LoadOptions {
     /// For `herd::worker::manage`: the program itself is every pool's
     /// `command` (unless a pool names one), preloaded by default.
     pub embedded: Option<std::path::PathBuf>,
+    /// `-p`: php-fpm's prefix, which relative paths and includes are read
+    /// against instead of the config file's directory.
+    pub prefix: Option<PathBuf>,
 }
 
 /// Reads `path` and every file it includes.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
-    let doc = ini::read_file(path).map_err(ConfigErrors)?;
+    let doc = ini::read_file_in(path, opts.prefix.as_deref()).map_err(ConfigErrors)?;
     build(doc, path, opts)
 }
 
 /// Reads `text` as if it were the file `origin`: locations name `origin`,
 /// and relative includes and paths are read against its directory.
 pub fn parse_str(text: &str, origin: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
-    let doc = ini::read_str(text, origin).map_err(ConfigErrors)?;
+    let doc = ini::read_str_in(text, origin, opts.prefix.as_deref()).map_err(ConfigErrors)?;
     build(doc, origin, opts)
 }
 
@@ -69,7 +72,8 @@ fn build(doc: Document, origin: &Path, opts: &LoadOptions) -> Result<Config, Con
         errors: Vec::new(),
         warnings: doc.warnings,
         notes: Vec::new(),
-        base: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        base: std::path::absolute(opts.prefix.as_deref().unwrap_or(dir))
+            .unwrap_or_else(|_| dir.to_path_buf()),
         opts,
         is_root: nix::unistd::geteuid().is_root(),
     };
@@ -94,18 +98,21 @@ fn build(doc: Document, origin: &Path, opts: &LoadOptions) -> Result<Config, Con
         let Some(pool) = pool::build(section, &fields, &mut cx) else {
             continue;
         };
-        let at = fields
-            .location("listen")
-            .unwrap_or(&section.location)
-            .clone();
-        if let Some((_, other, first)) = listens.iter().find(|(addr, ..)| *addr == pool.listen) {
-            let msg = format!(
-                "listen address '{}' is already used by pool '{other}' (at {first})",
-                pool.listen
-            );
-            cx.error(&at, msg);
+        let addrs = [
+            ("listen", Some(&pool.listen)),
+            ("pm.status_listen", pool.status_listen.as_ref()),
+        ];
+        for (key, addr) in addrs {
+            let Some(addr) = addr else { continue };
+            let at = fields.location(key).unwrap_or(&section.location).clone();
+            if let Some((_, other, first)) = listens.iter().find(|(a, ..)| a == addr) {
+                let msg = format!(
+                    "listen address '{addr}' is already used by pool '{other}' (at {first})"
+                );
+                cx.error(&at, msg);
+            }
+            listens.push((addr.clone(), pool.name.clone(), at));
         }
-        listens.push((pool.listen.clone(), pool.name.clone(), at));
         pools.push(pool);
     }
     check_paths_apart(&global, &global_fields, &listens, &mut cx);
@@ -218,6 +225,14 @@ impl<'a> Fields<'a> {
             let Some(d) = fields.directive(entry, scope, cx) else {
                 continue;
             };
+            if let Some(why) = d.inert {
+                cx.notes.push(format!(
+                    "{}: '{}' has no effect under herd: {why}",
+                    entry.location,
+                    entry.full_key()
+                ));
+                continue;
+            }
             // php-fpm expands `$pool` in every pool value.
             let value = match pool {
                 Some(s) => entry.value.replace("$pool", &s.name),
@@ -286,6 +301,11 @@ impl<'a> Fields<'a> {
         };
         cx.error(&entry.location, message);
         None
+    }
+
+    /// The value of `name` as written (after `$pool`), unparsed.
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.singles.get(name).map(|(_, v)| v.as_str())
     }
 
     pub fn location(&self, name: &str) -> Option<&'a Location> {
@@ -390,6 +410,17 @@ fn build_global(f: &Fields, cx: &mut Context) -> Global {
         process_priority: f.get(cx, "process.priority", value::priority),
         master_threads: f.or(cx, "master.threads", 1, value::whole),
         shutdown_depool_delay: f.or(cx, "shutdown.depool_delay", Duration::ZERO, dur),
+        rlimit_files: f.get(cx, "rlimit_files", value::whole),
+        rlimit_core: f.get(cx, "rlimit_core", value::rlimit),
+        log_limit: f.or(cx, "log_limit", 1024, |v| {
+            value::whole(v).and_then(|n: usize| {
+                if n >= 1 {
+                    Ok(n)
+                } else {
+                    Err("expected at least 1".into())
+                }
+            })
+        }),
     }
 }
 

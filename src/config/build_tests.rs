@@ -234,10 +234,14 @@ fn missing_file_is_an_error() {
 
 #[test]
 fn env_copies_and_rejects() {
-    let e = one_error(&format!("{POOL}env[A] = $HERD_TEST_SURELY_UNSET\n"));
+    // php-fpm sets it empty; herd does too, and warns.
+    let cfg = parse(&format!("{POOL}env[A] = $HERD_TEST_SURELY_UNSET\n"));
+    assert_eq!(cfg.pools[0].env, [("A".to_string(), String::new())]);
     assert_eq!(
-        e,
-        "/etc/herd/herd.conf:7: invalid value '$HERD_TEST_SURELY_UNSET' for 'env[A]': expected 'HERD_TEST_SURELY_UNSET' to be set in herd's environment"
+        cfg.warnings,
+        [
+            "/etc/herd/herd.conf:7: 'HERD_TEST_SURELY_UNSET' is not set in herd's environment: the workers get A empty, as php-fpm does"
+        ]
     );
     let e = one_error(&format!("{POOL}env[A] =\n"));
     assert!(
@@ -326,6 +330,23 @@ fn reopened_sections_merge_and_later_values_win() {
             "/etc/herd/herd.conf:14: 'log_level' in [global] overrides the value set at /etc/herd/herd.conf:2",
             "/etc/herd/herd.conf:10: 'env[A]' in pool 'www' overrides the value set at /etc/herd/herd.conf:9",
             "/etc/herd/herd.conf:16: 'listen' in pool 'www' overrides the value set at /etc/herd/herd.conf:4",
+        ]
+    );
+}
+
+#[test]
+fn php_fpm_directives_without_effect_are_noted_not_refused() {
+    let cfg = parse(&format!(
+        "[global]\nsyslog.ident = php\nevents.mechanism = epoll\n{}apparmor_hat = x\n",
+        POOL.replace("127.0.0.1:9000", "9000")
+    ));
+    assert_eq!(
+        cfg.notes,
+        [
+            "/etc/herd/herd.conf:2: 'syslog.ident' has no effect under herd: herd does not write to syslog: leave error_log unset and the service manager (journald) collects stderr",
+            "/etc/herd/herd.conf:3: 'events.mechanism' has no effect under herd: herd's event loop always uses epoll",
+            "/etc/herd/herd.conf:10: 'apparmor_hat' has no effect under herd: herd does not change AppArmor hats; confine the workers by their own program's AppArmor profile",
+            "/etc/herd/herd.conf:5: pool 'www': 'listen = 9000' binds 127.0.0.1:9000 only (php-fpm binds every address); write '*:9000' or '[::]:9000' to take connections from other hosts",
         ]
     );
 }

@@ -26,6 +26,9 @@ pub struct Directive {
     pub scope: Scope,
     pub default: &'static str,
     pub doc: &'static str,
+    /// For a php-fpm directive that means nothing under herd: why. It is
+    /// accepted (a php-fpm config loads unchanged) and `herd check` notes it.
+    pub inert: Option<&'static str>,
 }
 
 impl Directive {
@@ -64,6 +67,7 @@ const fn global(name: &'static str, default: &'static str, doc: &'static str) ->
         scope: Scope::Global,
         default,
         doc,
+        inert: None,
     }
 }
 
@@ -73,6 +77,24 @@ const fn pool(name: &'static str, default: &'static str, doc: &'static str) -> D
         scope: Scope::Pool,
         default,
         doc,
+        inert: None,
+    }
+}
+
+/// A php-fpm directive accepted without effect; `why` ends up both in the
+/// reference and in `herd check`'s note.
+const fn inert(
+    scope: Scope,
+    name: &'static str,
+    doc: &'static str,
+    why: &'static str,
+) -> Directive {
+    Directive {
+        name,
+        scope,
+        default: "-",
+        doc,
+        inert: Some(why),
     }
 }
 
@@ -92,13 +114,24 @@ pub const ALL: &[Directive] = &[
     global("control.listen", "beside the pid file (`herd.pid` → `herd.sock`, or `php8.2-fpm.pid` → `php8.2-fpm.herd-ctl.sock` when a pool listens on `php8.2-fpm.sock`, as Debian's php-fpm layout has it) when `pid` is set, else in `worker.socket_dir`", "herd: unix socket (mode 0600) for `herd ctl`. `herd check` refuses one, or a pid file, that is a pool's listening socket."),
     global("shutdown.depool_delay", "0", "herd: on stop, keep accepting this long after the signal so load balancers can take the host out first."),
     global("daemonize", "no", "php-fpm: fork into the background. herd always runs in the foreground: `no` is accepted, `yes` is an error."),
+    global("rlimit_files", "the hard limit", "php-fpm: the master's open file limit (RLIMIT_NOFILE), which workers inherit unless their pool sets `rlimit_files`. Unset, herd raises its soft limit to the hard one, since it holds two descriptors per request in flight."),
+    global("rlimit_core", "inherited", "php-fpm: the master's core file size limit (RLIMIT_CORE) in bytes, or `unlimited`; workers inherit it unless their pool sets `rlimit_core`."),
+    global("log_limit", "1024", "php-fpm: the longest line of a worker's output that is logged, in bytes; the rest of the line is cut."),
+    inert(Scope::Global, "syslog.ident", "php-fpm: the syslog ident.", "herd does not write to syslog: leave error_log unset and the service manager (journald) collects stderr"),
+    inert(Scope::Global, "syslog.facility", "php-fpm: the syslog facility.", "herd does not write to syslog: leave error_log unset and the service manager (journald) collects stderr"),
+    inert(Scope::Global, "log_buffering", "php-fpm: buffer worker output lines before logging them.", "herd logs each line of worker output whole, with one write"),
+    inert(Scope::Global, "events.mechanism", "php-fpm: the event loop's polling mechanism.", "herd's event loop always uses epoll"),
+    inert(Scope::Global, "systemd_interval", "php-fpm: how often the master reports its status to systemd.", "herd tells systemd its state when it changes, and pings the watchdog when the unit sets WatchdogSec"),
     global("include", "none", "php-fpm: read the files matching this glob here, in name order; relative to the including file; allowed in any section; at most 5 nested files."),
 
+    pool("prefix", "the config file's directory", "php-fpm: the directory the pool's relative `listen`, `access.log`, `slowlog` and `command` are read against (itself relative to the config file's directory), and that `$prefix` stands for at the start of `chdir` and `chroot`. It must exist."),
     pool("listen", "required", "php-fpm: where the pool accepts FastCGI connections: a unix socket path (any value with a `/`), `host:port`, `[ipv6]:port`, `*:port` or a bare port (127.0.0.1 only, where php-fpm takes every address); herd adds `systemd:NAME`, the socket systemd passes with that FileDescriptorName."),
     pool("listen.backlog", "511", "php-fpm: listen(2) backlog; -1 = the kernel's maximum."),
     pool("listen.owner", "herd's user", "php-fpm: owner of the unix socket."),
     pool("listen.group", "herd's group", "php-fpm: group of the unix socket."),
     pool("listen.mode", "0660", "php-fpm: octal permissions of the unix socket."),
+    pool("listen.acl_users", "none", "php-fpm: comma-separated users given read and write access to the unix socket by a POSIX ACL; with it (or `listen.acl_groups`), `listen.owner` and `listen.group` are ignored, as in php-fpm."),
+    pool("listen.acl_groups", "none", "php-fpm: comma-separated groups given read and write access to the unix socket by a POSIX ACL."),
     pool("listen.allowed_clients", "any", "php-fpm: comma-separated IPv4/IPv6 addresses allowed to connect over TCP; others are closed at once."),
     pool("listen.max_connections", "8192", "herd: open client connections per listener; past it a new connection is closed at once, with one log line."),
     pool("user", "herd's user", "php-fpm: user the workers run as. Required when herd runs as root (unless --allow-root); ignored, with a warning, when it does not."),
@@ -120,6 +153,7 @@ pub const ALL: &[Directive] = &[
     pool("security.limit_extensions", "`.php .phar` for PHP pools; none for other programs", "php-fpm: the endings a script may have, separated by spaces; empty = any. herd refuses any other with 403 `Access denied.` before a worker sees it, judging the file php-cgi would really run (see *Security*), and pins `cgi.fix_pathinfo` on php-cgi's command line. A pool is PHP when `command` is a php-cgi or it sets `php_*` values."),
     pool("php.group_size", "`pm.max_children` with php-fpm as the engine; 1 with php-cgi", "herd: PHP processes per group, which share one OPcache and run as one worker with a slot each. With `command` a php-fpm, each group is a php-fpm master running that many children (`pm = static`); with a php-cgi, one php-cgi with `PHP_FCGI_CHILDREN`. `pm.max_children` counts PHP processes: a pool runs `pm.max_children / php.group_size` groups, rounded up. See *PHP engines*."),
     pool("catch_workers_output", "yes", "php-fpm: log the workers' stdout and stderr line by line, else discard them. herd's default is yes, not php-fpm's no, so start failures are visible."),
+    pool("decorate_workers_output", "yes", "php-fpm: log each line of worker output with its pool and pid (`worker said:`); `no` logs the line as the worker wrote it."),
     pool("pm", "required", "php-fpm: how the worker count is chosen: static, dynamic or ondemand."),
     pool("pm.max_children", "required", "php-fpm: static: the number of workers; dynamic and ondemand: the most at once."),
     pool("pm.start_servers", "min_spare + (max_spare - min_spare) / 2", "php-fpm: dynamic: workers started at first; within [min_spare, max_spare]."),
@@ -129,14 +163,20 @@ pub const ALL: &[Directive] = &[
     pool("pm.process_idle_timeout", "10s", "php-fpm: ondemand: a worker idle this long is stopped; at least 1s."),
     pool("pm.max_requests", "0", "php-fpm: replace a worker after this many requests; 0 = never."),
     pool("pm.max_queue", "1024", "herd: requests waiting for a free worker; past it new requests are refused (503 with `Retry-After`; logged at most once a second per pool, with a count)."),
+    pool("pm.status_listen", "none", "php-fpm: a second address (unix path or `host:port`) answering only the pool's `pm.status_path` and `ping.path`, so status can be read while the pool's own listener is saturated, or kept off it; every other request there is answered 404."),
     pool("pm.status_path", "none", "php-fpm: URI answered with the pool's status. Starts with `/`; letters, digits and `/_-.~` only."),
     pool("ping.path", "none", "php-fpm: URI answered with `ping.response`, for liveness checks. Same rule as `pm.status_path`."),
     pool("ping.response", "pong", "php-fpm: body of the ping answer."),
     pool("access.log", "none", "php-fpm: the access log file."),
     pool("access.format", "`%R - %u %t \"%m %r\" %s`", "php-fpm: format of an access log line."),
+    pool("access.suppress_path[]", "none", "php-fpm: a request URI (path without the query) whose successful (2xx) requests are not written to `access.log`, such as a health check polled every second; repeat the line for several."),
     pool("slowlog", "none", "php-fpm: file for slow request reports; required with `request_slowlog_timeout`."),
     pool("request_slowlog_timeout", "0", "php-fpm: report a request running longer than this to `slowlog`; 0 = off."),
     pool("request_terminate_timeout", "0", "php-fpm: kill the worker of a request running longer than this; 0 = off."),
+    pool("request_terminate_timeout_track_finished", "no", "php-fpm: with php-fpm as the engine, passed to it: the timeout also covers a script still running after fastcgi_finish_request(). Other workers: herd times a request until the worker ends it, and has no view past that."),
+    pool("request_slowlog_trace_depth", "20", "php-fpm: with php-fpm as the engine, passed to it: the depth of the PHP backtrace in its slowlog entries. herd's own slowlog line (other workers) has no backtrace."),
+    pool("process.dumpable", "no", "php-fpm: with php-fpm as the engine, passed to it (its children can be ptraced and dump core after changing user). Workers herd starts itself are always dumpable, since the kernel resets the flag when they exec after changing user."),
+    inert(Scope::Pool, "apparmor_hat", "php-fpm: the AppArmor hat the workers change to.", "herd does not change AppArmor hats; confine the workers by their own program's AppArmor profile"),
     pool("request.queue_timeout", "30s", "herd: the longest a request waits for a free worker before it is refused (503, logged like a full queue)."),
     pool("request.read_timeout", "30s", "herd: a client request whose next bytes take longer than this is dropped; a new connection that sends nothing for this long is closed without a log line."),
     pool("request.header_timeout", "60s", "herd: a request's params must be complete this long after its first byte, or the connection is dropped (nginx sends them at once; a client trickling a byte at a time is stopped here); 0 = off."),
@@ -163,8 +203,12 @@ pub const ALL: &[Directive] = &[
 pub fn reference_markdown() -> String {
     let mut out = String::from("| directive | scope | default | meaning |\n|---|---|---|---|\n");
     for d in ALL {
+        let inert = d
+            .inert
+            .map(|why| format!(" No effect under herd: {why}."))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {}{inert} |\n",
             d.name,
             d.scope.as_str(),
             d.default,
@@ -195,6 +239,7 @@ mod tests {
     fn rows_are_complete_and_fit_a_table() {
         for d in ALL {
             assert!(!d.default.is_empty() && !d.doc.is_empty(), "{}", d.name);
+            assert!(d.inert.is_none_or(|why| !why.contains('|')), "{}", d.name);
             assert!(
                 !d.doc.contains('|') && !d.default.contains('|'),
                 "{}",

@@ -52,9 +52,15 @@ impl Entry {
     }
 }
 
+#[cfg(test)]
 pub fn read_file(path: &Path) -> Result<Document, Vec<ConfigError>> {
+    read_file_in(path, None)
+}
+
+/// Like [`read_file`], with php-fpm's prefix (`-p`) for relative includes.
+pub fn read_file_in(path: &Path, prefix: Option<&Path>) -> Result<Document, Vec<ConfigError>> {
     match fs::read_to_string(path) {
-        Ok(text) => read_str(&text, path),
+        Ok(text) => read_str_in(&text, path, prefix),
         Err(e) => Err(vec![ConfigError {
             location: None,
             message: format!("failed to read {}: {e}", path.display()),
@@ -64,9 +70,32 @@ pub fn read_file(path: &Path) -> Result<Document, Vec<ConfigError>> {
 
 /// Reads `text` as if it were the file `origin`: relative includes are
 /// looked up beside it.
+#[cfg(test)]
 pub fn read_str(text: &str, origin: &Path) -> Result<Document, Vec<ConfigError>> {
+    read_str_in(text, origin, None)
+}
+
+/// Like [`read_str`]. With `prefix` (php-fpm's `-p`), relative includes
+/// are read against it, as php-fpm reads them. Without, they are read
+/// beside the including file; and when the main file sits in an `etc`
+/// directory (php-fpm's own layout, `$prefix/etc/php-fpm.conf`, as in the
+/// official Docker image's `include=etc/php-fpm.d/*.conf`), an include
+/// whose directory is not there is looked for under that prefix too.
+pub fn read_str_in(
+    text: &str,
+    origin: &Path,
+    prefix: Option<&Path>,
+) -> Result<Document, Vec<ConfigError>> {
+    let implied = || {
+        let dir = std::path::absolute(origin).ok()?.parent()?.to_path_buf();
+        (dir.file_name()? == "etc").then(|| dir.parent().map(Path::to_path_buf))?
+    };
     let mut reader = Reader {
         open: vec![identity(origin)],
+        prefix: match prefix {
+            Some(p) => Prefix::Given(p.to_path_buf()),
+            None => implied().map_or(Prefix::None, Prefix::Layout),
+        },
         ..Reader::default()
     };
     reader.file(text, origin);
@@ -87,6 +116,19 @@ struct Reader {
     errors: Vec<ConfigError>,
     /// The files being read, outermost first, to catch include cycles.
     open: Vec<PathBuf>,
+    prefix: Prefix,
+}
+
+/// Where relative includes may be read, besides the including file's
+/// directory.
+#[derive(Default)]
+enum Prefix {
+    #[default]
+    None,
+    /// `-p`: the only place, as in php-fpm.
+    Given(PathBuf),
+    /// Implied by a main file in `<prefix>/etc/`: the second place.
+    Layout(PathBuf),
 }
 
 impl Reader {
@@ -149,8 +191,20 @@ impl Reader {
 
     /// Reads every file matching `pattern`, in name order, right here.
     fn include(&mut self, pattern: &str, at: &Location) {
-        let full = match at.file.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() && Path::new(pattern).is_relative() => {
+        let beside = at.file.parent().filter(|d| !d.as_os_str().is_empty());
+        let mut dir = match &self.prefix {
+            Prefix::Given(prefix) => Some(prefix.as_path()),
+            _ => beside,
+        };
+        if let Prefix::Layout(prefix) = &self.prefix
+            && Path::new(pattern).is_relative()
+            && listed_dir(beside, pattern).is_some_and(|d| !d.is_dir())
+        {
+            dir = Some(prefix.as_path());
+        }
+        let dir = dir.map(Path::to_path_buf);
+        let full = match dir.as_deref() {
+            Some(dir) if Path::new(pattern).is_relative() => {
                 // The directory is a literal path, not part of the pattern.
                 format!(
                     "{}/{pattern}",
@@ -176,7 +230,7 @@ impl Reader {
             // As php-fpm: a directory the pattern has to list must exist
             // (`pool.d/*.conf` with no `pool.d` is a broken install), while
             // a pattern that simply matches nothing only warns.
-            if let Some(dir) = listed_dir(at.file.parent(), pattern).filter(|d| !d.is_dir()) {
+            if let Some(dir) = listed_dir(dir.as_deref(), pattern).filter(|d| !d.is_dir()) {
                 let msg = format!(
                     "include '{pattern}': directory {} does not exist",
                     dir.display()

@@ -108,6 +108,13 @@ pub struct Global {
     /// `process.priority`: the master's nice value.
     pub process_priority: Option<i32>,
     pub shutdown_depool_delay: Duration,
+    /// `rlimit_files`: the master's RLIMIT_NOFILE; `None`: raised to the
+    /// hard limit.
+    pub rlimit_files: Option<u64>,
+    /// `rlimit_core`: the master's RLIMIT_CORE; `None`: inherited.
+    pub rlimit_core: Option<u64>,
+    /// `log_limit`: bytes of one line of worker output that are logged.
+    pub log_limit: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -263,6 +270,10 @@ pub struct PoolConfig {
     /// `None`: any client.
     pub listen_allowed_clients: Option<Vec<IpAddr>>,
     pub listen_max_connections: usize,
+    /// `listen.acl_users`/`acl_groups`: uids and gids given rw on the unix
+    /// socket by a POSIX ACL; either set, owner and group are left alone.
+    pub listen_acl_users: Vec<u32>,
+    pub listen_acl_groups: Vec<u32>,
 
     // Worker identity and environment.
     pub user: Option<String>,
@@ -299,6 +310,11 @@ pub struct PoolConfig {
     /// Worker stdout/stderr are logged by the master line by line; otherwise
     /// they go to /dev/null.
     pub catch_workers_output: bool,
+    /// `decorate_workers_output`: log worker lines with pool and pid.
+    pub decorate_workers_output: bool,
+    /// php-fpm settings passed to php-fpm as the engine as written
+    /// (`process.dumpable`, `request_slowlog_trace_depth`, ...).
+    pub engine_settings: Vec<(&'static str, String)>,
     /// How workers start: each from `command` (exec), or forked from one
     /// preloader per generation (preload, for `herd::worker` programs).
     pub spawn: SpawnMode,
@@ -334,6 +350,10 @@ pub struct PoolConfig {
     pub slowlog: Option<PathBuf>,
     pub access_log: Option<PathBuf>,
     pub access_format: String,
+    /// `access.suppress_path[]`: URIs whose 2xx requests are not logged.
+    pub access_suppress_paths: Vec<String>,
+    /// `pm.status_listen`: a second address answering status and ping only.
+    pub status_listen: Option<ListenAddr>,
     pub status_path: Option<String>,
     pub ping_path: Option<String>,
     pub ping_response: String,

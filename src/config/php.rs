@@ -29,6 +29,9 @@ pub(super) fn settings(
     let engine = command.and_then(php_engine);
     let is_php = !defines.is_empty() || engine.is_some();
     let group = group(f, cx, engine, max_children);
+    if engine == Some(PhpEngine::Cgi) {
+        cgi_ini_note(f, cx, command.expect("an engine is a command"));
+    }
     let limit_extensions = f.get(cx, "security.limit_extensions", extension_list);
     let script_guard = match &group {
         // php-fpm checks the script it resolved itself.
@@ -42,6 +45,43 @@ pub(super) fn settings(
         limit_extensions,
         script_guard,
     }
+}
+
+/// php-cgi reads a php.ini of its own, not the one tuned for php-fpm:
+/// `herd check` says which, unless `args` names one (`-c FILE`).
+fn cgi_ini_note(f: &Fields, cx: &mut Context, command: &Path) {
+    let args = f.raw("args").unwrap_or_default();
+    if args
+        .split_whitespace()
+        .any(|a| a == "-c" || a.starts_with("-c") || a == "-n")
+    {
+        return;
+    }
+    // Debian's layout: php-cgi8.2 reads /etc/php/8.2/cgi/php.ini.
+    let name = command
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("php-cgi");
+    let version = name.trim_start_matches("php-cgi").trim_start_matches("php");
+    let version = version.trim_end_matches("-cgi");
+    let debian = Path::new("/etc/php").join(version);
+    let which = if !version.is_empty() && debian.join("cgi/php.ini").is_file() {
+        format!(
+            "{} (and {}/cgi/conf.d), not php-fpm's {}/fpm/php.ini",
+            debian.join("cgi/php.ini").display(),
+            debian.display(),
+            debian.display()
+        )
+    } else {
+        "its own php.ini (`php-cgi -i` shows which), not php-fpm's".to_string()
+    };
+    let at = f
+        .location("command")
+        .map_or_else(String::new, |l| format!("{l}: "));
+    cx.notes.push(format!(
+        "{at}{}: php-cgi reads {which}; add `-c FILE` to args for another, or run php-fpm as the engine (`command = php-fpm...`), which reads php-fpm's",
+        f.what
+    ));
 }
 
 /// The four `php_*` arrays in file order; flags become `1` or `0`.

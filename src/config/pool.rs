@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::build::{Context, Fields, invalid, path_in};
 use super::ini::Section;
 use super::value::{self, Surge};
-use super::{Location, PmMode, PoolConfig, SpawnMode, WorkerProbe, php, resolve};
+use super::{Location, PhpEngine, PmMode, PoolConfig, SpawnMode, WorkerProbe, php, resolve};
 
 /// herd's default access line is php-fpm's.
 const ACCESS_FORMAT: &str = r#"%R - %u %t "%m %r" %s"#;
@@ -27,14 +27,20 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
             format!("invalid pool name '{name}': use only letters, digits, '_', '.' and '-'"),
         );
     }
-    let base = cx.base.clone();
+    let base = prefix(f, cx);
     let path = path_in(&base);
     let dur = value::duration;
     let secs = Duration::from_secs;
+    // php-fpm's `$prefix` at the start of chdir and chroot.
+    let prefixed = |v: &str| match v.strip_prefix("$prefix") {
+        Some(rest) => format!("{}{rest}", base.display()),
+        None => v.to_string(),
+    };
 
     let listen = f.required(cx, at, "listen", |v| value::listen(v, &base));
+    bare_port_note(f, cx);
     let user = user(f, cx, at);
-    let chroot = f.get(cx, "chroot", absolute).flatten();
+    let chroot = f.get(cx, "chroot", |v| absolute(&prefixed(v))).flatten();
     let command = match (&cx.opts.embedded, f.location("command")) {
         (Some(program), None) => Some(program.clone()),
         _ => f.required(cx, at, "command", |v| {
@@ -128,12 +134,33 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
             .get(cx, "listen.allowed_clients", value::ip_list)
             .flatten(),
         listen_max_connections: f.or(cx, "listen.max_connections", 8192, value::whole),
+        listen_acl_users: f.or(cx, "listen.acl_users", Vec::new(), |v| {
+            value::items(v).map(resolve::uid).collect()
+        }),
+        listen_acl_groups: f.or(cx, "listen.acl_groups", Vec::new(), |v| {
+            value::items(v).map(resolve::gid).collect()
+        }),
+        status_listen: f.get(cx, "pm.status_listen", |v| value::listen(v, &base)),
+        access_suppress_paths: f
+            .array(&["access.suppress_path[]"])
+            .filter_map(|(entry, v)| {
+                value::uri_path(v)
+                    .map_err(|e| invalid(cx, entry, v, &e))
+                    .ok()
+            })
+            .collect(),
+        decorate_workers_output: f.or(cx, "decorate_workers_output", true, value::boolean),
+        engine_settings: engine_settings(
+            f,
+            cx,
+            group.as_ref().is_some_and(|g| g.engine == PhpEngine::Fpm),
+        ),
         user,
         group: f.get(cx, "group", resolve::group),
         args,
         chdir: f
             .get(cx, "chdir", |v| {
-                Ok((!v.is_empty()).then(|| PathBuf::from(v)))
+                Ok((!v.is_empty()).then(|| PathBuf::from(prefixed(v))))
             })
             .flatten(),
         chroot,
@@ -206,6 +233,70 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
     })
 }
 
+/// The directory the pool's relative paths are read against: `prefix`
+/// (relative to the config file's directory) when set, else that directory.
+/// php-fpm refuses a prefix that is not a directory; so does herd.
+fn prefix(f: &Fields, cx: &mut Context) -> PathBuf {
+    let base = cx.base.clone();
+    let dir = f.get(cx, "prefix", |v| {
+        let dir = value::join(&base, v);
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "expected an existing directory ({} is not one)",
+                dir.display()
+            ))
+        }
+    });
+    dir.unwrap_or(base)
+}
+
+/// php-fpm binds a bare port on every address; herd binds 127.0.0.1 only,
+/// and `herd check` says so rather than leave it to be found out.
+fn bare_port_note(f: &Fields, cx: &mut Context) {
+    let Some(at) = f.location("listen") else {
+        return;
+    };
+    let Some(port) = f
+        .raw("listen")
+        .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+    else {
+        return;
+    };
+    cx.notes.push(format!(
+        "{at}: {}: 'listen = {port}' binds 127.0.0.1:{port} only (php-fpm binds every address); write '*:{port}' or '[::]:{port}' to take connections from other hosts",
+        f.what
+    ));
+}
+
+/// php-fpm directives herd passes to php-fpm when it is the engine (and
+/// that mean nothing for a worker herd starts itself), checked as php-fpm
+/// checks them.
+fn engine_settings(f: &Fields, cx: &mut Context, fpm: bool) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for name in [
+        "process.dumpable",
+        "request_terminate_timeout_track_finished",
+    ] {
+        if let Some(yes) = f.get(cx, name, value::boolean) {
+            out.push((name, if yes { "yes" } else { "no" }.to_string()));
+        }
+    }
+    if let Some(depth) = f.get(cx, "request_slowlog_trace_depth", value::whole::<u32>) {
+        out.push(("request_slowlog_trace_depth", depth.to_string()));
+    }
+    if !fpm {
+        for (name, _) in &out {
+            let at = f.location(name).expect("read from the file");
+            cx.notes.push(format!(
+                "{at}: '{name}' has effect only with php-fpm as the engine (`command` a php-fpm); see the reference"
+            ));
+        }
+    }
+    out
+}
+
 /// `chroot` must be absolute (php-fpm); empty means unset.
 fn absolute(v: &str) -> Result<Option<PathBuf>, String> {
     match v {
@@ -246,7 +337,8 @@ fn user(f: &Fields, cx: &mut Context, at: &Location) -> Option<String> {
 }
 
 /// `env[NAME]`; a value that is exactly `$VAR` copies VAR from herd's own
-/// environment, and an empty value is an error, both as in php-fpm.
+/// environment (empty when VAR is unset, with a warning), and an empty
+/// value is an error, all as in php-fpm.
 fn env(f: &Fields, cx: &mut Context) -> Vec<(String, String)> {
     let mut env = Vec::new();
     for (entry, v) in f.array(&["env[NAME]"]) {
@@ -258,8 +350,13 @@ fn env(f: &Fields, cx: &mut Context) -> Vec<(String, String)> {
             _ if v.is_empty() => {
                 Err("expected a value (php-fpm does not allow an empty one)".to_string())
             }
-            Some(var) => std::env::var(var)
-                .map_err(|_| format!("expected '{var}' to be set in herd's environment")),
+            Some(var) => Ok(std::env::var(var).unwrap_or_else(|_| {
+                cx.warnings.push(format!(
+                    "{}: '{var}' is not set in herd's environment: the workers get {name} empty, as php-fpm does",
+                    entry.location
+                ));
+                String::new()
+            })),
             None => Ok(v.to_string()),
         };
         match value {

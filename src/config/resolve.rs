@@ -21,6 +21,26 @@ pub fn user(name: &str) -> Result<(String, bool), Expected> {
     }
 }
 
+/// A user's uid, for `listen.acl_users`.
+pub fn uid(name: &str) -> Result<u32, Expected> {
+    match User::from_name(name) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        _ => Err(format!(
+            "expected users that exist on this system ('{name}' does not)"
+        )),
+    }
+}
+
+/// A group's gid, for `listen.acl_groups`.
+pub fn gid(name: &str) -> Result<u32, Expected> {
+    match Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ => Err(format!(
+            "expected groups that exist on this system ('{name}' does not)"
+        )),
+    }
+}
+
 pub fn group(name: &str) -> Result<String, Expected> {
     match Group::from_name(name) {
         Ok(Some(g)) => Ok(g.name),

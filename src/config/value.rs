@@ -183,7 +183,7 @@ pub fn pm_mode(v: &str) -> Result<PmMode, Expected> {
 }
 
 /// Items separated by commas and/or whitespace; empty items are skipped.
-fn items(v: &str) -> impl Iterator<Item = &str> {
+pub fn items(v: &str) -> impl Iterator<Item = &str> {
     v.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
 }
@@ -269,8 +269,8 @@ pub fn warmup(v: &str) -> Result<WarmupRequest, Expected> {
     })
 }
 
-/// A value with a `/` is a unix socket path; otherwise `host:port`,
-/// `[v6]:port`, `*:port` or a bare port. A bare port listens on 127.0.0.1
+/// A value with a `/`, or with neither a colon nor only digits, is a unix
+/// socket path; otherwise `host:port`, `[v6]:port`, `*:port` or a bare port. A bare port listens on 127.0.0.1
 /// only, where php-fpm takes every address: exposing workers to the network
 /// should be written out.
 pub fn listen(v: &str, base: &Path) -> Result<ListenAddr, Expected> {
@@ -296,6 +296,11 @@ pub fn listen(v: &str, base: &Path) -> Result<ListenAddr, Expected> {
             .filter(|p| *p != 0)
             .ok_or_else(expected)
     };
+    // php-fpm's rule: no colon and not a port is a socket path, relative
+    // ones read against the prefix (here `base`).
+    if !v.contains(':') && !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(ListenAddr::Unix(join(base, v)));
+    }
     if !v.contains(':') {
         return Ok(ListenAddr::Tcp(SocketAddr::new(
             Ipv4Addr::LOCALHOST.into(),

@@ -122,6 +122,11 @@ fn paths_warmup_listen() {
         listen("/run/www.sock", base),
         Ok(ListenAddr::Unix("/run/www.sock".into()))
     );
+    // php-fpm: neither a colon nor a port is a socket path.
+    assert_eq!(
+        listen("www.sock", base),
+        Ok(ListenAddr::Unix("/etc/herd/www.sock".into()))
+    );
     assert!(listen("0", base).is_err());
     assert!(listen("127.0.0.1:http", base).is_err());
 }

@@ -18,6 +18,8 @@ pub enum ReloadError {
         from: ListenAddr,
         to: ListenAddr,
     },
+    #[error("pool '{pool}': changing 'pm.status_listen' needs a restart; nothing changed")]
+    StatusListenChanged { pool: String },
     #[error("failed to open the listeners of the new pools: {0:#}")]
     Listeners(anyhow::Error),
     #[error("pool '{pool}': {source:#}")]

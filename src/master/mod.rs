@@ -43,12 +43,20 @@ pub struct RunOptions {
 /// A running pool, as the master holds it.
 struct PoolHandle {
     pool: Arc<Pool>,
-    /// The listening socket's fd, owned by the accept loop; passed on to a
-    /// master that replaces this one.
-    listener_fd: std::os::fd::RawFd,
+    /// The listening sockets' fds (`listen`, then `pm.status_listen`),
+    /// owned by the accept loops; passed on to a master that replaces this
+    /// one, each under its address.
+    listener_fds: Vec<(crate::config::ListenAddr, std::os::fd::RawFd)>,
     commands: mpsc::UnboundedSender<supervisor::Command>,
     supervisor: JoinHandle<()>,
-    acceptor: JoinHandle<()>,
+    acceptors: Vec<JoinHandle<()>>,
+}
+
+/// A pool's listening sockets, opened before it starts.
+struct PoolListeners {
+    main: Listener,
+    /// `pm.status_listen`.
+    status: Option<Listener>,
 }
 
 struct Master {
@@ -148,7 +156,7 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
-    raise_fd_limit();
+    set_limits(&config.global)?;
     set_priority(config.global.process_priority)?;
     // What a master killed with SIGKILL left behind goes before anything
     // new starts.
@@ -250,10 +258,18 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 fn open_listeners(
     pools: &[PoolConfig],
     inherited: &mut Inherited,
-) -> anyhow::Result<Vec<Listener>> {
+) -> anyhow::Result<Vec<PoolListeners>> {
     pools
         .iter()
-        .map(|p| Listener::open(p, inherited).with_context(|| format!("pool '{}'", p.name)))
+        .map(|p| {
+            let open = |inherited: &mut Inherited| -> anyhow::Result<PoolListeners> {
+                Ok(PoolListeners {
+                    main: Listener::open(p, inherited)?,
+                    status: Listener::open_status(p, inherited)?,
+                })
+            };
+            open(inherited).with_context(|| format!("pool '{}'", p.name))
+        })
         .collect()
 }
 
@@ -275,9 +291,9 @@ impl Master {
         });
     }
 
-    fn start_pool(&mut self, cfg: PoolConfig, listener: Listener) -> anyhow::Result<()> {
+    fn start_pool(&mut self, cfg: PoolConfig, listeners: PoolListeners) -> anyhow::Result<()> {
         let name = cfg.name.clone();
-        let listener_fd = listener.raw_fd();
+        let mut listener_fds = vec![(cfg.listen.clone(), listeners.main.raw_fd())];
         let (pool, events) =
             Pool::new(Arc::new(cfg.clone())).with_context(|| format!("pool '{name}'"))?;
         let shared = supervisor::Shared {
@@ -296,10 +312,26 @@ impl Master {
         .with_context(|| format!("pool '{name}'"))?;
         self.next_index += 1;
         tracing::info!(pool = %name, "listening on {}", cfg.listen);
+        let mut acceptors = vec![tokio::spawn(router::accept_loop(
+            listeners.main,
+            pool.clone(),
+            self.phase_rx(),
+            router::Serves::Pool,
+        ))];
+        if let (Some(status), Some(addr)) = (listeners.status, &cfg.status_listen) {
+            tracing::info!(pool = %name, "status and ping only on {addr} (pm.status_listen)");
+            listener_fds.push((addr.clone(), status.raw_fd()));
+            acceptors.push(tokio::spawn(router::accept_loop(
+                status,
+                pool.clone(),
+                self.phase_rx(),
+                router::Serves::StatusOnly,
+            )));
+        }
         self.pools.push(PoolHandle {
-            listener_fd,
+            listener_fds,
             supervisor: tokio::spawn(sup.run()),
-            acceptor: tokio::spawn(router::accept_loop(listener, pool.clone(), self.phase_rx())),
+            acceptors,
             pool,
             commands,
         });
@@ -459,13 +491,36 @@ fn set_priority(nice: Option<i32>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connections are what bound herd's concurrency; the soft limit of 1024
-/// would refuse clients long before `listen.max_connections`.
-fn raise_fd_limit() {
+/// `rlimit_files` and `rlimit_core` of `[global]`, as php-fpm sets them on
+/// its master (soft and hard alike); workers inherit them. Without
+/// `rlimit_files`, the soft limit goes up to the hard one: connections are
+/// what bound herd's concurrency, and 1024 would refuse clients long before
+/// `listen.max_connections`.
+fn set_limits(global: &crate::config::Global) -> anyhow::Result<()> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    let set = |what: &str, resource, n: u64| {
+        setrlimit(resource, n, n).with_context(|| {
+            let n = if n == u64::MAX {
+                "unlimited".to_string()
+            } else {
+                n.to_string()
+            };
+            format!("failed to set {what} to {n}")
+        })
+    };
+    match global.rlimit_files {
+        Some(n) => set("rlimit_files", Resource::RLIMIT_NOFILE, n)?,
+        None => {
+            if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+                && soft < hard
+            {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            }
+        }
     }
+    if let Some(n) = global.rlimit_core {
+        set("rlimit_core", Resource::RLIMIT_CORE, n)?;
+    }
+    crate::supervisor::output::set_line_limit(global.log_limit);
+    Ok(())
 }

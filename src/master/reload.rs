@@ -95,6 +95,9 @@ impl Master {
             }
             self.retire_removed(&new);
         }
+        if let Err(e) = super::set_limits(&new.global) {
+            tracing::error!("{e:#}");
+        }
         self.config.global = new.global.clone();
         self.config.pools = new.pools;
         Ok(done)
@@ -121,6 +124,13 @@ impl Master {
                     to: cfg.listen.clone(),
                 });
             }
+            if let Some(old) = self.pool(&cfg.name)
+                && old.pool.config().status_listen != cfg.status_listen
+            {
+                return Err(ReloadError::StatusListenChanged {
+                    pool: cfg.name.clone(),
+                });
+            }
         }
         Ok(())
     }
@@ -134,9 +144,11 @@ impl Master {
         self.pools = keep;
         for p in gone {
             tracing::info!(pool = %p.pool.name, "reload: pool removed from the config; stopping it");
-            p.acceptor.abort();
-            if let crate::config::ListenAddr::Unix(path) = &p.pool.config().listen {
-                let _ = std::fs::remove_file(path);
+            p.acceptors.iter().for_each(tokio::task::JoinHandle::abort);
+            for (addr, _) in &p.listener_fds {
+                if let crate::config::ListenAddr::Unix(path) = addr {
+                    let _ = std::fs::remove_file(path);
+                }
             }
             let _ = p.commands.send(supervisor::Command::StopGraceful);
         }

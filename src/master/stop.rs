@@ -188,7 +188,7 @@ impl Master {
             // Workers get SIGKILL at worker.kill_timeout; a little more for
             // the exits to be reaped.
             let _ = tokio::time::timeout(bound + Duration::from_secs(2), p.supervisor).await;
-            p.acceptor.abort();
+            p.acceptors.iter().for_each(tokio::task::JoinHandle::abort);
         }
     }
 }

@@ -46,7 +46,8 @@ impl Master {
         let mut fds: Vec<(String, RawFd)> = self
             .pools
             .iter()
-            .map(|p| (p.pool.config().listen.to_string(), p.listener_fd))
+            .flat_map(|p| &p.listener_fds)
+            .map(|(addr, fd)| (addr.to_string(), *fd))
             .collect();
         fds.push(("control".into(), self.control_fd));
         let list: Vec<String> = fds.iter().map(|(k, fd)| format!("{k}={fd}")).collect();

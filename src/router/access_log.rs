@@ -19,6 +19,18 @@ pub struct Entry<'a> {
     pub worker_pid: u32,
 }
 
+/// `access.suppress_path[]`: a successful request for one of `paths`
+/// (the request URI without its query, as php-fpm compares it) is not
+/// logged; a failing one still is.
+pub fn suppressed(paths: &[String], e: &Entry<'_>) -> bool {
+    if paths.is_empty() || !(200..300).contains(&e.status) {
+        return false;
+    }
+    let uri = pairs::find(e.params, b"REQUEST_URI").unwrap_or_default();
+    let path = uri.split(|b| *b == b'?').next().unwrap_or_default();
+    paths.iter().any(|p| p.as_bytes() == path)
+}
+
 /// Renders `format` for `e`. Unknown letters are written as they are.
 pub fn format(format: &str, e: &Entry<'_>) -> String {
     let mut out = String::with_capacity(128);

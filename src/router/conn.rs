@@ -60,8 +60,14 @@ enum Fault {
     Protocol(#[from] ProtocolError),
 }
 
-pub async fn serve<R, W>(mut rd: R, wr: W, pool: Arc<Pool>, peer: &str, mut phase: PhaseRx)
-where
+pub async fn serve<R, W>(
+    mut rd: R,
+    wr: W,
+    pool: Arc<Pool>,
+    peer: &str,
+    mut phase: PhaseRx,
+    serves: Serves,
+) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
@@ -71,6 +77,7 @@ where
         pool: &pool,
         cfg: &cfg,
         writer: &writer,
+        serves,
     };
     let mut buf = BytesMut::with_capacity(8192);
     let mut st = State {
@@ -168,6 +175,16 @@ struct Ctx<'a, W> {
     pool: &'a Arc<Pool>,
     cfg: &'a Arc<PoolConfig>,
     writer: &'a Mutex<W>,
+    serves: Serves,
+}
+
+/// What a listener's connections may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serves {
+    /// The pool's `listen`: everything.
+    Pool,
+    /// `pm.status_listen`: the status and ping paths, and nothing else.
+    StatusOnly,
 }
 
 /// The requests of one connection: being received, and in flight.
@@ -240,6 +257,10 @@ impl<'a> State<'a> {
                 self.clock.params_done(&mut req.owed, Instant::now());
                 match local::answer(&req.params, id, ctx.pool, ctx.cfg, self.phase) {
                     Some(out) => self.reply(ctx, out, id),
+                    None if ctx.serves == Serves::StatusOnly => {
+                        let out = local::not_served(&req.params, id);
+                        self.reply(ctx, out, id);
+                    }
                     None => {
                         let task = start(req, ctx);
                         self.tasks.push(task);

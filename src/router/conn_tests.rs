@@ -31,7 +31,7 @@ fn connect(pool: Arc<Pool>) -> DuplexStream {
     let phase = watch::channel(Phase::Serving).1;
     tokio::spawn(async move {
         let (rd, wr) = tokio::io::split(server);
-        serve(rd, wr, pool, "test", phase).await;
+        serve(rd, wr, pool, "test", phase, Serves::Pool).await;
     });
     client
 }

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::phase::PhaseRx;
 
-use super::conn;
+use super::conn::{self, Serves};
 use super::inherit::Inherited;
 use crate::config::{ListenAddr, PoolConfig};
 use crate::pool::Pool;
@@ -52,10 +52,30 @@ impl Listener {
     /// Opens the pool's listener, or takes the one systemd or the previous
     /// master passed. Must run inside the runtime.
     pub fn open(cfg: &PoolConfig, inherited: &mut Inherited) -> anyhow::Result<Listener> {
-        if let Some(fd) = inherited.take(&cfg.listen) {
-            return adopt(fd, &cfg.listen);
+        Listener::open_at(&cfg.listen, cfg, inherited)
+    }
+
+    /// Opens `pm.status_listen` as `listen` is opened (backlog, owner,
+    /// mode and ACL alike), or takes the one passed for it.
+    pub fn open_status(
+        cfg: &PoolConfig,
+        inherited: &mut Inherited,
+    ) -> anyhow::Result<Option<Listener>> {
+        cfg.status_listen
+            .as_ref()
+            .map(|addr| Listener::open_at(addr, cfg, inherited).context("pm.status_listen"))
+            .transpose()
+    }
+
+    fn open_at(
+        addr: &ListenAddr,
+        cfg: &PoolConfig,
+        inherited: &mut Inherited,
+    ) -> anyhow::Result<Listener> {
+        if let Some(fd) = inherited.take(addr) {
+            return adopt(fd, addr);
         }
-        match &cfg.listen {
+        match addr {
             ListenAddr::Tcp(addr) => open_tcp(*addr, cfg.listen_backlog),
             ListenAddr::Unix(path) => open_unix(path, cfg),
             ListenAddr::Systemd(name) => {
@@ -155,11 +175,22 @@ fn open_unix(path: &Path, cfg: &PoolConfig) -> anyhow::Result<Listener> {
     sock.set_nonblocking(true)?;
     sock.bind(&SockAddr::unix(path)?)
         .with_context(|| format!("failed to bind {}", path.display()))?;
-    // Owner, group and mode are set before listen(), so no client can
+    // Owner, group, mode and ACL are set before listen(), so no client can
     // connect while the socket still has the wrong permissions.
-    set_owner(path, cfg)?;
+    let acl = !(cfg.listen_acl_users.is_empty() && cfg.listen_acl_groups.is_empty());
+    if !acl {
+        set_owner(path, cfg)?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.listen_mode))
         .with_context(|| format!("failed to chmod {}", path.display()))?;
+    if acl {
+        set_acl(path, cfg).with_context(|| {
+            format!(
+                "failed to set listen.acl_users/acl_groups on {}",
+                path.display()
+            )
+        })?;
+    }
     sock.listen(cfg.listen_backlog)
         .with_context(|| format!("failed to listen on {}", path.display()))?;
     let std: std::os::unix::net::UnixListener = sock.into();
@@ -206,9 +237,60 @@ fn set_owner(path: &Path, cfg: &PoolConfig) -> anyhow::Result<()> {
         .with_context(|| format!("failed to chown {}", path.display()))
 }
 
+/// `listen.acl_users` and `listen.acl_groups`: the socket's POSIX access
+/// ACL, written as the `system.posix_acl_access` attribute (the kernel's
+/// format, which is all libacl's `acl_set_file` writes): owner, group and
+/// other from `listen.mode`, read-write for each named user and group, and
+/// the mask that lets them through.
+fn set_acl(path: &Path, cfg: &PoolConfig) -> std::io::Result<()> {
+    const USER_OBJ: u16 = 0x01;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const GROUP: u16 = 0x08;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    const NO_ID: u32 = u32::MAX;
+    const RW: u16 = 0o6;
+    let bits = |shift: u32| ((cfg.listen_mode >> shift) & 0o7) as u16;
+    let mut entries = vec![(USER_OBJ, bits(6), NO_ID)];
+    let mut users = cfg.listen_acl_users.clone();
+    users.sort_unstable();
+    users.dedup();
+    entries.extend(users.into_iter().map(|uid| (USER, RW, uid)));
+    entries.push((GROUP_OBJ, bits(3), NO_ID));
+    let mut groups = cfg.listen_acl_groups.clone();
+    groups.sort_unstable();
+    groups.dedup();
+    entries.extend(groups.into_iter().map(|gid| (GROUP, RW, gid)));
+    entries.push((MASK, RW | bits(3), NO_ID));
+    entries.push((OTHER, bits(0), NO_ID));
+    let mut value = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        value.extend(tag.to_le_bytes());
+        value.extend(perm.to_le_bytes());
+        value.extend(id.to_le_bytes());
+    }
+    let c_path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))?;
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let r = unsafe {
+        libc::setxattr(
+            c_path.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Accepts until the phase says the listeners close, then takes what is already in the
 /// backlog, closes the listener and removes its socket file.
-pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut phase: PhaseRx) {
+pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut phase: PhaseRx, serves: Serves) {
     let cfg = pool.config();
     let slots = Arc::new(Semaphore::new(cfg.listen_max_connections));
     let allowed = cfg.listen_allowed_clients.clone();
@@ -256,7 +338,7 @@ pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut phase: PhaseRx
             );
             continue;
         };
-        spawn_conn(stream, peer, &pool, &phase, Some(permit));
+        spawn_conn(stream, peer, &pool, &phase, Some(permit), serves);
     }
     if HANDED_OFF.load(Ordering::SeqCst) {
         // The new master accepts from the same sockets, backlog included.
@@ -266,7 +348,7 @@ pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut phase: PhaseRx
     // not reset. Then what already waits in the backlog is served.
     listener.cleanup();
     for (stream, peer) in drain_backlog(&listener) {
-        spawn_conn(stream, peer, &pool, &phase, None);
+        spawn_conn(stream, peer, &pool, &phase, None, serves);
     }
 }
 
@@ -276,6 +358,7 @@ fn spawn_conn(
     pool: &Arc<Pool>,
     phase: &PhaseRx,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    serves: Serves,
 ) {
     pool.counters
         .accepted_conns
@@ -291,11 +374,11 @@ fn spawn_conn(
             // shutdown() per connection before the close.
             Accepted::Tcp(mut s) => {
                 let (r, w) = s.split();
-                conn::serve(r, w, pool, &peer, phase).await;
+                conn::serve(r, w, pool, &peer, phase, serves).await;
             }
             Accepted::Unix(mut s) => {
                 let (r, w) = s.split();
-                conn::serve(r, w, pool, &peer, phase).await;
+                conn::serve(r, w, pool, &peer, phase, serves).await;
             }
         }
         drop(permit);

@@ -66,6 +66,14 @@ pub fn answer(
     None
 }
 
+/// The answer on a `pm.status_listen` address to anything but the status
+/// and ping paths: that address runs no PHP.
+pub fn not_served(params: &[u8], id: u16) -> BytesMut {
+    let head_only = pairs::find(params, b"REQUEST_METHOD") == Some(b"HEAD");
+    let body = "Not found: this address answers only the pool's status and ping paths.\n";
+    respond(id, 404, "text/plain", &[], body, head_only)
+}
+
 /// `SCRIPT_NAME` when set (what nginx's `fastcgi_script_name` gives), else
 /// the path of `REQUEST_URI`.
 fn request_path(params: &[u8]) -> &str {

@@ -12,4 +12,5 @@ mod local;
 mod relay;
 mod script;
 
+pub use conn::Serves;
 pub use listener::{Listener, accept_loop, hand_off, handed_off};

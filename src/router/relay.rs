@@ -118,7 +118,9 @@ where
             duration: started.elapsed(),
             worker_pid: log.pid,
         };
-        access.write_line(&access_log::format(&cfg.access_format, &entry));
+        if !access_log::suppressed(&cfg.access_suppress_paths, &entry) {
+            access.write_line(&access_log::format(&cfg.access_format, &entry));
+        }
     }
     (id, ending)
 }

@@ -80,6 +80,9 @@ pub fn fpm_config(cfg: &PoolConfig, socket: &Path, size: u32) -> String {
         },
     );
     line("decorate_workers_output", "no");
+    for (name, value) in &cfg.engine_settings {
+        line(name, value);
+    }
     // herd already gave the master the pool's environment; its children
     // keep it.
     line("clear_env", "no");
@@ -171,7 +174,8 @@ mod tests {
         let cfg = pool(
             "pm.max_requests = 500\nrequest_terminate_timeout = 30s\n\
              php_admin_value[memory_limit] = 256M\nphp_value[error_reporting] = \"E_ALL & ~E_NOTICE\"\n\
-             security.limit_extensions = .php .php7\n",
+             security.limit_extensions = .php .php7\n\
+             process.dumpable = yes\nrequest_slowlog_trace_depth = 5\n",
         );
         let text = fpm_config(&cfg, Path::new("/run/herd/w-1-3.sock"), 8);
         for want in [
@@ -187,6 +191,8 @@ mod tests {
             "php_admin_value[memory_limit] = 256M\n",
             "php_value[error_reporting] = \"E_ALL & ~E_NOTICE\"\n",
             "clear_env = no\n",
+            "process.dumpable = yes\n",
+            "request_slowlog_trace_depth = 5\n",
         ] {
             assert!(text.contains(want), "{want:?} not in:\n{text}");
         }

@@ -14,7 +14,7 @@ mod exits;
 mod gate;
 pub mod generation;
 pub mod orphans;
-mod output;
+pub mod output;
 mod preload;
 pub mod preloader;
 pub mod process;

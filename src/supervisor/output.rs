@@ -5,13 +5,31 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Longest line logged as is; the rest of a longer line is cut, as
-/// php-fpm's `log_limit` does, so one runaway line cannot flood the log.
-const LINE_LIMIT: usize = 1024;
+/// `log_limit`: the longest line logged as is, in bytes; the rest of a
+/// longer line is cut, as php-fpm does, so one runaway line cannot flood
+/// the log. A master-wide setting, like the log level.
+static LINE_LIMIT: AtomicUsize = AtomicUsize::new(1024);
+
+pub fn set_line_limit(bytes: usize) {
+    LINE_LIMIT.store(bytes.max(1), Ordering::Relaxed);
+}
+
+/// `line` cut to at most `limit` bytes, on a character boundary.
+fn cut(line: &str, limit: usize) -> &str {
+    if line.len() <= limit {
+        return line;
+    }
+    let mut end = limit;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
+}
 
 pub fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
@@ -40,8 +58,9 @@ impl LastWords {
     }
 }
 
-/// Logs what the worker writes until it closes the pipe (exits).
-pub fn forward(read: OwnedFd, pool: String, pid: u32) -> LastWords {
+/// Logs what the worker writes until it closes the pipe (exits); with
+/// `decorate` (`decorate_workers_output`), each line names pool and pid.
+pub fn forward(read: OwnedFd, pool: String, pid: u32, decorate: bool) -> LastWords {
     let words = LastWords::default();
     let kept = words.clone();
     tokio::spawn(async move {
@@ -60,17 +79,15 @@ pub fn forward(read: OwnedFd, pool: String, pid: u32) -> LastWords {
                     if text.is_empty() {
                         continue;
                     }
-                    let cut = text
-                        .char_indices()
-                        .nth(LINE_LIMIT)
-                        .map_or(text.len(), |(i, _)| i);
-                    let text = &text[..cut];
+                    let text = cut(text, LINE_LIMIT.load(Ordering::Relaxed));
                     kept.push(text);
                     // php-fpm's notices (started, ready) are not warnings.
-                    if text.contains("] NOTICE: ") {
-                        tracing::info!(pool = %pool, pid, "worker said: {text}");
-                    } else {
-                        tracing::warn!(pool = %pool, pid, "worker said: {text}");
+                    let notice = text.contains("] NOTICE: ");
+                    match (decorate, notice) {
+                        (true, true) => tracing::info!(pool = %pool, pid, "worker said: {text}"),
+                        (true, false) => tracing::warn!(pool = %pool, pid, "worker said: {text}"),
+                        (false, true) => tracing::info!("{text}"),
+                        (false, false) => tracing::warn!("{text}"),
                     }
                 }
             }

@@ -79,7 +79,12 @@ impl Supervisor {
             let _ = events.send(Event::PreloaderExited { generation, status });
         });
         if let Some(r) = out_read {
-            output::forward(r, self.pool.name.clone(), handle.pid);
+            output::forward(
+                r,
+                self.pool.name.clone(),
+                handle.pid,
+                g.cfg.decorate_workers_output,
+            );
         }
         let events = self.events_tx.clone();
         let control = preloader::start(master_end, move |msg| {

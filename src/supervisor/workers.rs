@@ -142,7 +142,14 @@ impl Supervisor {
         let handle = process::watch(child, move |status| {
             let _ = events.send(Event::Exited { id, status });
         });
-        let words = out_read.map(|r| output::forward(r, self.pool.name.clone(), handle.pid));
+        let words = out_read.map(|r| {
+            output::forward(
+                r,
+                self.pool.name.clone(),
+                handle.pid,
+                g.cfg.decorate_workers_output,
+            )
+        });
         self.register_worker(id, generation, handle, socket, hard);
         if let Some(p) = self.procs.get_mut(&id) {
             p.last_words = words;

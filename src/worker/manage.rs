@@ -35,6 +35,7 @@ pub fn manage<A: App>(config: &str) -> ExitCode {
     let opts = LoadOptions {
         allow_root,
         embedded: Some(exe),
+        prefix: None,
     };
     let loaded = match &file {
         Some(path) => config::load(path, &opts),
