@@ -39,7 +39,7 @@ fn check_names_file_and_line_of_every_error() {
     let main = dir.write(
         "herd.conf",
         &format!(
-            "[global]\nlog_level = loud\n\n[www]\nlisten = 127.0.0.1:2\npm = static\npm.max_children = 2\ncommand = herd\nuser = nobody\npm.bogus = 1\ninclude = {}\n",
+            "[global]\nlog_level = loud\n\n[www]\nlisten = 127.0.0.1:2\npm = static\npm.max_children = 2\ncommand = herd\nuser = nobody\npm.bogus = 1\ninclude = {}\npm.max_chidren = 3\n",
             included.display()
         ),
     );
@@ -53,7 +53,13 @@ fn check_names_file_and_line_of_every_error() {
     );
     assert!(
         err.contains(&format!(
-            "{main}:10: unknown directive 'pm.bogus' in pool 'www'"
+            "{main}:12: unknown directive 'pm.max_chidren' in pool 'other' (did you mean 'pm.max_children'?)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{main}:10: unknown directive 'pm.bogus' in pool 'www'\n"
         )),
         "{err}"
     );

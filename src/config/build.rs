@@ -278,7 +278,13 @@ impl<'a> Fields<'a> {
     ) -> Option<&'static directives::Directive> {
         let key = entry.full_key();
         let message = match directives::find_in(&entry.key, scope) {
-            None => format!("unknown directive '{}' in {}", entry.key, self.what),
+            None => match directives::closest(&entry.key, scope) {
+                Some(near) => format!(
+                    "unknown directive '{}' in {} (did you mean '{near}'?)",
+                    entry.key, self.what
+                ),
+                None => format!("unknown directive '{}' in {}", entry.key, self.what),
+            },
             Some(d) if d.scope != scope && scope == Scope::Global => {
                 format!(
                     "'{}' is a pool directive; it belongs in a pool section, not in [global]",

@@ -56,6 +56,21 @@ pub fn find_in(key: &str, scope: Scope) -> Option<&'static Directive> {
     }
 }
 
+/// For an unknown `key`: the directive of `scope` it most likely means,
+/// if one is close enough to be a typo (`pm.max_chidren`, `listen_mode`).
+pub fn closest(key: &str, scope: Scope) -> Option<&'static str> {
+    let wanted = key.to_ascii_lowercase().replace('_', ".");
+    ALL.iter()
+        .filter(|d| d.scope == scope)
+        .map(|d| {
+            let name = d.key().replace('_', ".");
+            (strsim::damerau_levenshtein(&wanted, &name), d.key())
+        })
+        .filter(|(distance, name)| *distance <= (name.len() / 4).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
 /// The directive written as `key`, in any scope.
 pub fn find(key: &str) -> Option<&'static Directive> {
     ALL.iter().find(|d| d.key() == key)
@@ -254,6 +269,16 @@ mod tests {
         let table = reference_markdown();
         assert_eq!(table.lines().count(), ALL.len() + 2);
         assert!(table.contains("| `env[NAME]` | pool | none |"));
+    }
+
+    #[test]
+    fn typos_find_the_directive_meant() {
+        assert_eq!(closest("pm.max_chidren", Scope::Pool), Some("pm.max_children"));
+        assert_eq!(closest("listen_mode", Scope::Pool), Some("listen.mode"));
+        assert_eq!(closest("PM.MAX_REQUESTS", Scope::Pool), Some("pm.max_requests"));
+        assert_eq!(closest("error_logs", Scope::Global), Some("error_log"));
+        assert_eq!(closest("frobnicate", Scope::Pool), None);
+        assert_eq!(closest("pm.bogus", Scope::Pool), None);
     }
 
     #[test]
