@@ -63,6 +63,13 @@ fn debians_stock_php_fpm_config_serves_with_only_command_added() {
         "php-fpm -t: {}",
         String::from_utf8_lossy(&test.stderr)
     );
+    // Pointed at php-fpm's file itself, herd names the one thing missing.
+    let (code, _, err) = support::herd_cmd(&["check", plain.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("www.conf:") && err.contains("command = /usr/sbin/php-fpm8.2"),
+        "{err}"
+    );
     // herd reads the same files, unchanged, through a file of its own
     // with the one addition (the README's migration): php-fpm's merge
     // rules let `[www]` go on there.

@@ -273,9 +273,15 @@ mod tests {
 
     #[test]
     fn typos_find_the_directive_meant() {
-        assert_eq!(closest("pm.max_chidren", Scope::Pool), Some("pm.max_children"));
+        assert_eq!(
+            closest("pm.max_chidren", Scope::Pool),
+            Some("pm.max_children")
+        );
         assert_eq!(closest("listen_mode", Scope::Pool), Some("listen.mode"));
-        assert_eq!(closest("PM.MAX_REQUESTS", Scope::Pool), Some("pm.max_requests"));
+        assert_eq!(
+            closest("PM.MAX_REQUESTS", Scope::Pool),
+            Some("pm.max_requests")
+        );
         assert_eq!(closest("error_logs", Scope::Global), Some("error_log"));
         assert_eq!(closest("frobnicate", Scope::Pool), None);
         assert_eq!(closest("pm.bogus", Scope::Pool), None);

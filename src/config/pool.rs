@@ -43,6 +43,20 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
     let chroot = f.get(cx, "chroot", |v| absolute(&prefixed(v))).flatten();
     let command = match (&cx.opts.embedded, f.location("command")) {
         (Some(program), None) => Some(program.clone()),
+        (None, None) => {
+            // A php-fpm pool file: say what the one addition is.
+            let engine = php_fpm_binary()
+                .map(|p| format!("; for PHP, the engine: command = {}", p.display()))
+                .unwrap_or_default();
+            cx.error(
+                at,
+                format!(
+                    "{}: missing required directive 'command' (the worker program{engine}; see \"Coming from php-fpm\" in the README)",
+                    f.what
+                ),
+            );
+            None
+        }
         _ => f.required(cx, at, "command", |v| {
             resolve::command(v, &base, chroot.as_deref())
         }),
@@ -231,6 +245,24 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         min_spare_servers: pm.as_ref()?.min_spare_servers,
         max_spare_servers: pm?.max_spare_servers,
     })
+}
+
+/// The newest php-fpm installed where distributions put it, if any.
+fn php_fpm_binary() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = ["/usr/sbin", "/usr/local/sbin"]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("php-fpm") || (n.starts_with("php") && n.ends_with("-fpm"))
+            })
+        })
+        .collect();
+    found.sort();
+    found.pop()
 }
 
 /// The directory the pool's relative paths are read against: `prefix`
