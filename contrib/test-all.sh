@@ -23,6 +23,11 @@ perl -MFCGI::ProcManager -e1 2>/dev/null || missing+=(libfcgi-procmanager-perl)
 [ -e /usr/include/fcgiapp.h ] || missing+=(libfcgi-dev)
 command -v gcc >/dev/null || missing+=(gcc)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
+# tests/generate.rs renders the man pages and runs the completion scripts
+# in the shells they are for.
+[ -x /usr/bin/man ] || missing+=(man-db)
+[ -x /usr/bin/zsh ] || missing+=(zsh)
+[ -x /usr/bin/fish ] || missing+=(fish)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
