@@ -41,7 +41,6 @@ install -D -m 0644 contrib/systemd/herd.socket "$stage/lib/systemd/system/herd.s
 install -D -m 0644 contrib/systemd/herd.conf "$stage/etc/herd/herd.conf"
 doc="$stage/usr/share/doc/herd"
 install -D -m 0644 README.md "$doc/README.md"
-[ ! -f contrib/PRODUCTION.md ] || install -m 0644 contrib/PRODUCTION.md "$doc/PRODUCTION.md"
 install -D -m 0644 config/php.conf "$doc/examples/php.conf"
 install -D -m 0644 config/php-cgi.conf "$doc/examples/php-cgi.conf"
 install -D -m 0644 contrib/nginx/herd.conf "$doc/examples/nginx-herd.conf"

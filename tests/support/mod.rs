@@ -11,6 +11,7 @@ pub mod nginx;
 pub mod notify;
 pub mod php_fpm;
 pub mod procfs;
+pub mod shipped;
 
 use std::fs;
 use std::io::Read;
