@@ -23,6 +23,9 @@ perl -MFCGI::ProcManager -e1 2>/dev/null || missing+=(libfcgi-procmanager-perl)
 [ -e /usr/include/fcgiapp.h ] || missing+=(libfcgi-dev)
 command -v gcc >/dev/null || missing+=(gcc)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
+# tests/deb.rs builds the package with contrib/deb/build.sh.
+command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
+command -v strip >/dev/null || missing+=(binutils)
 # tests/packaging.rs rotates herd's logs with the shipped snippet.
 [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
 # tests/generate.rs renders the man pages and runs the completion scripts
