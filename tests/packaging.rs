@@ -188,27 +188,6 @@ fn the_container_build_copies_only_files_that_exist() {
     assert!(exists("contrib/kubernetes/app/public/index.php"));
 }
 
-/// The indented block under `key: |` in a YAML file (the ConfigMaps'
-/// files), without its indentation.
-fn yaml_block(yaml: &str, key: &str) -> String {
-    let mut lines = yaml.lines().skip_while(|l| l.trim() != format!("{key}: |"));
-    let header = lines.next().unwrap_or_else(|| panic!("no {key}: | block"));
-    let outer = header.len() - header.trim_start().len();
-    let body: Vec<&str> = lines
-        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > outer)
-        .collect();
-    let indent = body
-        .iter()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .min()
-        .unwrap_or(0);
-    body.iter()
-        .map(|l| l.get(indent..).unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// `nginx -t` on `http` (the inside of `http {}`) in `dir`, where relative
 /// includes resolve; every `listen` moved to a free loopback port, since
 /// nginx binds its ports to test them.
@@ -260,7 +239,7 @@ fn nginx_accepts_the_shipped_snippets() {
     .unwrap();
     nginx_test(&dir, &read("contrib/nginx/herd.conf"));
     // The Kubernetes pod's nginx config, as its ConfigMap has it.
-    let pod = yaml_block(&read("contrib/kubernetes/deployment.yaml"), "default.conf");
+    let pod = shipped::yaml_block(&read("contrib/kubernetes/deployment.yaml"), "default.conf");
     assert!(pod.contains("location = /herd-ping"), "{pod}");
     nginx_test(&Dir::new(), &pod);
 }
@@ -284,7 +263,7 @@ fn haproxy_accepts_the_shipped_config() {
 #[test]
 fn herd_check_accepts_the_shipped_herd_configs() {
     let dir = Dir::new();
-    let pod = yaml_block(&read("contrib/kubernetes/deployment.yaml"), "herd.conf");
+    let pod = shipped::yaml_block(&read("contrib/kubernetes/deployment.yaml"), "herd.conf");
     for (name, path) in [
         (
             "contrib/systemd/herd.conf",

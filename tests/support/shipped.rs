@@ -29,6 +29,27 @@ pub fn rewrite(what: &str, text: &str, pairs: &[(&str, String)]) -> String {
     text
 }
 
+/// The indented block under `key: |` in a YAML file (the ConfigMaps'
+/// files), without its indentation.
+pub fn yaml_block(yaml: &str, key: &str) -> String {
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != format!("{key}: |"));
+    let header = lines.next().unwrap_or_else(|| panic!("no {key}: | block"));
+    let outer = header.len() - header.trim_start().len();
+    let body: Vec<&str> = lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > outer)
+        .collect();
+    let indent = body
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    body.iter()
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Every value of `Key=` in a unit file, or `key = ` in an ini file, in
 /// order (comment lines never match).
 pub fn values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
