@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs herd's whole test suite on a fresh Debian machine: installs what the
-# tests need when it is missing (php-cgi, php-fpm, nginx, haproxy, and the
-# FastCGI libraries of the interop tests), then runs every test.
+# tests need when it is missing (php-cgi, php-fpm, nginx, haproxy, the
+# FastCGI libraries of the interop tests, and what the packaging tests
+# build and read the package with), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
