@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs herd's whole test suite on a fresh Debian machine: installs what the
-# tests need when it is missing (php-cgi, php-fpm, nginx, haproxy, and the
-# FastCGI libraries of the interop tests), then runs every test.
+# tests need when it is missing (php-cgi, php-fpm, nginx, haproxy, the
+# FastCGI libraries of the interop tests, and what the packaging tests
+# build and read the package with), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,16 @@ perl -MFCGI::ProcManager -e1 2>/dev/null || missing+=(libfcgi-procmanager-perl)
 [ -e /usr/include/fcgiapp.h ] || missing+=(libfcgi-dev)
 command -v gcc >/dev/null || missing+=(gcc)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
+# tests/deb.rs builds the package with contrib/deb/build.sh.
+command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
+command -v strip >/dev/null || missing+=(binutils)
+# tests/packaging.rs rotates herd's logs with the shipped snippet.
+[ -x /usr/sbin/logrotate ] || missing+=(logrotate)
+# tests/generate.rs renders the man pages and runs the completion scripts
+# in the shells they are for.
+[ -x /usr/bin/man ] || missing+=(man-db)
+[ -x /usr/bin/zsh ] || missing+=(zsh)
+[ -x /usr/bin/fish ] || missing+=(fish)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

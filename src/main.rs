@@ -9,11 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use herd::config::{self, Config, LoadOptions};
 
 #[derive(Parser)]
-#[command(name = "herd", version, about = "A FastCGI process manager")]
+#[command(
+    name = "herd",
+    version,
+    about = "A FastCGI process manager",
+    after_long_help = EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -113,6 +118,27 @@ enum Cmd {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Write herd's man pages, or print a shell's completions, from this
+    /// binary's own command line (what packages install).
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 failure (for herd ctl: the master refused, \
+or the deploy was refused); 2 bad command line (for herd ctl: no master at the socket); \
+22 herd call --fail got an HTTP status of 400 or more.";
+
+#[derive(Subcommand)]
+enum Generate {
+    /// herd.1 and a page for each subcommand (herd-ctl-reload.1, ...), in DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// The completion script for SHELL, on standard output.
+    Completions { shell: clap_complete::Shell },
 }
 
 /// How `run` and `check` read the config.
@@ -242,7 +268,25 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             herd::example_app::run(listen.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Generate { what } => generate(what),
     }
+}
+
+/// The man pages and completions are made by the binary they describe, so
+/// they cannot drift from it, and a `cargo install` user can make them too.
+fn generate(what: Generate) -> anyhow::Result<ExitCode> {
+    match what {
+        Generate::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("failed to create {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("failed to write man pages to {}", dir.display()))?;
+        }
+        Generate::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "herd", &mut std::io::stdout());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ctl(

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Builds target/debian/herd_<version>-<revision>_<arch>.deb: the herd binary,
-# the systemd units, an example /etc/herd/herd.conf (a conffile) and the
-# docs. Run from anywhere on Debian or Ubuntu with Rust installed:
+# the systemd units, an example /etc/herd/herd.conf and the logrotate
+# snippet (conffiles), the man pages and the bash, zsh and fish completions
+# (made by the binary itself: herd generate), and the docs. Run from
+# anywhere on Debian or Ubuntu with Rust installed:
 #
 #   contrib/deb/build.sh            # then: dpkg -c / dpkg -I the .deb
 #   REVISION=2 contrib/deb/build.sh
+#   HERD_BIN=path/to/herd OUT=dir contrib/deb/build.sh
+#                                   # package that binary instead of a fresh
+#                                   # release build, into dir (the tests)
 #
 # It uses dpkg-deb on a staging directory rather than cargo-deb: cargo-deb
 # reads its settings from [package.metadata.deb] in Cargo.toml, which would
@@ -14,7 +19,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-for tool in dpkg-deb dpkg-shlibdeps strip cargo; do
+tools=(dpkg-deb dpkg-shlibdeps strip gzip)
+[ -n "${HERD_BIN:-}" ] || tools+=(cargo)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || {
         echo "build.sh: $tool is missing (apt install dpkg-dev binutils; Rust from rustup)" >&2
         exit 1
@@ -24,27 +31,49 @@ done
 version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -1)
 revision=${REVISION:-1}
 arch=$(dpkg --print-architecture)
-out=target/debian
+out=${OUT:-target/debian}
 stage=$(mktemp -d "${TMPDIR:-/tmp}/herd-deb.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 chmod 0755 "$stage"
 
-cargo build --release --locked --bin herd
+bin=${HERD_BIN:-}
+if [ -z "$bin" ]; then
+    cargo build --release --locked --bin herd
+    bin=target/release/herd
+fi
 
 # The tree, as installed.
-install -D -m 0755 target/release/herd "$stage/usr/bin/herd"
+install -D -m 0755 "$bin" "$stage/usr/bin/herd"
 # The release profile keeps line tables for backtraces; the package ships
 # a stripped binary, as Debian's tools do.
 strip --strip-unneeded "$stage/usr/bin/herd"
 install -D -m 0644 contrib/systemd/herd.service "$stage/lib/systemd/system/herd.service"
 install -D -m 0644 contrib/systemd/herd.socket "$stage/lib/systemd/system/herd.socket"
 install -D -m 0644 contrib/systemd/herd.conf "$stage/etc/herd/herd.conf"
+install -D -m 0644 contrib/logrotate/herd "$stage/etc/logrotate.d/herd"
+# Where the logrotate snippet looks for access logs and slowlogs.
+install -d -m 0755 "$stage/var/log/herd"
+
+# Man pages and completions, from the binary being packaged.
+man="$stage/usr/share/man/man1"
+install -d -m 0755 "$man"
+"$stage/usr/bin/herd" generate man "$man"
+chmod 0644 "$man"/*.1
+gzip -9n "$man"/*.1
+completions() { # shell, installed path
+    install -d -m 0755 "$(dirname "$stage/$2")"
+    "$stage/usr/bin/herd" generate completions "$1" > "$stage/$2"
+    chmod 0644 "$stage/$2"
+}
+completions bash usr/share/bash-completion/completions/herd
+completions zsh usr/share/zsh/vendor-completions/_herd
+completions fish usr/share/fish/vendor_completions.d/herd.fish
 doc="$stage/usr/share/doc/herd"
 install -D -m 0644 README.md "$doc/README.md"
-[ ! -f contrib/PRODUCTION.md ] || install -m 0644 contrib/PRODUCTION.md "$doc/PRODUCTION.md"
 install -D -m 0644 config/php.conf "$doc/examples/php.conf"
 install -D -m 0644 config/php-cgi.conf "$doc/examples/php-cgi.conf"
-install -D -m 0644 contrib/nginx/herd.conf "$doc/examples/nginx-herd.conf"
+install -D -m 0644 contrib/nginx/herd.conf "$doc/examples/nginx/herd.conf"
+install -D -m 0644 contrib/nginx/herd-php.conf "$doc/examples/nginx/herd-php.conf"
 install -D -m 0644 contrib/haproxy/haproxy.cfg "$doc/examples/haproxy.cfg"
 cat > "$doc/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
@@ -88,9 +117,10 @@ Description: FastCGI process manager with zero-downtime deploys
  .
  This package installs /usr/bin/herd, the systemd units herd.service
  (Type=notify, reload with herd ctl reload --wait, graceful stop) and
- herd.socket (socket activation), and an example /etc/herd/herd.conf.
+ herd.socket (socket activation), an example /etc/herd/herd.conf, a
+ logrotate snippet, man pages and bash, zsh and fish completions.
 EOF
-echo /etc/herd/herd.conf > "$stage/DEBIAN/conffiles"
+printf '%s\n' /etc/herd/herd.conf /etc/logrotate.d/herd > "$stage/DEBIAN/conffiles"
 
 # Maintainer scripts. The service is not enabled or started on install:
 # edit /etc/herd/herd.conf first, then

@@ -11,6 +11,7 @@ pub mod nginx;
 pub mod notify;
 pub mod php_fpm;
 pub mod procfs;
+pub mod shipped;
 
 use std::fs;
 use std::io::Read;
@@ -533,13 +534,19 @@ pub fn herd_cmd(args: &[&str]) -> (i32, String, String) {
 /// Like [`herd_cmd`], but a command still running after `within` is
 /// killed and fails the test, with what it printed so far.
 pub fn herd_cmd_within(args: &[&str], within: Duration) -> (i32, String, String) {
-    let mut child = Command::new(HERD)
-        .args(args)
+    output_within(Command::new(HERD).args(args), within)
+}
+
+/// Runs `cmd` to completion; returns (exit code, stdout, stderr). One
+/// still running after `within` is killed (by its pid) and fails the
+/// test, with what it printed so far.
+pub fn output_within(cmd: &mut Command, within: Duration) -> (i32, String, String) {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run herd");
+        .unwrap_or_else(|e| panic!("failed to start {cmd:?}: {e}"));
     let out = child.stdout.take().unwrap();
     let err = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || read_all(out));
@@ -559,7 +566,7 @@ pub fn herd_cmd_within(args: &[&str], within: Duration) -> (i32, String, String)
     let (out, err) = (out.join().unwrap(), err.join().unwrap());
     match status {
         Some(status) => (status.code().unwrap_or(-1), out, err),
-        None => panic!("herd {args:?} still running after {within:?}; it printed:\n{out}{err}"),
+        None => panic!("{cmd:?} still running after {within:?}; it printed:\n{out}{err}"),
     }
 }
 

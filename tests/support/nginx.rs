@@ -34,7 +34,6 @@ impl Nginx {
     /// its `server {}`), each on a port of its own, all with `dir` as root.
     pub fn start_servers(dir: &Path, upstreams: &str, servers: &[&str]) -> Nginx {
         let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
-        let error_log = dir.join("nginx-error.log");
         let servers: String = servers
             .iter()
             .zip(&ports)
@@ -45,6 +44,13 @@ impl Nginx {
                 )
             })
             .collect();
+        Nginx::start_http(dir, &format!("{upstreams}\n{servers}"), ports)
+    }
+
+    /// Starts nginx with `http`, the inside of its `http {}` (servers
+    /// included), whose servers listen on `ports` of 127.0.0.1.
+    pub fn start_http(dir: &Path, http: &str, ports: Vec<u16>) -> Nginx {
+        let error_log = dir.join("nginx-error.log");
         let conf = format!(
             "worker_processes 1;\n\
              daemon off;\n\
@@ -59,8 +65,7 @@ impl Nginx {
                proxy_temp_path {dir}/proxy;\n\
                uwsgi_temp_path {dir}/uwsgi;\n\
                scgi_temp_path {dir}/scgi;\n\
-               {upstreams}\n\
-               {servers}\
+               {http}\n\
              }}\n",
             dir = dir.display(),
             err = error_log.display(),
