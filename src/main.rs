@@ -117,8 +117,14 @@ enum CtlAction {
         #[arg(long)]
         fast: bool,
     },
-    /// Set a pool's number of workers (its pm.max_children).
-    Scale { pool: String, workers: usize },
+    /// Set a pool's pm.max_children at run time: a static pool's size, the
+    /// most workers a dynamic or ondemand pool runs. A reload keeps it
+    /// until the config file's pm.max_children changes.
+    Scale {
+        pool: String,
+        #[arg(value_name = "MAX_CHILDREN")]
+        max_children: u32,
+    },
     /// Every pool's metrics, in OpenMetrics text.
     Metrics,
     /// Replace the running master with this herd binary: the new master
@@ -222,7 +228,7 @@ fn ctl(
         CtlAction::Reload { pool, force, wait } => Request::Reload { pool, force, wait },
         CtlAction::Restart { pool, batch, .. } => Request::Restart { pool, batch },
         CtlAction::Stop { fast } => Request::Stop { fast },
-        CtlAction::Scale { pool, workers } => Request::Scale { pool, workers },
+        CtlAction::Scale { pool, max_children } => Request::Scale { pool, max_children },
         CtlAction::Metrics => Request::Metrics,
         CtlAction::Upgrade => Request::Upgrade,
     };

@@ -79,12 +79,20 @@ impl Master {
                     done_ok(&reply, started.join("\n"));
                 }
             }
-            Request::Scale { pool, workers } => match self.pool(&pool) {
-                Some(p) if workers > 0 => {
-                    let _ = p.commands.send(supervisor::Command::ScaleTo { workers });
-                    done_ok(&reply, format!("pool {pool}: scaling to {workers} workers"));
+            Request::Scale { pool, max_children } => match self.pool(&pool) {
+                Some(p) if max_children > 0 => {
+                    let (tx, rx) = oneshot::channel();
+                    let cmd = supervisor::Command::ScaleTo {
+                        max_children,
+                        reply: tx,
+                    };
+                    let _ = p.commands.send(cmd);
+                    match rx.await {
+                        Ok(said) => done_ok(&reply, format!("pool {pool}: {said}")),
+                        Err(_) => done_err(&reply, format!("pool {pool} is stopping")),
+                    }
                 }
-                Some(_) => done_err(&reply, "a pool needs at least one worker".into()),
+                Some(_) => done_err(&reply, "pm.max_children must be at least 1".into()),
                 None => done_err(&reply, format!("no pool named '{pool}'")),
             },
             Request::Upgrade => return self.upgrade(reply).await,

@@ -129,6 +129,8 @@ struct Dispatch {
     busy: usize,
     /// The pool's newest generation.
     generation: u32,
+    /// `pm.max_children` set at run time (`herd ctl scale`), if any.
+    scaled_max_children: Option<u32>,
     /// Requests that ended, by the generation of the worker that served
     /// them. Counted here, under the lock release takes anyway, so the hot
     /// path gains no lock, and so totals outlive the workers.

@@ -42,7 +42,11 @@ pub struct PoolStatus {
     pub slow_requests: u64,
     // herd's own.
     pub generation: u32,
+    /// `pm.max_children` in force: set at run time (`herd ctl scale`,
+    /// SIGTTIN/SIGTTOU), else the config file's.
     pub max_children: u32,
+    /// `pm.max_children` as the config file says.
+    pub config_max_children: u32,
     pub warming_processes: u64,
     pub spawns: u64,
     pub failures: u64,
@@ -170,7 +174,8 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
         max_children_reached: c.max_children_reached.load(Ordering::Relaxed),
         slow_requests: c.slow_requests.load(Ordering::Relaxed),
         generation: snap.generation,
-        max_children: cfg.max_children,
+        max_children: snap.scaled_max_children.unwrap_or(cfg.max_children),
+        config_max_children: cfg.max_children,
         warming_processes: warming,
         spawns: c.spawns.load(Ordering::Relaxed),
         failures: c.worker_failures.load(Ordering::Relaxed),
@@ -291,6 +296,7 @@ mod tests {
             slow_requests: 0,
             generation: 1,
             max_children: 2,
+            config_max_children: 2,
             warming_processes: 0,
             spawns: 2,
             failures: 0,

@@ -48,6 +48,7 @@ fn pool_fields(s: &PoolStatus) -> Vec<(&'static str, String, serde_json::Value)>
         // herd's own.
         ("generation", n(s.generation as u64)),
         ("max children", n(s.max_children as u64)),
+        ("config max children", n(s.config_max_children as u64)),
         ("warming processes", n(s.warming_processes)),
         ("spawns", n(s.spawns)),
         ("failures", n(s.failures)),
