@@ -203,6 +203,7 @@ async fn wait_rollouts(done: Vec<Reloaded>, reply: Reply) {
 /// A pool's status for `herd ctl status`: php-fpm's fields (full), the
 /// deploy state and per-worker CPU, memory and idle time.
 fn pool_json(pool: &Arc<Pool>, phase: Phase) -> Value {
+    pool.watch_usage();
     let started = SystemTime::now() - pool.started.elapsed();
     let snap = status::snapshot(pool, started, phase);
     let (_, body) = status::render(&snap, status::Format::Json, true);

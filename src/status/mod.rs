@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use crate::phase::Phase;
+use crate::pool::usage::Cpu;
 use crate::pool::{Pool, WorkerState};
 pub use metrics::Metrics;
 pub use render::render;
@@ -80,8 +81,11 @@ pub struct ProcessStatus {
     pub content_length: u64,
     pub user: String,
     pub script: String,
-    pub last_request_cpu: f64,
-    pub last_request_memory: u64,
+    /// php-fpm's %CPU of the last request, while the worker is idle and
+    /// when that request was measured (see `pool::usage`).
+    pub last_request_cpu: Option<f64>,
+    /// The worker's peak resident memory during its last request, likewise.
+    pub last_request_memory: Option<u64>,
     // herd's own.
     pub generation: u32,
     pub retiring: bool,
@@ -128,6 +132,11 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
             };
             let text =
                 |f: fn(&crate::pool::BusyInfo) -> &str| info.map(f).unwrap_or("-").to_string();
+            // As php-fpm: the last request's cost, once it has ended.
+            let measured = match (w.state(), &w.last) {
+                (WorkerState::Idle, Some(last)) => last.usage,
+                _ => None,
+            };
             ProcessStatus {
                 pid: w.pid,
                 state: w.state().name(),
@@ -140,8 +149,8 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
                 content_length: info.map_or(0, |i| i.content_length),
                 user: text(|i| if i.user.is_empty() { "-" } else { &i.user }),
                 script: text(|i| &i.script),
-                last_request_cpu: 0.0,
-                last_request_memory: 0,
+                last_request_cpu: measured.map(|u| u.cpu_percent(Cpu::Total)),
+                last_request_memory: measured.and_then(|u| u.memory),
                 generation: w.generation,
                 retiring: w.retiring,
                 rss: rss_of(w.pid),
@@ -207,17 +216,9 @@ pub fn rss_of(pid: u32) -> u64 {
 
 /// User plus system CPU time from `/proc/<pid>/stat`, in seconds.
 pub fn cpu_of(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command (which may hold spaces) start at field 3.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
+    use crate::pool::usage;
+    let ticks = usage::Ticks::of(pid).unwrap_or_default();
+    ticks.own as f64 / usage::clock_ticks_per_second()
 }
 
 fn page_size() -> u64 {
@@ -321,8 +322,8 @@ mod tests {
                 content_length: 0,
                 user: "-".into(),
                 script: "/srv/a.php".into(),
-                last_request_cpu: 0.0,
-                last_request_memory: 0,
+                last_request_cpu: None,
+                last_request_memory: None,
                 generation: 1,
                 retiring: false,
                 rss: 1024,
