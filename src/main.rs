@@ -85,8 +85,23 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum CtlAction {
-    /// Pools, generations and workers, at a glance.
-    Status,
+    /// Pools, generations and workers at a glance: a line per pool, a row
+    /// per worker with the request it serves now.
+    Status {
+        /// Redraw it every second, as `herd ctl top` does.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// The status view redrawn live, as top does (Ctrl-C quits); colours
+    /// on a terminal only.
+    Top {
+        /// Seconds between frames.
+        #[arg(long, short = 'd', value_name = "SECONDS", default_value_t = 1.0)]
+        interval: f64,
+        /// Quit after this many frames.
+        #[arg(long, short = 'n', value_name = "N")]
+        count: Option<u64>,
+    },
     /// Re-read the config and roll out a new generation where it changed.
     Reload {
         /// Only this pool, which always gets a new generation.
@@ -223,8 +238,28 @@ fn ctl(
         )?),
         (None, None) => herd::control::socket_path(&embedded_default(&LoadOptions::default())?),
     };
+    let watch = match action {
+        CtlAction::Top { interval, count } => Some((interval, count)),
+        CtlAction::Status { watch: true } => Some((1.0, None)),
+        _ => None,
+    };
+    if let Some((interval, count)) = watch {
+        use std::io::IsTerminal;
+        let opts = herd::control::top::Options {
+            interval: std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0)),
+            count,
+            json,
+        };
+        let mut stdout = std::io::stdout();
+        let tty = stdout.is_terminal();
+        let screen = herd::control::top::Screen {
+            out: &mut stdout,
+            tty,
+        };
+        return herd::control::top::run(&socket, &opts, screen);
+    }
     let request = match action {
-        CtlAction::Status => Request::Status,
+        CtlAction::Status { .. } | CtlAction::Top { .. } => Request::Status,
         CtlAction::Reload { pool, force, wait } => Request::Reload { pool, force, wait },
         CtlAction::Restart { pool, batch, .. } => Request::Restart { pool, batch },
         CtlAction::Stop { fast } => Request::Stop { fast },
@@ -232,7 +267,10 @@ fn ctl(
         CtlAction::Metrics => Request::Metrics,
         CtlAction::Upgrade => Request::Upgrade,
     };
-    herd::control::client::run(&socket, &request, json, &mut std::io::stdout())
+    let style = herd::control::view::Style::for_terminal(std::io::IsTerminal::is_terminal(
+        &std::io::stdout(),
+    ));
+    herd::control::client::run(&socket, &request, json, style, &mut std::io::stdout())
 }
 
 fn load(path: &Path, opts: &LoadOptions) -> anyhow::Result<Config> {

@@ -77,6 +77,12 @@ pub struct Done {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// During a graceful stop, seconds until its current step ends: the
+    /// listeners close (`depooling`, `shutdown.depool_delay`), or the
+    /// requests still running are stopped (`draining`,
+    /// `process_control_timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_ends_in: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pools: Option<Vec<serde_json::Value>>,
 }

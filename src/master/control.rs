@@ -210,6 +210,13 @@ fn pool_json(pool: &Arc<Pool>, phase: Phase) -> Value {
     let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     v["listen"] = json!(pool.config().listen.to_string());
     v["deploy"] = serde_json::to_value(pool.deploy.borrow().clone()).unwrap_or(Value::Null);
+    v["connections open"] = json!(snap.metrics.connections_open);
+    // The JSON rendering lists the processes in the snapshot's order.
+    if let Some(procs) = v["processes"].as_array_mut() {
+        for (p, s) in procs.iter_mut().zip(&snap.processes) {
+            p["requests in flight"] = json!(s.in_flight);
+        }
+    }
     v
 }
 

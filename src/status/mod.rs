@@ -98,6 +98,19 @@ pub struct ProcessStatus {
     /// Requests it serves at once, and how many it serves now.
     pub slots: u32,
     pub busy_slots: u32,
+    /// Every request it serves now, the longest-running first: one per
+    /// busy slot (`herd ctl status` shows them all; php-fpm's fields show
+    /// the first).
+    pub in_flight: Vec<InFlight>,
+}
+
+/// A request a worker is serving now.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct InFlight {
+    pub method: String,
+    pub uri: String,
+    /// Seconds since the request got its worker.
+    pub elapsed: f64,
 }
 
 /// Takes a snapshot of `pool`, in the master's `phase`.
@@ -161,6 +174,15 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
                 },
                 slots: w.slots,
                 busy_slots: w.busy.len() as u32,
+                in_flight: w
+                    .busy
+                    .iter()
+                    .map(|(_, i)| InFlight {
+                        method: i.method.clone(),
+                        uri: i.uri.clone(),
+                        elapsed: i.started.elapsed().as_secs_f64(),
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -331,6 +353,11 @@ mod tests {
                 last_used: None,
                 slots: 1,
                 busy_slots: 1,
+                in_flight: vec![InFlight {
+                    method: "GET".into(),
+                    uri: "/a?b=<c>".into(),
+                    elapsed: 0.0015,
+                }],
             }],
         }
     }
