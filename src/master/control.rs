@@ -125,11 +125,18 @@ impl Master {
                     .iter()
                     .map(|p| pool_json(&p.pool, phase))
                     .collect();
+                let now = tokio::time::Instant::now();
+                let phase_ends_in = self
+                    .phase_ends
+                    .get()
+                    .filter(|_| phase.stopping())
+                    .map(|t| t.saturating_duration_since(now).as_secs_f64());
                 let _ = reply.send(Line::Done(Done {
                     done: true,
                     ok: true,
                     pid: Some(std::process::id()),
                     phase: Some(phase.as_str().into()),
+                    phase_ends_in,
                     pools: Some(pools),
                     ..Done::default()
                 }));

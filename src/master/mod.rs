@@ -47,7 +47,8 @@ struct PoolHandle {
     /// master that replaces this one.
     listener_fd: std::os::fd::RawFd,
     commands: mpsc::UnboundedSender<supervisor::Command>,
-    supervisor: JoinHandle<()>,
+    /// `None` once a stop waits for it.
+    supervisor: Option<JoinHandle<()>>,
     acceptor: JoinHandle<()>,
 }
 
@@ -75,6 +76,9 @@ struct Master {
     started: bool,
     /// Reloads whose rollouts have not settled yet.
     reloads: usize,
+    /// During a graceful stop, when its current step ends: the depool
+    /// delay, then `process_control_timeout` (for `herd ctl status`).
+    phase_ends: std::cell::Cell<Option<tokio::time::Instant>>,
 }
 
 /// What the master's own tasks report back to its loop.
@@ -174,6 +178,7 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         upgrading: None,
         started: false,
         reloads: 0,
+        phase_ends: std::cell::Cell::new(None),
     };
     for (cfg, listener) in master.config.pools.clone().into_iter().zip(listeners) {
         master.start_pool(cfg, listener)?;
@@ -225,7 +230,7 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     match stop {
         Stop::Graceful => master.graceful_stop(inputs, false).await,
         Stop::HandOff => master.graceful_stop(inputs, true).await,
-        Stop::Fast => master.fast_stop().await,
+        Stop::Fast => master.fast_stop(inputs.control).await,
     }
     tracing::info!("herd stopped");
     Ok(())
@@ -282,7 +287,7 @@ impl Master {
         tracing::info!(pool = %name, "listening on {}", cfg.listen);
         self.pools.push(PoolHandle {
             listener_fd,
-            supervisor: tokio::spawn(sup.run()),
+            supervisor: Some(tokio::spawn(sup.run())),
             acceptor: tokio::spawn(router::accept_loop(listener, pool.clone(), self.phase_rx())),
             pool,
             commands,
