@@ -229,13 +229,7 @@ fn ctl(
     use herd::control::protocol::Request;
     let socket = match (socket, config) {
         (Some(s), _) => s,
-        (None, Some(c)) => herd::control::socket_path(&load(
-            &c,
-            &LoadOptions {
-                allow_root: true,
-                ..LoadOptions::default()
-            },
-        )?),
+        (None, Some(c)) => herd::control::socket_path(&ctl_config(&c)?),
         (None, None) => herd::control::socket_path(&embedded_default(&LoadOptions::default())?),
     };
     let watch = match action {
@@ -271,6 +265,29 @@ fn ctl(
         &std::io::stdout(),
     ));
     herd::control::client::run(&socket, &request, json, style, &mut std::io::stdout())
+}
+
+/// `herd ctl -c FILE` needs only the control socket's path from the file:
+/// an error elsewhere in it is a warning, so a typo on disk never keeps
+/// anyone from `status`, `stop` or `upgrade`.
+fn ctl_config(path: &Path) -> anyhow::Result<Config> {
+    let opts = LoadOptions {
+        allow_root: true,
+        ..LoadOptions::default()
+    };
+    let (cfg, errors) = config::load_partly(path, &opts)
+        .map_err(|errors| anyhow::anyhow!("invalid config:\n{errors}"))?;
+    for e in &errors {
+        eprintln!("herd ctl: warning: {e}");
+    }
+    if !errors.is_empty() {
+        eprintln!(
+            "herd ctl: warning: going on: herd ctl needs only the control socket's path from {} \
+             (a reload would refuse this file)",
+            path.display()
+        );
+    }
+    Ok(cfg)
 }
 
 fn load(path: &Path, opts: &LoadOptions) -> anyhow::Result<Config> {

@@ -53,8 +53,21 @@ impl Entry {
 }
 
 pub fn read_file(path: &Path) -> Result<Document, Vec<ConfigError>> {
+    let (doc, errors) = read_file_partly(path)?;
+    if errors.is_empty() {
+        Ok(doc)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Like [`read_file`], but what could be read comes back beside the errors
+/// (a bad line is left out): for `herd ctl`, which needs one path from a
+/// file that may have a typo elsewhere. Fails only when the file itself
+/// cannot be read.
+pub fn read_file_partly(path: &Path) -> Result<(Document, Vec<ConfigError>), Vec<ConfigError>> {
     match fs::read_to_string(path) {
-        Ok(text) => read_str(&text, path),
+        Ok(text) => Ok(read_partly(&text, path)),
         Err(e) => Err(vec![ConfigError {
             location: None,
             message: format!("failed to read {}: {e}", path.display()),
@@ -65,16 +78,21 @@ pub fn read_file(path: &Path) -> Result<Document, Vec<ConfigError>> {
 /// Reads `text` as if it were the file `origin`: relative includes are
 /// looked up beside it.
 pub fn read_str(text: &str, origin: &Path) -> Result<Document, Vec<ConfigError>> {
+    let (doc, errors) = read_partly(text, origin);
+    if errors.is_empty() {
+        Ok(doc)
+    } else {
+        Err(errors)
+    }
+}
+
+fn read_partly(text: &str, origin: &Path) -> (Document, Vec<ConfigError>) {
     let mut reader = Reader {
         open: vec![identity(origin)],
         ..Reader::default()
     };
     reader.file(text, origin);
-    if reader.errors.is_empty() {
-        Ok(reader.doc)
-    } else {
-        Err(reader.errors)
-    }
+    (reader.doc, reader.errors)
 }
 
 #[derive(Default)]
