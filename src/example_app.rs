@@ -6,7 +6,9 @@
 //! keeping it open when the request asks for `FCGI_KEEP_CONN`.
 //!
 //! The body is `gen=<HERD_GENERATION> pid=<pid>`. Query parameters make it
-//! misbehave on purpose: `ms=N` sleeps first, `status=N` answers that status,
+//! misbehave on purpose: `ms=N` sleeps first, `cpu_ms=N` keeps a CPU busy
+//! for N ms, `alloc_mb=N` allocates and touches N MiB (freed before the
+//! answer), `status=N` answers that status,
 //! `bytes=N` pads the body to N bytes, `echo=1` returns the request body,
 //! `env=NAME` returns `NAME=<value>` from the worker's environment,
 //! `stderr=TEXT` writes TEXT to `FCGI_STDERR`, `exit=N` exits mid-request,
@@ -192,6 +194,13 @@ impl App {
         if let Some(ms) = arg("ms").and_then(|v| v.parse().ok()) {
             std::thread::sleep(Duration::from_millis(ms));
         }
+        if let Some(ms) = arg("cpu_ms").and_then(|v| v.parse().ok()) {
+            burn(Duration::from_millis(ms));
+        }
+        if let Some(mb) = arg("alloc_mb").and_then(|v| v.parse::<usize>().ok()) {
+            // Every page written, so it is resident, not just reserved.
+            std::hint::black_box(vec![1u8; mb.min(4096) << 20]);
+        }
         if let Some(code) = arg("exit").and_then(|v| v.parse().ok()) {
             std::process::exit(code);
         }
@@ -229,6 +238,17 @@ impl App {
         record::put_stream(out, record::STDOUT, req.id, &body);
         record::put_stream_end(out, record::STDOUT, req.id);
         end(out, req.id, record::REQUEST_COMPLETE);
+    }
+}
+
+/// Keeps one CPU busy for `wall` of wall time.
+fn burn(wall: Duration) {
+    let until = std::time::Instant::now() + wall;
+    let mut x = 0u64;
+    while std::time::Instant::now() < until {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
     }
 }
 

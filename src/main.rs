@@ -165,8 +165,23 @@ impl LoadArgs {
 
 #[derive(Subcommand)]
 enum CtlAction {
-    /// Pools, generations and workers, at a glance.
-    Status,
+    /// Pools, generations and workers at a glance: a line per pool, a row
+    /// per worker with the request it serves now.
+    Status {
+        /// Redraw it every second, as `herd ctl top` does.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// The status view redrawn live, as top does (Ctrl-C quits); colours
+    /// on a terminal only.
+    Top {
+        /// Seconds between frames.
+        #[arg(long, short = 'd', value_name = "SECONDS", default_value_t = 1.0)]
+        interval: f64,
+        /// Quit after this many frames.
+        #[arg(long, short = 'n', value_name = "N")]
+        count: Option<u64>,
+    },
     /// Re-read the config and roll out a new generation where it changed.
     Reload {
         /// Only this pool, which always gets a new generation.
@@ -197,8 +212,14 @@ enum CtlAction {
         #[arg(long)]
         fast: bool,
     },
-    /// Set a pool's number of workers (its pm.max_children).
-    Scale { pool: String, workers: usize },
+    /// Set a pool's pm.max_children at run time: a static pool's size, the
+    /// most workers a dynamic or ondemand pool runs. A reload keeps it
+    /// until the config file's pm.max_children changes.
+    Scale {
+        pool: String,
+        #[arg(value_name = "MAX_CHILDREN")]
+        max_children: u32,
+    },
     /// Every pool's metrics, in OpenMetrics text.
     Metrics,
     /// Replace the running master with this herd binary: the new master
@@ -298,25 +319,65 @@ fn ctl(
     use herd::control::protocol::Request;
     let socket = match (socket, config) {
         (Some(s), _) => s,
-        (None, Some(c)) => herd::control::socket_path(&load(
-            &c,
-            &LoadOptions {
-                allow_root: true,
-                ..LoadOptions::default()
-            },
-        )?),
+        (None, Some(c)) => herd::control::socket_path(&ctl_config(&c)?),
         (None, None) => herd::control::socket_path(&embedded_default(&LoadOptions::default())?),
     };
+    let watch = match action {
+        CtlAction::Top { interval, count } => Some((interval, count)),
+        CtlAction::Status { watch: true } => Some((1.0, None)),
+        _ => None,
+    };
+    if let Some((interval, count)) = watch {
+        use std::io::IsTerminal;
+        let opts = herd::control::top::Options {
+            interval: std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0)),
+            count,
+            json,
+        };
+        let mut stdout = std::io::stdout();
+        let tty = stdout.is_terminal();
+        let screen = herd::control::top::Screen {
+            out: &mut stdout,
+            tty,
+        };
+        return herd::control::top::run(&socket, &opts, screen);
+    }
     let request = match action {
-        CtlAction::Status => Request::Status,
+        CtlAction::Status { .. } | CtlAction::Top { .. } => Request::Status,
         CtlAction::Reload { pool, force, wait } => Request::Reload { pool, force, wait },
         CtlAction::Restart { pool, batch, .. } => Request::Restart { pool, batch },
         CtlAction::Stop { fast } => Request::Stop { fast },
-        CtlAction::Scale { pool, workers } => Request::Scale { pool, workers },
+        CtlAction::Scale { pool, max_children } => Request::Scale { pool, max_children },
         CtlAction::Metrics => Request::Metrics,
         CtlAction::Upgrade => Request::Upgrade,
     };
-    herd::control::client::run(&socket, &request, json, &mut std::io::stdout())
+    let style = herd::control::view::Style::for_terminal(std::io::IsTerminal::is_terminal(
+        &std::io::stdout(),
+    ));
+    herd::control::client::run(&socket, &request, json, style, &mut std::io::stdout())
+}
+
+/// `herd ctl -c FILE` needs only the control socket's path from the file:
+/// an error elsewhere in it is a warning, so a typo on disk never keeps
+/// anyone from `status`, `stop` or `upgrade`.
+fn ctl_config(path: &Path) -> anyhow::Result<Config> {
+    let opts = LoadOptions {
+        allow_root: true,
+        ..LoadOptions::default()
+    };
+    let (cfg, errors) = config::load_partly(path, &opts)
+        .map_err(|errors| anyhow::anyhow!("invalid config:\n{errors}"))?;
+    for e in &errors {
+        eprintln!("herd ctl: warning: {e}");
+    }
+    if !errors.is_empty() {
+        eprintln!(
+            "herd ctl: warning: going on: herd ctl needs only the control socket's path from {} \
+             (a reload would refuse this file)",
+            path.display()
+        );
+    }
+    Ok(cfg)
 }
 
 /// `herd check` (and `herd run -t`): every error, warning and note.

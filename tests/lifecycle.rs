@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use support::fcgi::{self, status_json};
-use support::{Herd, example_pool, wait_until};
+use support::{Herd, example_pool, example_pool_with, wait_until};
 
 /// How long each request of the load sleeps in its worker: long enough
 /// for the test to act while they are in flight.
@@ -131,5 +131,54 @@ fn herd_ctl_status_and_the_status_page_follow_the_phase() {
     for c in clients {
         assert_eq!(c.join().expect("client thread"), Ok(200));
     }
+    assert_eq!(herd.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn herd_ctl_status_shows_the_drain_and_answers_until_the_last_worker_is_gone() {
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    // Workers that ignore their stop signal (SIGWINCH, 28) make the last
+    // step, stopping them, last worker.kill_timeout: long enough to ask.
+    let conf = example_pool_with(
+        "control.listen = {dir}/ctl.sock\n",
+        &addr,
+        2,
+        "pm.status_path = /status\nworker.stop_signal = 28\nworker.kill_timeout = 3s\n",
+    );
+    let mut herd = Herd::start(&conf);
+    herd.wait_ready(2);
+    let clients = slow_clients(&addr, 1);
+    herd.signal(libc::SIGQUIT);
+    let draining = wait_phase(&herd, "draining");
+    let left = draining["phase_ends_in"]
+        .as_f64()
+        .expect("when the drain ends");
+    assert!(left > 0.0 && left <= 10.0, "{draining}");
+
+    // The text says what is left to finish, and where.
+    let socket = herd.dir.join("ctl.sock");
+    let (code, out, err) = herd.ctl(&socket, &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[1].starts_with(
+            "draining: 1 request(s) in flight (app 1 on 1 worker(s)), 1 client connection(s) open; \
+             listeners closed; requests still running are stopped in "
+        ),
+        "{out}"
+    );
+    let busy: Vec<&&str> = lines.iter().filter(|l| l.contains(" Running ")).collect();
+    assert_eq!(busy.len(), 1, "{out}");
+    assert!(busy[0].contains(&format!("GET {SLOW} for ")), "{out}");
+
+    for c in clients {
+        assert_eq!(c.join().expect("client thread"), Ok(200));
+    }
+    // Drained: the workers are being stopped, and status still answers.
+    let stopping = wait_phase(&herd, "stopping");
+    assert!(stopping["phase_ends_in"].is_null(), "{stopping}");
+    let (code, out, err) = herd.ctl(&socket, &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\nstopping the workers\n"), "{out}");
     assert_eq!(herd.wait_exit(Duration::from_secs(15)), Some(0));
 }

@@ -332,7 +332,7 @@ fn sigttin_adds_a_worker_and_sigttou_removes_idle_ones() {
     ));
     herd.wait_ready(2);
     herd.signal(libc::SIGTTIN);
-    herd.wait_log("scaled to 3 workers at most", 1, LIMIT);
+    herd.wait_log("pm.max_children is now 3 (was 2)", 1, LIMIT);
     wait_total(&addr, 3, LIMIT);
     herd.wait_ready(3);
     let workers = herd.spawned_workers();
@@ -372,9 +372,9 @@ fn sigttin_adds_a_worker_and_sigttou_removes_idle_ones() {
 
     // One signal at a time: two at once may arrive as one.
     herd.signal(libc::SIGTTOU);
-    herd.wait_log("scaled to 2 workers at most", 1, LIMIT);
+    herd.wait_log("pm.max_children is now 2 (was 3)", 1, LIMIT);
     herd.signal(libc::SIGTTOU);
-    herd.wait_log("scaled to 1 workers at most", 1, LIMIT);
+    herd.wait_log("pm.max_children is now 1 (was 2)", 1, LIMIT);
     // The two idle workers go at once; the busy youngest one stays and is
     // not cut short.
     let v = wait_total(&addr, 1, Duration::from_secs(5));
@@ -419,6 +419,121 @@ fn herd_ctl_scale_sets_the_number_of_workers() {
         .map(|(r, _)| r.pid())
         .collect();
     assert_eq!(served_by.len(), 4, "{served_by:?}");
+}
+
+/// `pm.max_children` of pool `pool` as every status format shows it: the
+/// JSON page (in force, and the file's), the text page, the XML page, the
+/// page's OpenMetrics and `herd ctl metrics`.
+fn max_children_everywhere(herd: &Herd, addr: &str, pool: &str) -> [(u64, u64); 5] {
+    let sock = herd.dir.join("ctl.sock");
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no '{name}' in:\n{text}"))
+    };
+    let page = |query: &str| support::fcgi::get(addr, &format!("/status?{query}")).body();
+    let v = status(addr);
+    let text = page("");
+    let xml = page("xml");
+    let om = page("openmetrics");
+    let (code, ctl, err) = herd.ctl(&sock, &["metrics"]);
+    assert_eq!(code, 0, "{ctl}{err}");
+    let limit = format!("herd_workers_limit{{pool=\"{pool}\"}}");
+    let config = format!("herd_workers_limit_config{{pool=\"{pool}\"}}");
+    [
+        (count(&v, "max children"), count(&v, "config max children")),
+        (
+            field(&text, "max children:"),
+            field(&text, "config max children:"),
+        ),
+        (
+            field(&xml.replace("</max-children>", ""), "<max-children>"),
+            field(
+                &xml.replace("</config-max-children>", ""),
+                "<config-max-children>",
+            ),
+        ),
+        (field(&om, &limit), field(&om, &config)),
+        (field(&ctl, &limit), field(&ctl, &config)),
+    ]
+}
+
+#[test]
+fn scale_sets_pm_max_children_which_every_status_shows_and_a_reload_keeps_until_the_file_changes() {
+    let (a, d) = (addr(), addr());
+    let pools = |static_max: u32| {
+        [
+            pool(
+                "app",
+                &a,
+                &format!("pm = static\npm.max_children = {static_max}\n"),
+                "",
+            ),
+            pool("dyn", &d, DYNAMIC, ""),
+        ]
+    };
+    let global = "control.listen = {dir}/ctl.sock\n";
+    let herd = Herd::start(&config(global, &pools(2)));
+    herd.wait_ready(4);
+    let sock = herd.dir.join("ctl.sock");
+    assert_eq!(max_children_everywhere(&herd, &a, "app"), [(2, 2); 5]);
+
+    // A static pool: its size. The answer says so, and status agrees.
+    let (code, out, err) = herd.ctl(&sock, &["scale", "app", "3"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("pool app: pm.max_children is now 3 (was 2): a static pool keeps 3 workers")
+            && out.contains("the config file says 2, and a reload keeps 3"),
+        "{out}"
+    );
+    wait_total(&a, 3, LIMIT);
+    assert_eq!(max_children_everywhere(&herd, &a, "app"), [(3, 2); 5]);
+
+    // A dynamic pool: the most it runs; it does not start workers for it.
+    let (code, out, err) = herd.ctl(&sock, &["scale", "dyn", "5"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "pool dyn: pm.max_children is now 5 (was 8): a dynamic pool runs at most 5 workers, keeping 1 to 3 idle, 2 now"
+        ),
+        "{out}"
+    );
+    let v = status(&d);
+    assert_eq!(
+        (count(&v, "max children"), count(&v, "config max children")),
+        (5, 8)
+    );
+    assert_eq!(count(&v, "total processes"), 2, "{v}");
+
+    // A reload that leaves the file's pm.max_children alone keeps 3, and
+    // SIGTTIN (one more in every pool) counts from it.
+    let (code, out, err) = herd.ctl(&sock, &["reload", "--force", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    herd.wait_log(
+        "keeping pm.max_children 3 set at run time (the config file says 2)",
+        1,
+        LIMIT,
+    );
+    assert_eq!(count(&wait_total(&a, 3, LIMIT), "max children"), 3);
+    herd.signal(libc::SIGTTIN);
+    herd.wait_log("pm.max_children is now 4 (was 3)", 1, LIMIT);
+    herd.wait_log("pm.max_children is now 6 (was 5)", 1, LIMIT);
+    assert_eq!(count(&wait_total(&a, 4, LIMIT), "max children"), 4);
+
+    // The file's pm.max_children changes: the file wins.
+    herd.rewrite_config(&config(global, &pools(1)));
+    let (code, out, err) = herd.ctl(&sock, &["reload", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    herd.wait_log(
+        "pm.max_children changed in the config file (2 to 1): the run-time value 4 no longer applies",
+        1,
+        LIMIT,
+    );
+    wait_total(&a, 1, LIMIT);
+    assert_eq!(max_children_everywhere(&herd, &a, "app"), [(1, 1); 5]);
+    // The dynamic pool's file did not change: its 6 stays.
+    assert_eq!(count(&status(&d), "max children"), 6);
 }
 
 #[test]

@@ -189,3 +189,216 @@ fn ping_says_not_ready_until_the_first_workers_passed_their_gate() {
         (fcgi::get(&addr, "/ping").status() == 200).then_some(())
     });
 }
+
+/// The one process of a `?json&full` status page.
+fn only_process(v: &serde_json::Value) -> serde_json::Value {
+    let procs = v["processes"].as_array().expect("processes");
+    assert_eq!(procs.len(), 1, "{v}");
+    procs[0].clone()
+}
+
+/// `GET uri`, then the worker's entry on the status page once it is idle
+/// again (the router books the request just after answering it).
+fn cost_of(addr: &str, uri: &str) -> serde_json::Value {
+    assert_eq!(fcgi::get(addr, uri).status(), 200, "{uri}");
+    wait_for(
+        &format!("{uri} to be booked"),
+        Duration::from_secs(5),
+        || {
+            let p = only_process(&fcgi::status_json(addr, "/status"));
+            (p["state"] == "Idle" && p["request uri"] == uri).then_some(p)
+        },
+    )
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[test]
+fn last_request_cpu_and_memory_are_what_the_last_request_cost() {
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start(&pool(&addr, 1, ""));
+    herd.wait_ready(1);
+    // Looking at per-worker status is what turns the measuring on.
+    let first = only_process(&fcgi::status_json(&addr, "/status"));
+    assert!(
+        first.get("last request cpu").is_none(),
+        "nothing measured yet: {first}"
+    );
+
+    let burn = cost_of(&addr, "/?cpu_ms=400");
+    let cpu = burn["last request cpu"].as_f64().expect("cpu measured");
+    assert!(
+        cpu > 25.0,
+        "a CPU-bound request used {cpu}% of a CPU: {burn}"
+    );
+    let sleep = cost_of(&addr, "/?ms=400");
+    let idle_cpu = sleep["last request cpu"].as_f64().expect("cpu measured");
+    assert!(
+        idle_cpu < 15.0,
+        "a sleeping request used {idle_cpu}%: {sleep}"
+    );
+
+    let alloc = cost_of(&addr, "/?alloc_mb=96");
+    let peak = alloc["last request memory"]
+        .as_f64()
+        .expect("memory measured");
+    assert!(
+        peak >= 96.0 * MIB,
+        "96 MiB touched, peak {} MiB",
+        peak / MIB
+    );
+    let small = cost_of(&addr, "/?ms=1");
+    let after = small["last request memory"]
+        .as_f64()
+        .expect("memory measured");
+    assert!(
+        after < 48.0 * MIB,
+        "the peak is the request's, not the process's: {} MiB after a small request",
+        after / MIB
+    );
+
+    // The text page has the same figures under php-fpm's names.
+    let text = fcgi::get(&addr, "/status?full").body();
+    let line = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no '{name}' in:\n{text}"))
+    };
+    assert_eq!(line("last request memory:"), format!("{}", after as u64));
+
+    // While busy, php-fpm's fields say nothing of the request under way.
+    let slow = {
+        let addr = addr.clone();
+        thread::spawn(move || fcgi::get(&addr, "/?ms=1500"))
+    };
+    let busy = wait_for("the worker to be busy", Duration::from_secs(5), || {
+        let p = only_process(&fcgi::status_json(&addr, "/status"));
+        (p["state"] == "Running").then_some(p)
+    });
+    assert!(busy.get("last request cpu").is_none(), "{busy}");
+    assert!(busy.get("last request memory").is_none(), "{busy}");
+    assert_eq!(slow.join().unwrap().status(), 200);
+}
+
+#[test]
+fn the_access_log_writes_each_requests_cpu_and_memory() {
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let extra = "access.log = {dir}/access.log\naccess.format = \"%r %C %{user}C %{mega}M\"\n";
+    let herd = Herd::start(&pool(&addr, 1, extra));
+    herd.wait_ready(1);
+    // No status page is asked for: the format alone turns measuring on.
+    for uri in ["/burn?cpu_ms=400", "/alloc?alloc_mb=80", "/nap?ms=300"] {
+        assert_eq!(fcgi::get(&addr, uri).status(), 200, "{uri}");
+    }
+    let log = herd.dir.join("access.log");
+    let lines = wait_for("three access log lines", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(String::from).collect();
+        (lines.len() >= 3).then_some(lines)
+    });
+    let fields = |path: &str| -> (f64, f64, u64) {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(path))
+            .unwrap_or_else(|| panic!("no line for {path}: {lines:?}"));
+        let f: Vec<&str> = line.split(' ').collect();
+        let num = |i: usize| f[i].parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+        (num(1), num(2), num(3) as u64)
+    };
+    let (burn, burn_user, _) = fields("/burn");
+    assert!(burn > 25.0 && burn_user > 20.0, "{lines:?}");
+    let (_, _, alloc_mb) = fields("/alloc");
+    assert!(alloc_mb >= 80, "{lines:?}");
+    let (nap, _, nap_mb) = fields("/nap");
+    assert!(nap < 15.0 && nap_mb < 40, "{lines:?}");
+}
+
+/// Real php-cgi: a script that burns CPU, one that builds a 64 MiB string;
+/// and a php-cgi with children, where herd cannot tell which process
+/// served a request, so it says nothing rather than something wrong.
+#[test]
+fn php_cgi_requests_show_their_cost_and_a_group_shows_none() {
+    let Some(php) = support::php_cgi() else {
+        support::skip("php-cgi is not installed");
+        return;
+    };
+    let (single, group) = (
+        format!("127.0.0.1:{}", support::free_port()),
+        format!("127.0.0.1:{}", support::free_port()),
+    );
+    let section = |name: &str, addr: &str, children: u32, extra: &str| {
+        format!(
+            "[{name}]\nlisten = {addr}\npm = static\npm.max_children = {children}\ncommand = {}\n\
+             chdir = {{dir}}\npm.status_path = /status\n\
+             access.log = {{dir}}/{name}.log\naccess.format = \"%r %C %M\"\n{}{extra}",
+            php.display(),
+            user_line()
+        )
+    };
+    let conf = format!(
+        "[global]\nerror_log = {{dir}}/herd.log\n{}{}",
+        section("single", &single, 1, ""),
+        section("group", &group, 2, "php.group_size = 2\n"),
+    );
+    let dir = support::Dir::new();
+    dir.write(
+        "burn.php",
+        "<?php $t = microtime(true); $x = 0; while (microtime(true) - $t < 0.4) { $x++; } echo $x;",
+    );
+    dir.write(
+        "big.php",
+        "<?php $s = str_repeat('x', 64 << 20); echo strlen($s);",
+    );
+    let herd = Herd::start_in(dir, &conf);
+    herd.wait_ready(2);
+    let run = |addr: &str, script: &str| {
+        let file = herd.dir.join(script);
+        let reply = fcgi::request(
+            addr,
+            &format!("/{script}"),
+            &[("SCRIPT_FILENAME", file.to_str().unwrap())],
+            b"",
+        );
+        assert_eq!(reply.status(), 200, "{script}: {}", reply.text());
+    };
+    for script in ["burn.php", "big.php"] {
+        run(&single, script);
+        run(&group, script);
+    }
+    let read = |name: &str| {
+        let log = herd.dir.join(&format!("{name}.log"));
+        wait_for(
+            &format!("{name}'s two access log lines"),
+            Duration::from_secs(5),
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                (text.lines().count() >= 2).then_some(text)
+            },
+        )
+    };
+    let single_log = read("single");
+    let cols = |prefix: &str| -> Vec<String> {
+        single_log
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {single_log}"))
+            .split(' ')
+            .map(String::from)
+            .collect()
+    };
+    let burn: f64 = cols("/burn.php")[1].parse().expect("a number");
+    assert!(burn > 25.0, "{single_log}");
+    let big: u64 = cols("/big.php")[2].parse().expect("a number");
+    assert!(big >= 64 << 20, "{single_log}");
+    // The group: '-' in the log, no field on the status page.
+    let group_log = read("group");
+    for line in group_log.lines() {
+        assert!(line.ends_with(" - -"), "{group_log}");
+    }
+    let v = fcgi::status_json(&group, "/status");
+    for p in v["processes"].as_array().unwrap() {
+        assert!(p.get("last request cpu").is_none(), "{p}");
+        assert!(p.get("last request memory").is_none(), "{p}");
+    }
+}

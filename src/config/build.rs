@@ -33,6 +33,23 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     build(doc, path, opts)
 }
 
+/// Reads `path` as far as it can: the config built from every line and
+/// section that holds (a pool with an error is left out, a bad global
+/// value takes its default), and every error. For `herd ctl`, which needs
+/// only the control socket's path; fails only when the file cannot be
+/// read.
+pub fn load_partly(
+    path: &Path,
+    opts: &LoadOptions,
+) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
+    let (doc, mut errors) =
+        ini::read_file_partly(path, opts.prefix.as_deref()).map_err(ConfigErrors)?;
+    let (config, more) = build_partly(doc, path, opts);
+    errors.extend(more);
+    sort_by_line(&mut errors);
+    Ok((config, errors))
+}
+
 /// Reads `text` as if it were the file `origin`: locations name `origin`,
 /// and relative includes and paths are read against its directory.
 pub fn parse_str(text: &str, origin: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
@@ -64,6 +81,22 @@ impl Context<'_> {
 }
 
 fn build(doc: Document, origin: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let (config, mut errors) = build_partly(doc, origin, opts);
+    if errors.is_empty() {
+        return Ok(config);
+    }
+    sort_by_line(&mut errors);
+    Err(ConfigErrors(errors))
+}
+
+/// Checks run directive by directive; people read files line by line.
+fn sort_by_line(errors: &mut [ConfigError]) {
+    let key = |e: &ConfigError| e.location.as_ref().map(|l| (l.file.clone(), l.line));
+    errors.sort_by_key(|e| (e.location.is_none(), key(e)));
+}
+
+/// The config as far as `doc` builds, and every error found on the way.
+fn build_partly(doc: Document, origin: &Path, opts: &LoadOptions) -> (Config, Vec<ConfigError>) {
     let dir = origin
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -116,19 +149,14 @@ fn build(doc: Document, origin: &Path, opts: &LoadOptions) -> Result<Config, Con
         pools.push(pool);
     }
     check_paths_apart(&global, &global_fields, &listens, &mut cx);
-    if !cx.errors.is_empty() {
-        // Checks run directive by directive; people read files line by line.
-        let key = |e: &ConfigError| e.location.as_ref().map(|l| (l.file.clone(), l.line));
-        cx.errors.sort_by_key(|e| (e.location.is_none(), key(e)));
-        return Err(ConfigErrors(cx.errors));
-    }
-    Ok(Config {
+    let config = Config {
         file: Some(origin.to_path_buf()),
         global,
         pools,
         warnings: cx.warnings,
         notes: cx.notes,
-    })
+    };
+    (config, cx.errors)
 }
 
 /// The pid file and the control socket must not be a pool's listening

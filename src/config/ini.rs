@@ -59,12 +59,32 @@ pub fn read_file(path: &Path) -> Result<Document, Vec<ConfigError>> {
 
 /// Like [`read_file`], with php-fpm's prefix (`-p`) for relative includes.
 pub fn read_file_in(path: &Path, prefix: Option<&Path>) -> Result<Document, Vec<ConfigError>> {
+    whole(read_file_partly(path, prefix)?)
+}
+
+/// Like [`read_file_in`], but what could be read comes back beside the
+/// errors (a bad line is left out): for `herd ctl`, which needs one path
+/// from a file that may have a typo elsewhere. Fails only when the file
+/// itself cannot be read.
+pub fn read_file_partly(
+    path: &Path,
+    prefix: Option<&Path>,
+) -> Result<(Document, Vec<ConfigError>), Vec<ConfigError>> {
     match fs::read_to_string(path) {
-        Ok(text) => read_str_in(&text, path, prefix),
+        Ok(text) => Ok(read_partly(&text, path, prefix)),
         Err(e) => Err(vec![ConfigError {
             location: None,
             message: format!("failed to read {}: {e}", path.display()),
         }]),
+    }
+}
+
+/// The document when nothing went wrong, else every error.
+fn whole((doc, errors): (Document, Vec<ConfigError>)) -> Result<Document, Vec<ConfigError>> {
+    if errors.is_empty() {
+        Ok(doc)
+    } else {
+        Err(errors)
     }
 }
 
@@ -86,6 +106,10 @@ pub fn read_str_in(
     origin: &Path,
     prefix: Option<&Path>,
 ) -> Result<Document, Vec<ConfigError>> {
+    whole(read_partly(text, origin, prefix))
+}
+
+fn read_partly(text: &str, origin: &Path, prefix: Option<&Path>) -> (Document, Vec<ConfigError>) {
     let implied = || {
         let dir = std::path::absolute(origin).ok()?.parent()?.to_path_buf();
         (dir.file_name()? == "etc").then(|| dir.parent().map(Path::to_path_buf))?
@@ -99,11 +123,7 @@ pub fn read_str_in(
         ..Reader::default()
     };
     reader.file(text, origin);
-    if reader.errors.is_empty() {
-        Ok(reader.doc)
-    } else {
-        Err(reader.errors)
-    }
+    (reader.doc, reader.errors)
 }
 
 #[derive(Default)]

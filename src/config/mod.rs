@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use build::{LoadOptions, load, parse_str};
+pub use build::{LoadOptions, load, load_partly, parse_str};
 pub use resolve::this_program;
 
 /// Where a section or entry was written.

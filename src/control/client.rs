@@ -4,46 +4,38 @@
 //! Exit codes: 0 done; 1 the master refused or failed (for `reload
 //! --wait`: the deploy was refused, with the reason); 2 cannot reach it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Lines, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::Value;
 
 use super::protocol::{Done, Line, Progress, Request};
+use super::view::{self, Style};
 
-/// Sends `request` and prints what comes back to `out`.
+/// Sends `request` and prints what comes back to `out`, marked up as
+/// `style` says.
 pub fn run(
     socket: &Path,
     request: &Request,
     json: bool,
+    style: Style,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let mut stream = match UnixStream::connect(socket) {
-        Ok(s) => s,
+    let answers = match Answers::ask(socket, request) {
+        Ok(a) => a,
         Err(e) => {
-            eprintln!(
-                "herd ctl: failed to connect to {}: {e} (is herd running? see --socket / --config)",
-                socket.display()
-            );
+            eprintln!("herd ctl: {e:#} (is herd running? see --socket / --config)");
             return Ok(ExitCode::from(2));
         }
     };
-    let mut line = serde_json::to_string(request)?;
-    line.push('\n');
-    stream
-        .write_all(line.as_bytes())
-        .context("failed to send the request")?;
-    for line in BufReader::new(stream).lines() {
-        let line = line.context("failed to read the answer")?;
-        let answer: Line = serde_json::from_str(&line)
-            .context("the master sent something that is not an answer line")?;
+    for answer in answers {
+        let (line, answer) = answer?;
         let shown = match (&answer, json) {
             (_, true) => writeln!(out, "{line}"),
             (Line::Progress(p), false) => show_progress(p, out),
-            (Line::Done(d), false) => show_done(d, out),
+            (Line::Done(d), false) => show_done(d, style, out),
         };
         match shown {
             // A reader that went away (`| head`) is not an error of ours.
@@ -65,6 +57,56 @@ pub fn run(
     Ok(ExitCode::from(1))
 }
 
+/// The master's answer to one request, line by line: each as sent and as
+/// read. The last one is `done`.
+pub struct Answers {
+    lines: Lines<BufReader<UnixStream>>,
+}
+
+impl Answers {
+    /// Connects to the master at `socket` and sends `request`.
+    pub fn ask(socket: &Path, request: &Request) -> anyhow::Result<Answers> {
+        let mut stream = UnixStream::connect(socket)
+            .with_context(|| format!("failed to connect to {}", socket.display()))?;
+        let mut line = serde_json::to_string(request)?;
+        line.push('\n');
+        stream
+            .write_all(line.as_bytes())
+            .context("failed to send the request")?;
+        Ok(Answers {
+            lines: BufReader::new(stream).lines(),
+        })
+    }
+
+    /// The last line, `done`; an error if the master closed first.
+    pub fn done(self) -> anyhow::Result<(String, Done)> {
+        for answer in self {
+            if let (raw, Line::Done(d)) = answer? {
+                return Ok((raw, d));
+            }
+        }
+        anyhow::bail!("the master closed the connection without an answer")
+    }
+}
+
+impl Iterator for Answers {
+    type Item = anyhow::Result<(String, Line)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let line = match self.lines.next()? {
+            Ok(line) => line,
+            Err(e) => {
+                return Some(Err(
+                    anyhow::Error::new(e).context("failed to read the answer")
+                ));
+            }
+        };
+        let parsed = serde_json::from_str(&line)
+            .context("the master sent something that is not an answer line");
+        Some(parsed.map(|answer| (line, answer)))
+    }
+}
+
 fn show_progress(p: &Progress, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(message) = &p.message {
         return writeln!(out, "{message}");
@@ -81,18 +123,9 @@ fn show_progress(p: &Progress, out: &mut dyn Write) -> std::io::Result<()> {
     )
 }
 
-fn show_done(d: &Done, out: &mut dyn Write) -> std::io::Result<()> {
-    if let Some(pools) = &d.pools {
-        let pid = d.pid.map_or("?".into(), |p| p.to_string());
-        writeln!(
-            out,
-            "master pid {pid}: {}",
-            d.phase.as_deref().unwrap_or("?")
-        )?;
-        for p in pools {
-            show_pool(p, out)?;
-        }
-        return Ok(());
+fn show_done(d: &Done, style: Style, out: &mut dyn Write) -> std::io::Result<()> {
+    if d.pools.is_some() {
+        return write!(out, "{}", view::render(d, style));
     }
     if let Some(text) = &d.metrics {
         write!(out, "{text}")?;
@@ -101,97 +134,4 @@ fn show_done(d: &Done, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "{message}")?;
     }
     Ok(())
-}
-
-fn show_pool(p: &Value, out: &mut dyn Write) -> std::io::Result<()> {
-    let d = &p["deploy"];
-    writeln!(
-        out,
-        "pool {}  listen {}  pm {}  queue {}  state {}",
-        s(&p["pool"]),
-        s(&p["listen"]),
-        s(&p["process manager"]),
-        p["listen queue"],
-        s(&p["state"])
-    )?;
-    let gens: Vec<String> = d["generations"]
-        .as_array()
-        .map(|gs| {
-            gs.iter()
-                .map(|g| {
-                    format!(
-                        "{} {} ({} workers)",
-                        g["number"],
-                        s(&g["state"]),
-                        g["workers"]
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    writeln!(out, "  generations: {}", gens.join(", "))?;
-    match d["state"].as_str() {
-        Some("rolling out") => writeln!(
-            out,
-            "  deploy: rolling out generation {}: {}/{} new workers ready, {} old left",
-            d["generation"], d["ready"], d["target"], d["old"]
-        )?,
-        Some("refused") => writeln!(
-            out,
-            "  deploy refused: {} (generation {} keeps serving)",
-            s(&d["reason"]),
-            d["serving"]
-        )?,
-        _ => writeln!(out, "  deploy: stable at generation {}", d["serving"])?,
-    }
-    writeln!(
-        out,
-        "  {:<8} {:>4}  {:<9} {:>9}  {:>8}  {:>7}  {:>9}  {:>9}",
-        "PID", "GEN", "STATE", "REQUESTS", "UPTIME", "CPU", "MEMORY", "LAST USED"
-    )?;
-    for w in p["processes"].as_array().into_iter().flatten() {
-        let state = if w["retiring"] == true {
-            "Retiring".to_string()
-        } else {
-            s(&w["state"])
-        };
-        writeln!(
-            out,
-            "  {:<8} {:>4}  {:<9} {:>9}  {:>8}  {:>7}  {:>9}  {:>9}",
-            s(&w["pid"]),
-            s(&w["generation"]),
-            state,
-            s(&w["requests"]),
-            duration(w["start since"].as_f64().unwrap_or(0.0)),
-            format!("{:.1}s", w["cpu seconds"].as_f64().unwrap_or(0.0)),
-            mib(w["rss"].as_f64().unwrap_or(0.0)),
-            match w["last used"].as_f64() {
-                Some(t) => format!("{} ago", duration(t)),
-                None => "-".into(),
-            }
-        )?;
-    }
-    Ok(())
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-fn duration(secs: f64) -> String {
-    let secs = secs as u64;
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
-        3600..86400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
-    }
-}
-
-fn mib(bytes: f64) -> String {
-    format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
 }

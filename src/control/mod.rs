@@ -1,9 +1,12 @@
 //! herd's control plane: the control socket the master serves, its JSON
-//! protocol, and `herd ctl`, the client.
+//! protocol, and `herd ctl`, the client, with the status view it prints
+//! and `herd ctl top` redraws.
 
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod top;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@
 //! {"cmd":"status"}
 //! {"cmd":"reload","pool":null,"force":false,"wait":true}
 //! {"cmd":"restart","pool":"www","batch":2}
-//! {"cmd":"scale","pool":"www","workers":8}
+//! {"cmd":"scale","pool":"www","max_children":8}
 //! {"cmd":"stop","fast":false}
 //! ```
 //!
@@ -33,9 +33,11 @@ pub enum Request {
         #[serde(default)]
         batch: Option<usize>,
     },
+    /// Set a pool's `pm.max_children` at run time.
     Scale {
         pool: String,
-        workers: usize,
+        #[serde(alias = "workers")]
+        max_children: u32,
     },
     Stop {
         #[serde(default)]
@@ -75,6 +77,12 @@ pub struct Done {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// During a graceful stop, seconds until its current step ends: the
+    /// listeners close (`depooling`, `shutdown.depool_delay`), or the
+    /// requests still running are stopped (`draining`,
+    /// `process_control_timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_ends_in: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pools: Option<Vec<serde_json::Value>>,
 }
@@ -153,12 +161,12 @@ mod tests {
             }
         );
         let r: Request =
-            serde_json::from_str(r#"{"cmd":"scale","pool":"www","workers":3}"#).unwrap();
+            serde_json::from_str(r#"{"cmd":"scale","pool":"www","max_children":3}"#).unwrap();
         assert_eq!(
             r,
             Request::Scale {
                 pool: "www".into(),
-                workers: 3
+                max_children: 3
             }
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());

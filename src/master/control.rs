@@ -79,12 +79,20 @@ impl Master {
                     done_ok(&reply, started.join("\n"));
                 }
             }
-            Request::Scale { pool, workers } => match self.pool(&pool) {
-                Some(p) if workers > 0 => {
-                    let _ = p.commands.send(supervisor::Command::ScaleTo { workers });
-                    done_ok(&reply, format!("pool {pool}: scaling to {workers} workers"));
+            Request::Scale { pool, max_children } => match self.pool(&pool) {
+                Some(p) if max_children > 0 => {
+                    let (tx, rx) = oneshot::channel();
+                    let cmd = supervisor::Command::ScaleTo {
+                        max_children,
+                        reply: tx,
+                    };
+                    let _ = p.commands.send(cmd);
+                    match rx.await {
+                        Ok(said) => done_ok(&reply, format!("pool {pool}: {said}")),
+                        Err(_) => done_err(&reply, format!("pool {pool} is stopping")),
+                    }
                 }
-                Some(_) => done_err(&reply, "a pool needs at least one worker".into()),
+                Some(_) => done_err(&reply, "pm.max_children must be at least 1".into()),
                 None => done_err(&reply, format!("no pool named '{pool}'")),
             },
             Request::Upgrade => return self.upgrade(reply).await,
@@ -117,11 +125,18 @@ impl Master {
                     .iter()
                     .map(|p| pool_json(&p.pool, phase))
                     .collect();
+                let now = tokio::time::Instant::now();
+                let phase_ends_in = self
+                    .phase_ends
+                    .get()
+                    .filter(|_| phase.stopping())
+                    .map(|t| t.saturating_duration_since(now).as_secs_f64());
                 let _ = reply.send(Line::Done(Done {
                     done: true,
                     ok: true,
                     pid: Some(std::process::id()),
                     phase: Some(phase.as_str().into()),
+                    phase_ends_in,
                     pools: Some(pools),
                     ..Done::default()
                 }));
@@ -195,12 +210,20 @@ async fn wait_rollouts(done: Vec<Reloaded>, reply: Reply) {
 /// A pool's status for `herd ctl status`: php-fpm's fields (full), the
 /// deploy state and per-worker CPU, memory and idle time.
 fn pool_json(pool: &Arc<Pool>, phase: Phase) -> Value {
+    pool.watch_usage();
     let started = SystemTime::now() - pool.started.elapsed();
     let snap = status::snapshot(pool, started, phase);
     let (_, body) = status::render(&snap, status::Format::Json, true);
     let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     v["listen"] = json!(pool.config().listen.to_string());
     v["deploy"] = serde_json::to_value(pool.deploy.borrow().clone()).unwrap_or(Value::Null);
+    v["connections open"] = json!(snap.metrics.connections_open);
+    // The JSON rendering lists the processes in the snapshot's order.
+    if let Some(procs) = v["processes"].as_array_mut() {
+        for (p, s) in procs.iter_mut().zip(&snap.processes) {
+            p["requests in flight"] = json!(s.in_flight);
+        }
+    }
     v
 }
 

@@ -48,7 +48,8 @@ struct PoolHandle {
     /// one, each under its address.
     listener_fds: Vec<(crate::config::ListenAddr, std::os::fd::RawFd)>,
     commands: mpsc::UnboundedSender<supervisor::Command>,
-    supervisor: JoinHandle<()>,
+    /// `None` once a stop waits for it.
+    supervisor: Option<JoinHandle<()>>,
     acceptors: Vec<JoinHandle<()>>,
 }
 
@@ -83,6 +84,9 @@ struct Master {
     started: bool,
     /// Reloads whose rollouts have not settled yet.
     reloads: usize,
+    /// During a graceful stop, when its current step ends: the depool
+    /// delay, then `process_control_timeout` (for `herd ctl status`).
+    phase_ends: std::cell::Cell<Option<tokio::time::Instant>>,
 }
 
 /// What the master's own tasks report back to its loop.
@@ -198,6 +202,7 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         upgrading: None,
         started: false,
         reloads: 0,
+        phase_ends: std::cell::Cell::new(None),
     };
     for (cfg, listener) in master.config.pools.clone().into_iter().zip(listeners) {
         master.start_pool(cfg, listener)?;
@@ -249,7 +254,7 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     match stop {
         Stop::Graceful => master.graceful_stop(inputs, false).await,
         Stop::HandOff => master.graceful_stop(inputs, true).await,
-        Stop::Fast => master.fast_stop().await,
+        Stop::Fast => master.fast_stop(inputs.control).await,
     }
     tracing::info!("herd stopped");
     Ok(())
@@ -330,7 +335,7 @@ impl Master {
         }
         self.pools.push(PoolHandle {
             listener_fds,
-            supervisor: tokio::spawn(sup.run()),
+            supervisor: Some(tokio::spawn(sup.run())),
             acceptors,
             pool,
             commands,

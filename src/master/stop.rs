@@ -74,9 +74,32 @@ pub(super) enum Ending {
 /// What the wait needs from the master; tests give it a fake.
 pub(super) trait Host {
     fn phase(&self) -> &PhaseTx;
+    /// When the current step of the stop ends, for status.
+    fn phase_ends(&self, at: Option<Instant>);
     fn reopen_logs(&self);
     /// Answers a status or metrics request.
     fn answer(&self, ctl: Control);
+}
+
+/// Answers a `herd ctl` request while the master stops: status and
+/// metrics as ever, a refusal for what would change what is being
+/// stopped. Returns true for a second stop (`stop --fast`), which the
+/// caller acts on.
+fn answer_during_stop(host: &impl Host, ctl: Control) -> bool {
+    match on_control(&ctl.request) {
+        ControlResponse::Escalate => {
+            let _ = ctl.reply.send(Line::ok("stopping now"));
+            true
+        }
+        ControlResponse::Answer => {
+            host.answer(ctl);
+            false
+        }
+        ControlResponse::Refuse => {
+            let _ = ctl.reply.send(Line::error("herd is stopping"));
+            false
+        }
+    }
 }
 
 /// Where a graceful stop's wait gets its events from.
@@ -105,6 +128,7 @@ pub(super) async fn wait(
     }
     let mut drained = std::pin::pin!(drained);
     let mut until = Instant::now() + depool;
+    host.phase_ends(Some(until));
     let mut draining = false;
     loop {
         tokio::select! {
@@ -112,8 +136,9 @@ pub(super) async fn wait(
                 tracing::info!(
                     "graceful stop: listeners closed, finishing requests in flight (up to {grace:?})"
                 );
-                host.phase().send_replace(Phase::Draining);
                 until = Instant::now() + grace;
+                host.phase_ends(Some(until));
+                host.phase().send_replace(Phase::Draining);
                 draining = true;
             }
             _ = tokio::time::sleep_until(until), if draining => {
@@ -129,16 +154,9 @@ pub(super) async fn wait(
                 Response::ReopenLogs => host.reopen_logs(),
                 Response::Ignore => tracing::info!("{}: stopping, ignored", ev.signals()),
             },
-            Some(ctl) = control.recv() => match on_control(&ctl.request) {
-                ControlResponse::Escalate => {
-                    let _ = ctl.reply.send(Line::ok("stopping now"));
-                    tracing::info!("herd ctl stop --fast during the graceful stop: stopping now");
-                    return Ending::Escalated;
-                }
-                ControlResponse::Answer => host.answer(ctl),
-                ControlResponse::Refuse => {
-                    let _ = ctl.reply.send(Line::error("herd is stopping"));
-                }
+            Some(ctl) = control.recv() => if answer_during_stop(host, ctl) {
+                tracing::info!("herd ctl stop --fast during the graceful stop: stopping now");
+                return Ending::Escalated;
             },
         }
     }
@@ -167,27 +185,51 @@ impl Master {
                 p.wait_connections_closed().await;
             }
         };
-        if wait(&self, inputs, depool, grace, drained).await == Ending::Escalated {
-            return self.fast_stop().await;
+        let Inputs { signals, control } = inputs;
+        let waits = Inputs {
+            signals,
+            control: &mut *control,
+        };
+        if wait(&self, waits, depool, grace, drained).await != Ending::Escalated {
+            for p in &self.pools {
+                let _ = p.commands.send(supervisor::Command::StopGraceful);
+            }
         }
-        for p in &self.pools {
-            let _ = p.commands.send(supervisor::Command::StopGraceful);
-        }
-        self.fast_stop().await;
+        self.fast_stop(control).await;
     }
 
     /// Listeners close, workers get their stop signal, then SIGKILL.
-    pub(super) async fn fast_stop(self) {
+    /// `herd ctl status` is answered until the last worker is gone (a
+    /// worker slow to exit on its stop signal once made it hang).
+    pub(super) async fn fast_stop(mut self, control: &mut mpsc::UnboundedReceiver<Control>) {
         self.phase.send_replace(Phase::Stopping);
+        self.phase_ends.set(None);
         let mut bound = Duration::ZERO;
         for p in &self.pools {
             let _ = p.commands.send(supervisor::Command::StopFast);
             bound = bound.max(p.pool.config().worker_kill_timeout);
         }
-        for p in self.pools {
-            // Workers get SIGKILL at worker.kill_timeout; a little more for
-            // the exits to be reaped.
-            let _ = tokio::time::timeout(bound + Duration::from_secs(2), p.supervisor).await;
+        let supervisors: Vec<_> = self
+            .pools
+            .iter_mut()
+            .filter_map(|p| p.supervisor.take())
+            .collect();
+        // Workers get SIGKILL at worker.kill_timeout; a little more for
+        // the exits to be reaped.
+        let stopped = tokio::time::timeout(
+            bound + Duration::from_secs(2),
+            futures_util::future::join_all(supervisors),
+        );
+        let mut stopped = std::pin::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                Some(ctl) = control.recv() => {
+                    answer_during_stop(&self, ctl);
+                }
+            }
+        }
+        for p in &self.pools {
             p.acceptors.iter().for_each(tokio::task::JoinHandle::abort);
         }
     }
@@ -196,6 +238,10 @@ impl Master {
 impl Host for Master {
     fn phase(&self) -> &PhaseTx {
         &self.phase
+    }
+
+    fn phase_ends(&self, at: Option<Instant>) {
+        self.phase_ends.set(at);
     }
 
     fn reopen_logs(&self) {

@@ -11,12 +11,16 @@ const GRACE: Duration = Duration::from_secs(10);
 
 struct Fake {
     phase: PhaseTx,
+    ends: Cell<Option<Instant>>,
     reopened: Cell<u32>,
 }
 
 impl Host for Fake {
     fn phase(&self) -> &PhaseTx {
         &self.phase
+    }
+    fn phase_ends(&self, at: Option<Instant>) {
+        self.ends.set(at);
     }
     fn reopen_logs(&self) {
         self.reopened.set(self.reopened.get() + 1);
@@ -45,6 +49,7 @@ fn rig() -> Rig {
     Rig {
         host: Fake {
             phase: watch::channel(Phase::Serving).0,
+            ends: Cell::new(None),
             reopened: Cell::new(0),
         },
         signals,
@@ -224,4 +229,16 @@ async fn herd_ctl_answers_status_while_stopping_and_stop_fast_escalates() {
     let (ending, took) = r.run(DEPOOL).await;
     assert_eq!((ending, took), (Ending::Escalated, Duration::from_secs(3)));
     assert_eq!(asked.await.unwrap(), vec![true, false, true]);
+}
+
+/// Status tells how long the drain has left: `process_control_timeout`
+/// from the moment the listeners closed, not from the signal.
+#[tokio::test(start_paused = true)]
+async fn the_drain_says_when_it_ends() {
+    let mut r = rig();
+    let start = Instant::now();
+    r.drained_at(GRACE * 2);
+    let (ending, took) = r.run(DEPOOL).await;
+    assert_eq!((ending, took), (Ending::TimedOut, DEPOOL + GRACE));
+    assert_eq!(r.host.ends.get(), Some(start + DEPOOL + GRACE));
 }

@@ -13,13 +13,14 @@ mod deploy;
 pub mod dispatch;
 mod histogram;
 mod scoreboard;
+pub mod usage;
 mod worker_conn;
 mod workers;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,7 +32,8 @@ pub use deploy::{DeployCell, DeployState, DeployStatus, GenerationStatus, Settle
 use dispatch::IdleSlots;
 pub use dispatch::WorkerId;
 pub use histogram::{BUCKETS, Histogram, HistogramSnapshot};
-pub use scoreboard::{BusyInfo, IdleWorker, Load, WorkerEntry, WorkerState};
+pub use scoreboard::{BusyInfo, IdleWorker, LastRequest, Load, WorkerEntry, WorkerState};
+pub use usage::RequestUsage;
 pub use worker_conn::WorkerConn;
 pub use workers::Snapshot;
 
@@ -76,8 +78,13 @@ pub struct Lease {
     pub slot: u32,
     pub pid: u32,
     pub generation: u32,
+    /// Requests the worker serves at once.
+    pub slots: u32,
     /// `None` once released.
     pub conn: Option<WorkerConn>,
+    /// What the request cost the worker, when it was measured; the
+    /// scoreboard keeps it as the worker's last request's.
+    pub usage: Option<RequestUsage>,
     pool: Arc<Pool>,
 }
 
@@ -129,6 +136,8 @@ struct Dispatch {
     busy: usize,
     /// The pool's newest generation.
     generation: u32,
+    /// `pm.max_children` set at run time (`herd ctl scale`), if any.
+    scaled_max_children: Option<u32>,
     /// Requests that ended, by the generation of the worker that served
     /// them. Counted here, under the lock release takes anyway, so the hot
     /// path gains no lock, and so totals outlive the workers.
@@ -167,7 +176,15 @@ pub struct Pool {
     open_conns: tokio::sync::watch::Sender<usize>,
     /// One log throttle per kind of refusal, indexed by `Refused`.
     refusals: Mutex<[Throttle; 4]>,
+    /// Until when (milliseconds after `started`) requests are measured
+    /// for status: see [`Pool::watch_usage`].
+    usage_until: AtomicU64,
 }
+
+/// How long requests' CPU and memory are measured after someone looked at
+/// per-worker status: long enough to follow an incident in `herd ctl
+/// top`, short enough that nobody pays for it unwatched.
+pub const USAGE_WINDOW: Duration = Duration::from_secs(600);
 
 /// Held by each open client connection of a pool.
 pub struct ConnGuard(Arc<Pool>);
@@ -197,6 +214,7 @@ impl Pool {
             deploy: DeployCell::default(),
             open_conns: tokio::sync::watch::Sender::new(0),
             refusals: Mutex::default(),
+            usage_until: AtomicU64::new(0),
         });
         Ok((pool, rx))
     }
@@ -241,6 +259,19 @@ impl Pool {
                 t.flush(&self.name);
             }
         }
+    }
+
+    /// Someone looked at per-worker status (`herd ctl status`, a status
+    /// page with `full`): each request's CPU and memory are measured from
+    /// now until [`USAGE_WINDOW`] after the last look.
+    pub fn watch_usage(&self) {
+        let until = (self.started.elapsed() + USAGE_WINDOW).as_millis() as u64;
+        self.usage_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Whether a request starting now is measured for status.
+    pub fn usage_wanted(&self) -> bool {
+        (self.started.elapsed().as_millis() as u64) < self.usage_until.load(Ordering::Relaxed)
     }
 
     /// Why no worker can start, while that is so.
@@ -294,7 +325,9 @@ impl Pool {
             slot,
             pid: entry.pid,
             generation: entry.generation,
+            slots: entry.slots,
             conn: Some(conn),
+            usage: None,
             pool: self.me.upgrade().expect("pool outlives its leases"),
         }
     }
@@ -358,7 +391,7 @@ impl Pool {
             return; // exited meanwhile
         };
         let was_busy = if ended {
-            entry.finish_request(slot)
+            entry.finish_request(slot, lease.usage)
         } else {
             let busy = entry.on_slot(slot).is_some();
             entry.unuse(slot);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::WorkerId;
+use super::usage::RequestUsage;
 
 /// Where a worker is in its life, as far as routing goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +62,8 @@ impl BusyInfo {
 pub struct LastRequest {
     pub info: BusyInfo,
     pub duration: Duration,
+    /// What it cost the worker, when it was measured.
+    pub usage: Option<RequestUsage>,
 }
 
 #[derive(Clone, Debug)]
@@ -130,9 +133,10 @@ impl WorkerEntry {
         self.busy.push((slot, info));
     }
 
-    /// Books the request on `slot` as finished; false when that slot was
-    /// not busy (counted already).
-    pub fn finish_request(&mut self, slot: u32) -> bool {
+    /// Books the request on `slot` as finished, with what it cost when
+    /// that was measured; false when that slot was not busy (counted
+    /// already).
+    pub fn finish_request(&mut self, slot: u32, usage: Option<RequestUsage>) -> bool {
         let Some(at) = self.busy.iter().position(|(s, _)| *s == slot) else {
             return false;
         };
@@ -142,7 +146,11 @@ impl WorkerEntry {
             self.idle_since = Instant::now();
         }
         let duration = info.started.elapsed();
-        self.last = Some(LastRequest { info, duration });
+        self.last = Some(LastRequest {
+            info,
+            duration,
+            usage,
+        });
         true
     }
 
@@ -196,10 +204,10 @@ mod tests {
         assert_eq!(w.state(), WorkerState::Busy);
         assert_eq!(w.current().unwrap().uri, "/a");
         assert_eq!(w.on_slot(0).unwrap().uri, "/b");
-        assert!(w.finish_request(1));
-        assert!(!w.finish_request(1), "a slot is counted once");
+        assert!(w.finish_request(1, None));
+        assert!(!w.finish_request(1, None), "a slot is counted once");
         assert_eq!(w.state(), WorkerState::Busy);
-        assert!(w.finish_request(0));
+        assert!(w.finish_request(0, None));
         assert_eq!(w.state(), WorkerState::Idle);
         assert_eq!(w.requests, 2);
         assert_eq!(w.last.as_ref().unwrap().info.uri, "/b");

@@ -73,6 +73,7 @@ impl Pool {
             queue_len: d.queue.iter().filter(|w| !w.tx.is_closed()).count(),
             unavailable: d.unavailable.clone(),
             generation: d.generation,
+            scaled_max_children: d.scaled_max_children,
             served: d.served.iter().map(|(g, n)| (*g, *n)).collect(),
         }
     }
@@ -80,6 +81,11 @@ impl Pool {
     /// Sets the pool's newest generation, for status.
     pub fn set_generation(&self, generation: u32) {
         self.lock().generation = generation;
+    }
+
+    /// Publishes `pm.max_children` set at run time, for status.
+    pub fn set_scaled_max_children(&self, max_children: Option<u32>) {
+        self.lock().scaled_max_children = max_children;
     }
 
     /// Gives every worker the dispatch rank of its generation, and puts the
@@ -145,6 +151,8 @@ pub struct Snapshot {
     pub queue_len: usize,
     pub unavailable: Option<String>,
     pub generation: u32,
+    /// `pm.max_children` set at run time; `None`: the config file's.
+    pub scaled_max_children: Option<u32>,
     /// Requests that ended, by generation, oldest first.
     pub served: Vec<(u32, u64)>,
 }

@@ -6,6 +6,8 @@ use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use crate::fastcgi::pairs;
+use crate::pool::RequestUsage;
+use crate::pool::usage::Cpu;
 
 /// What one finished request tells the access log.
 pub struct Entry<'a> {
@@ -17,6 +19,8 @@ pub struct Entry<'a> {
     pub received: SystemTime,
     pub duration: Duration,
     pub worker_pid: u32,
+    /// What the request cost its worker, when it was measured.
+    pub usage: Option<RequestUsage>,
 }
 
 /// `access.suppress_path[]`: a successful request for one of `paths`
@@ -34,11 +38,34 @@ pub fn suppressed(paths: &[String], e: &Entry<'_>) -> bool {
 /// Renders `format` for `e`. Unknown letters are written as they are.
 pub fn format(format: &str, e: &Entry<'_>) -> String {
     let mut out = String::with_capacity(128);
+    for token in tokens(format) {
+        match token {
+            Token::Text(c) => out.push(c),
+            Token::Letter(letter, arg) => letter_value(&mut out, letter, arg.as_deref(), e),
+        }
+    }
+    out
+}
+
+/// Whether `format` shows what a request cost its worker (`%C`, `%M`),
+/// which the router then measures for every request.
+pub fn measures_usage(format: &str) -> bool {
+    tokens(format).any(|t| matches!(t, Token::Letter('C' | 'M', _)))
+}
+
+/// A piece of an `access.format`: a character as it is, or a `%` letter
+/// with its `{argument}`.
+enum Token {
+    Text(char),
+    Letter(char, Option<String>),
+}
+
+fn tokens(format: &str) -> impl Iterator<Item = Token> + '_ {
     let mut chars = format.chars().peekable();
-    while let Some(c) = chars.next() {
+    std::iter::from_fn(move || {
+        let c = chars.next()?;
         if c != '%' {
-            out.push(c);
-            continue;
+            return Some(Token::Text(c));
         }
         let mut arg = None;
         if chars.peek() == Some(&'{') {
@@ -46,13 +73,12 @@ pub fn format(format: &str, e: &Entry<'_>) -> String {
             let a: String = chars.by_ref().take_while(|c| *c != '}').collect();
             arg = Some(a);
         }
-        let Some(letter) = chars.next() else {
-            out.push('%');
-            break;
-        };
-        letter_value(&mut out, letter, arg.as_deref(), e);
-    }
-    out
+        // A `%` at the very end is written as it is.
+        Some(match chars.next() {
+            Some(letter) => Token::Letter(letter, arg),
+            None => Token::Text('%'),
+        })
+    })
 }
 
 fn letter_value(out: &mut String, letter: char, arg: Option<&str>, e: &Entry<'_>) {
@@ -63,7 +89,12 @@ fn letter_value(out: &mut String, letter: char, arg: Option<&str>, e: &Entry<'_>
     let uri = param(b"REQUEST_URI");
     let _ = match letter {
         '%' => write!(out, "%"),
-        'C' => write!(out, "0.00"),
+        // php-fpm's %CPU of the request and its memory peak; `-` where
+        // herd could not measure them (see `pool::usage`).
+        'C' => match (e.usage, cpu_part(arg)) {
+            (Some(u), Some(part)) => write!(out, "{:.2}", u.cpu_percent(part)),
+            _ => write!(out, "-"),
+        },
         'd' => match arg {
             Some("milliseconds") | Some("milli") | Some("mili") => {
                 write!(out, "{:.3}", e.duration.as_secs_f64() * 1e3)
@@ -79,7 +110,10 @@ fn letter_value(out: &mut String, letter: char, arg: Option<&str>, e: &Entry<'_>
             param(b"CONTENT_LENGTH").parse::<u64>().unwrap_or(0)
         ),
         'm' => write!(out, "{}", or_dash(param(b"REQUEST_METHOD"))),
-        'M' => write!(out, "0"),
+        'M' => match (e.usage.and_then(|u| u.memory), memory_unit(arg)) {
+            (Some(bytes), Some(unit)) => write!(out, "{}", bytes / unit),
+            _ => write!(out, "-"),
+        },
         'n' => write!(out, "{}", e.pool),
         'o' => write!(
             out,
@@ -106,6 +140,27 @@ fn letter_value(out: &mut String, letter: char, arg: Option<&str>, e: &Entry<'_>
         'u' => write!(out, "{}", or_dash(param(b"REMOTE_USER"))),
         other => write!(out, "%{other}"),
     };
+}
+
+/// `%{total}C` (the default), `%{user}C`, `%{system}C`.
+fn cpu_part(arg: Option<&str>) -> Option<Cpu> {
+    match arg.unwrap_or("total") {
+        "total" => Some(Cpu::Total),
+        "user" => Some(Cpu::User),
+        "system" => Some(Cpu::System),
+        _ => None,
+    }
+}
+
+/// `%{bytes}M` (the default), `%{kilo}M`, `%{mega}M` and their long names,
+/// as the divisor.
+fn memory_unit(arg: Option<&str>) -> Option<u64> {
+    match arg.unwrap_or("bytes").to_ascii_lowercase().as_str() {
+        "bytes" => Some(1),
+        "kilo" | "kilobytes" => Some(1024),
+        "mega" | "megabytes" => Some(1024 * 1024),
+        _ => None,
+    }
 }
 
 const CLF: &str = "%d/%b/%Y:%H:%M:%S %z";
@@ -161,18 +216,24 @@ mod tests {
         p
     }
 
-    #[test]
-    fn default_format_like_php_fpm() {
-        let p = params();
-        let e = Entry {
+    /// A 404 of 1.5 s from worker 42, not measured.
+    fn entry(params: &[u8]) -> Entry<'_> {
+        Entry {
             pool: "www",
-            params: &p,
+            params,
             response_head: b"Status: 404 Not Found\r\nX-Cache: hit\r\n\r\n",
             status: 404,
             received: SystemTime::UNIX_EPOCH,
             duration: Duration::from_millis(1500),
             worker_pid: 42,
-        };
+            usage: None,
+        }
+    }
+
+    #[test]
+    fn default_format_like_php_fpm() {
+        let p = params();
+        let e = entry(&p);
         let line = format("%R - %u %t \"%m %r\" %s", &e);
         assert!(line.starts_with("10.0.0.7 - - "), "{line}");
         assert!(line.ends_with("\"GET /index.php\" 404"), "{line}");
@@ -184,5 +245,27 @@ mod tests {
             "www 42 1.500 1500.000 example.org hit /srv/index.php ?a=1 0 %"
         );
         assert_eq!(format("%{%Y}t", &e).len(), 4);
+        assert_eq!(format("%C %M %{mega}M", &e), "- - -", "not measured");
+        assert!(!measures_usage("%R - %u %t \"%m %r\" %s %%C"));
+        assert!(measures_usage("%{user}C") && measures_usage("%{kilo}M %d"));
+    }
+
+    #[test]
+    fn cpu_and_memory_as_php_fpm_writes_them() {
+        let p = params();
+        let e = Entry {
+            response_head: b"",
+            usage: Some(RequestUsage {
+                user: Duration::from_millis(300),
+                system: Duration::from_millis(100),
+                elapsed: Duration::from_millis(400),
+                memory: Some(3 << 20),
+            }),
+            ..entry(&p)
+        };
+        assert_eq!(
+            format("%C %{user}C %{system}C %M %{kilo}M %{megabytes}M", &e),
+            "100.00 75.00 25.00 3145728 3072 3"
+        );
     }
 }

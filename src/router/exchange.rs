@@ -12,12 +12,13 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::timeout;
 
+use super::access_log;
 use super::relay::{Attempt, Trip};
 use crate::config::PoolConfig;
 use crate::fastcgi::frame::records;
 use crate::fastcgi::record::{self, EndRequest, HEADER_LEN};
 use crate::fastcgi::response;
-use crate::pool::{Counters, Lease, Outcome, Pool, WorkerConn};
+use crate::pool::{Counters, Lease, Outcome, Pool, WorkerConn, usage};
 
 /// Writes to the client; false when it is gone or stalled past the timeout.
 pub(super) async fn write_client<W: AsyncWrite + Unpin>(
@@ -55,6 +56,9 @@ where
     let leased_at = Instant::now();
     let (worker, slot, pid) = (lease.id, lease.slot, lease.pid);
     let want_head = pool.logs.access.is_some();
+    let measured = measures(pool, cfg, &lease)
+        .then(|| usage::start(pid))
+        .flatten();
     let sent_any = AtomicBool::new(false);
     let conn = lease
         .conn
@@ -106,6 +110,8 @@ where
                 conn.disconnect();
             }
             log.status = response::status_of(&log.head).unwrap_or(200);
+            lease.usage = measured.and_then(usage::finish);
+            log.usage = lease.usage;
             pool.release(
                 lease,
                 if clean {
@@ -133,6 +139,15 @@ where
             }
         }
     }
+}
+
+/// Whether to measure what this request costs its worker: for the access
+/// log's `%C`/`%M`, or while someone watches per-worker status; and only
+/// where the leased process is the one that serves (see `pool::usage`).
+fn measures(pool: &Pool, cfg: &PoolConfig, lease: &Lease) -> bool {
+    let serves_itself = lease.slots == 1 && cfg.php_group.is_none();
+    let logged = pool.logs.access.is_some() && access_log::measures_usage(&cfg.access_format);
+    serves_itself && (logged || pool.usage_wanted())
 }
 
 pub(super) fn deadline(from: Instant, after: Duration) -> Option<tokio::time::Instant> {

@@ -58,6 +58,9 @@ pub fn answer(
         let query =
             String::from_utf8_lossy(pairs::find(params, b"QUERY_STRING").unwrap_or_default());
         let (format, full) = status::parse_query(&query);
+        if full {
+            pool.watch_usage();
+        }
         let started = SystemTime::now() - pool.started.elapsed();
         let snap = status::snapshot(pool, started, phase);
         let (content_type, body) = status::render(&snap, format, full);

@@ -24,7 +24,7 @@ use super::script;
 use crate::config::PoolConfig;
 use crate::fastcgi::pairs;
 use crate::fastcgi::record::{self, BeginRequest};
-use crate::pool::{AcquireError, BusyInfo, Counters, Lease, Pool};
+use crate::pool::{AcquireError, BusyInfo, Counters, Lease, Pool, RequestUsage};
 
 /// A request whose params are complete, ready to be served.
 pub struct Request {
@@ -117,6 +117,7 @@ where
             received,
             duration: started.elapsed(),
             worker_pid: log.pid,
+            usage: log.usage,
         };
         if !access_log::suppressed(&cfg.access_suppress_paths, &entry) {
             access.write_line(&access_log::format(&cfg.access_format, &entry));
@@ -204,6 +205,8 @@ pub(super) struct ResponseLog {
     pub status: u16,
     /// The first bytes of the response's stdout (its CGI headers).
     pub head: Vec<u8>,
+    /// What the request cost its worker, when it was measured.
+    pub usage: Option<RequestUsage>,
 }
 
 /// Only a request the worker cannot have acted on differently the second

@@ -18,7 +18,8 @@
 //! | `herd_connections_open` | gauge | pool | client connections open now |
 //! | `herd_workers` | gauge | pool, generation, state | workers now, by generation and state: `idle`, `busy`, `warming` (before the readiness gate), `retiring` (getting no new request) |
 //! | `herd_slots` | gauge | pool, state | requests the ready workers can take at once, `idle` or `busy` (a php-cgi with N children, a php-fpm group of N, or an FCGI::ProcManager script of N is N slots) |
-//! | `herd_workers_limit` | gauge | pool | `pm.max_children` |
+//! | `herd_workers_limit` | gauge | pool | `pm.max_children` in force: the config file's, or what `herd ctl scale` (or SIGTTIN/SIGTTOU) set at run time |
+//! | `herd_workers_limit_config` | gauge | pool | `pm.max_children` as the config file says |
 //! | `herd_max_children_reached_total` | counter | pool | times the pool wanted another worker and `pm.max_children` said no |
 //! | `herd_spawns_total` | counter | pool | workers started |
 //! | `herd_worker_failures_total` | counter | pool | workers that failed to start or exited early |
@@ -328,9 +329,18 @@ fn workers(out: &mut Out<'_>, pools: &[&PoolStatus]) {
         (
             "herd_workers_limit",
             "gauge",
-            "The most workers at once (pm.max_children).",
+            "pm.max_children in force: the config file's, or what herd ctl scale set.",
         ),
         |s| s.max_children,
+    );
+    out.per_pool(
+        pools,
+        (
+            "herd_workers_limit_config",
+            "gauge",
+            "pm.max_children as the config file says.",
+        ),
+        |s| s.config_max_children,
     );
     out.per_pool(
         pools,

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use crate::phase::Phase;
+use crate::pool::usage::Cpu;
 use crate::pool::{Pool, WorkerState};
 pub use metrics::Metrics;
 pub use render::render;
@@ -42,7 +43,11 @@ pub struct PoolStatus {
     pub slow_requests: u64,
     // herd's own.
     pub generation: u32,
+    /// `pm.max_children` in force: set at run time (`herd ctl scale`,
+    /// SIGTTIN/SIGTTOU), else the config file's.
     pub max_children: u32,
+    /// `pm.max_children` as the config file says.
+    pub config_max_children: u32,
     pub warming_processes: u64,
     pub spawns: u64,
     pub failures: u64,
@@ -76,8 +81,11 @@ pub struct ProcessStatus {
     pub content_length: u64,
     pub user: String,
     pub script: String,
-    pub last_request_cpu: f64,
-    pub last_request_memory: u64,
+    /// php-fpm's %CPU of the last request, while the worker is idle and
+    /// when that request was measured (see `pool::usage`).
+    pub last_request_cpu: Option<f64>,
+    /// The worker's peak resident memory during its last request, likewise.
+    pub last_request_memory: Option<u64>,
     // herd's own.
     pub generation: u32,
     pub retiring: bool,
@@ -90,6 +98,19 @@ pub struct ProcessStatus {
     /// Requests it serves at once, and how many it serves now.
     pub slots: u32,
     pub busy_slots: u32,
+    /// Every request it serves now, the longest-running first: one per
+    /// busy slot (`herd ctl status` shows them all; php-fpm's fields show
+    /// the first).
+    pub in_flight: Vec<InFlight>,
+}
+
+/// A request a worker is serving now.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct InFlight {
+    pub method: String,
+    pub uri: String,
+    /// Seconds since the request got its worker.
+    pub elapsed: f64,
 }
 
 /// Takes a snapshot of `pool`, in the master's `phase`.
@@ -124,6 +145,11 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
             };
             let text =
                 |f: fn(&crate::pool::BusyInfo) -> &str| info.map(f).unwrap_or("-").to_string();
+            // As php-fpm: the last request's cost, once it has ended.
+            let measured = match (w.state(), &w.last) {
+                (WorkerState::Idle, Some(last)) => last.usage,
+                _ => None,
+            };
             ProcessStatus {
                 pid: w.pid,
                 state: w.state().name(),
@@ -136,8 +162,8 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
                 content_length: info.map_or(0, |i| i.content_length),
                 user: text(|i| if i.user.is_empty() { "-" } else { &i.user }),
                 script: text(|i| &i.script),
-                last_request_cpu: 0.0,
-                last_request_memory: 0,
+                last_request_cpu: measured.map(|u| u.cpu_percent(Cpu::Total)),
+                last_request_memory: measured.and_then(|u| u.memory),
                 generation: w.generation,
                 retiring: w.retiring,
                 rss: rss_of(w.pid),
@@ -148,6 +174,15 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
                 },
                 slots: w.slots,
                 busy_slots: w.busy.len() as u32,
+                in_flight: w
+                    .busy
+                    .iter()
+                    .map(|(_, i)| InFlight {
+                        method: i.method.clone(),
+                        uri: i.uri.clone(),
+                        elapsed: i.started.elapsed().as_secs_f64(),
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -170,7 +205,8 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
         max_children_reached: c.max_children_reached.load(Ordering::Relaxed),
         slow_requests: c.slow_requests.load(Ordering::Relaxed),
         generation: snap.generation,
-        max_children: cfg.max_children,
+        max_children: snap.scaled_max_children.unwrap_or(cfg.max_children),
+        config_max_children: cfg.max_children,
         warming_processes: warming,
         spawns: c.spawns.load(Ordering::Relaxed),
         failures: c.worker_failures.load(Ordering::Relaxed),
@@ -202,17 +238,9 @@ pub fn rss_of(pid: u32) -> u64 {
 
 /// User plus system CPU time from `/proc/<pid>/stat`, in seconds.
 pub fn cpu_of(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command (which may hold spaces) start at field 3.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
+    use crate::pool::usage;
+    let ticks = usage::Ticks::of(pid).unwrap_or_default();
+    ticks.own as f64 / usage::clock_ticks_per_second()
 }
 
 fn page_size() -> u64 {
@@ -291,6 +319,7 @@ mod tests {
             slow_requests: 0,
             generation: 1,
             max_children: 2,
+            config_max_children: 2,
             warming_processes: 0,
             spawns: 2,
             failures: 0,
@@ -315,8 +344,8 @@ mod tests {
                 content_length: 0,
                 user: "-".into(),
                 script: "/srv/a.php".into(),
-                last_request_cpu: 0.0,
-                last_request_memory: 0,
+                last_request_cpu: None,
+                last_request_memory: None,
                 generation: 1,
                 retiring: false,
                 rss: 1024,
@@ -324,6 +353,11 @@ mod tests {
                 last_used: None,
                 slots: 1,
                 busy_slots: 1,
+                in_flight: vec![InFlight {
+                    method: "GET".into(),
+                    uri: "/a?b=<c>".into(),
+                    elapsed: 0.0015,
+                }],
             }],
         }
     }

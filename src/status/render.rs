@@ -48,6 +48,7 @@ fn pool_fields(s: &PoolStatus) -> Vec<(&'static str, String, serde_json::Value)>
         // herd's own.
         ("generation", n(s.generation as u64)),
         ("max children", n(s.max_children as u64)),
+        ("config max children", n(s.config_max_children as u64)),
         ("warming processes", n(s.warming_processes)),
         ("spawns", n(s.spawns)),
         ("failures", n(s.failures)),
@@ -65,11 +66,24 @@ fn pool_fields(s: &PoolStatus) -> Vec<(&'static str, String, serde_json::Value)>
         .collect()
 }
 
+/// A process's fields as (php-fpm's name, text value, JSON value), those
+/// herd does not know for it left out (see [`process_columns`]).
 fn process_fields(p: &ProcessStatus) -> Vec<(&'static str, String, serde_json::Value)> {
+    process_columns(p)
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|(t, j)| (k, t, j)))
+        .collect()
+}
+
+/// Every process field, `None` where herd does not know it: `last request
+/// cpu` and `last request memory` of a busy worker (php-fpm says 0 there),
+/// of a request that was not measured, or of a worker whose requests are
+/// served by processes herd cannot tell apart (see `pool::usage`).
+fn process_columns(p: &ProcessStatus) -> Vec<(&'static str, Option<(String, serde_json::Value)>)> {
     use serde_json::json;
     let n = |v: u64| (v.to_string(), json!(v));
     let s = |v: &str| (v.to_string(), json!(v));
-    let mut f = vec![
+    let f = vec![
         ("pid", n(p.pid as u64)),
         ("state", s(p.state)),
         (
@@ -87,11 +101,11 @@ fn process_fields(p: &ProcessStatus) -> Vec<(&'static str, String, serde_json::V
         (
             "last request cpu",
             (
-                format!("{:.2}", p.last_request_cpu),
+                format!("{:.2}", p.last_request_cpu.unwrap_or(0.0)),
                 json!(p.last_request_cpu),
             ),
         ),
-        ("last request memory", n(p.last_request_memory)),
+        ("last request memory", n(p.last_request_memory.unwrap_or(0))),
         // herd's own.
         ("generation", n(p.generation as u64)),
         (
@@ -116,8 +130,13 @@ fn process_fields(p: &ProcessStatus) -> Vec<(&'static str, String, serde_json::V
             ),
         ),
     ];
-    f.iter_mut()
-        .map(|(k, (t, j))| (*k, std::mem::take(t), j.take()))
+    let known = |k: &str| match k {
+        "last request cpu" => p.last_request_cpu.is_some(),
+        "last request memory" => p.last_request_memory.is_some(),
+        _ => true,
+    };
+    f.into_iter()
+        .map(|(k, v)| (k, known(k).then_some(v)))
         .collect()
 }
 
@@ -212,13 +231,14 @@ fn html(s: &PoolStatus, full: bool) -> String {
     out.push_str("</table>\n");
     if full && !s.processes.is_empty() {
         out.push_str("<table border=\"1\">\n<tr>");
-        for (k, _, _) in process_fields(&s.processes[0]) {
+        for (k, _) in process_columns(&s.processes[0]) {
             let _ = write!(out, "<th>{k}</th>");
         }
         out.push_str("</tr>\n");
         for p in &s.processes {
             out.push_str("<tr>");
-            for (_, v, _) in process_fields(p) {
+            for (_, v) in process_columns(p) {
+                let v = v.map_or("-".into(), |(t, _)| t);
                 let _ = write!(out, "<td>{}</td>", xml_escape(&v));
             }
             out.push_str("</tr>\n");

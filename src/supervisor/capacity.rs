@@ -11,7 +11,17 @@ use super::Supervisor;
 use super::rollout::{self, Candidate};
 use super::scaling::{self, Step};
 use super::workers::Proc;
+use crate::config::{PmMode, PoolConfig};
 use crate::pool::{Counters, WorkerId};
+
+/// A change of `pm.max_children` at run time.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Rescale {
+    /// `herd ctl scale POOL N`.
+    To(u32),
+    /// SIGTTIN (+1) or SIGTTOU (-1): a worker more or fewer.
+    By(i64),
+}
 
 impl Supervisor {
     /// `worker.max_memory`: a worker grown past it is retired after its
@@ -100,7 +110,7 @@ impl Supervisor {
         let (step, limited) = self.scaler.step(&cfg, load, &idle, now);
         if limited {
             Counters::bump(&self.pool.counters.max_children_reached);
-            tracing::warn!(pool = %self.name(), "server reached pm.max_children setting ({}), consider raising it", self.scaler.max_children(&cfg));
+            tracing::warn!(pool = %self.name(), "server reached pm.max_children setting ({}), consider raising it", self.scaler.setting(&cfg));
         }
         match step {
             Step::Spawn(n) if now >= self.next_spawn_at => {
@@ -128,6 +138,70 @@ impl Supervisor {
         if live > max {
             self.shed(live - max);
         }
+    }
+
+    /// `herd ctl scale` and SIGTTIN/SIGTTOU: `pm.max_children` set at run
+    /// time. Returns what it now means for this pool, as logged.
+    pub(super) fn rescale(&mut self, how: Rescale) -> String {
+        let cfg = self.pool.config();
+        let before = self.scaler.setting(&cfg);
+        match how {
+            Rescale::To(n) => self.scaler.set(&cfg, n),
+            Rescale::By(delta) => self.scaler.step_by(&cfg, delta),
+        }
+        self.publish_scale();
+        let said = self.describe_scale(&cfg, before);
+        tracing::info!(pool = %self.name(), "{said}");
+        said
+    }
+
+    /// A reload to `cfg` keeps `pm.max_children` set at run time, unless
+    /// the file's own value changed: then the file wins.
+    pub(super) fn reload_scale(&mut self, cfg: &PoolConfig) {
+        if let Some(dropped) = self.scaler.reloaded(cfg) {
+            tracing::info!(pool = %self.name(), "pm.max_children changed in the config file ({} to {}): the run-time value {} no longer applies", dropped.file, cfg.max_children, dropped.max_children);
+        } else if let Some(kept) = self.scaler.scaled() {
+            tracing::info!(pool = %self.name(), "keeping pm.max_children {} set at run time (the config file says {})", kept.max_children, cfg.max_children);
+        }
+        self.publish_scale();
+    }
+
+    fn publish_scale(&self) {
+        let scaled = self.scaler.scaled().map(|s| s.max_children);
+        self.pool.set_scaled_max_children(scaled);
+    }
+
+    /// What `pm.max_children` means for this pool now, in one answer.
+    fn describe_scale(&self, cfg: &PoolConfig, before: u32) -> String {
+        let now = self.scaler.setting(cfg);
+        let change = if now == before {
+            format!("pm.max_children stays {now}")
+        } else {
+            format!("pm.max_children is now {now} (was {before})")
+        };
+        let max = self.scaler.max_children(cfg);
+        let (unit, of) = match &cfg.php_group {
+            Some(g) => ("groups", format!(" of {} PHP processes", g.size)),
+            None => ("workers", String::new()),
+        };
+        let meaning = match cfg.pm {
+            PmMode::Static => format!("a static pool keeps {max} {unit}{of}"),
+            PmMode::Dynamic => format!(
+                "a dynamic pool runs at most {max} {unit}{of}, keeping {} to {} idle",
+                cfg.min_spare_servers, cfg.max_spare_servers
+            ),
+            PmMode::Ondemand => {
+                format!("an ondemand pool starts {unit}{of} for waiting requests, at most {max}")
+            }
+        };
+        let origin = match self.scaler.scaled() {
+            Some(_) => format!(
+                " Set at run time: the config file says {}, and a reload keeps {now} until the file's pm.max_children changes.",
+                cfg.max_children
+            ),
+            None => " That is the config file's value.".into(),
+        };
+        format!("{change}: {meaning}, {} now.{origin}", self.live_of(None))
     }
 
     /// Stops `n` workers, idle and youngest first.

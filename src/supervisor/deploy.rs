@@ -38,6 +38,13 @@ impl Supervisor {
         if r.done(c) {
             return self.finish_rollout();
         }
+        for _ in 0..r.surplus_old(c) {
+            let old = self.candidates(|p| p.generation != r.generation);
+            let Some(id) = rollout::pick_retiree(&old) else {
+                break;
+            };
+            self.retire_worker(id, "the new generation is at full size");
+        }
         let stopping_old = self
             .procs
             .values()

@@ -34,6 +34,7 @@ use crate::config::PoolConfig;
 use crate::pool::{Pool, PoolEvent, WorkerId};
 use backoff::Backoff;
 pub use budget::ProcessBudget;
+use capacity::Rescale;
 use generation::{GenState, Generation};
 use rollout::{Kind, Rollout};
 use scaling::Scaler;
@@ -55,10 +56,14 @@ pub enum Command {
         batch: Option<usize>,
         reply: oneshot::Sender<anyhow::Result<u32>>,
     },
-    /// Add or remove workers (SIGTTIN/SIGTTOU, `herd ctl scale`).
+    /// One worker more or fewer (SIGTTIN/SIGTTOU).
     Scale { delta: i64 },
-    /// Set the pool's size (`herd ctl scale POOL N`).
-    ScaleTo { workers: usize },
+    /// Set `pm.max_children` at run time (`herd ctl scale POOL N`); the
+    /// reply says what that means for this pool.
+    ScaleTo {
+        max_children: u32,
+        reply: oneshot::Sender<String>,
+    },
     /// Stop every worker: idle ones now, busy ones when their request ends.
     StopGraceful,
     /// Stop every worker now.
@@ -283,6 +288,7 @@ impl Supervisor {
                 let result = if unchanged {
                     Ok(None)
                 } else {
+                    self.reload_scale(&cfg);
                     self.start_rollout(cfg, Kind::Graceful).map(Some)
                 };
                 let _ = reply.send(result);
@@ -292,13 +298,13 @@ impl Supervisor {
                 let _ = reply.send(self.start_rollout(cfg, Kind::Hard { batch }));
             }
             Command::Scale { delta } => {
-                self.scaler.adjust += delta;
-                let max = self.scaler.max_children(&self.serving_gen().cfg);
-                tracing::info!(pool = %self.name(), "scaled to {max} workers at most");
+                self.rescale(Rescale::By(delta));
             }
-            Command::ScaleTo { workers } => {
-                self.scaler.adjust = workers as i64 - self.serving_gen().cfg.workers() as i64;
-                tracing::info!(pool = %self.name(), "scaled to {workers} workers");
+            Command::ScaleTo {
+                max_children,
+                reply,
+            } => {
+                let _ = reply.send(self.rescale(Rescale::To(max_children)));
             }
             Command::StopGraceful => self.stop_all(true),
             Command::StopFast => self.stop_all(false),

@@ -100,9 +100,12 @@ impl Rollout {
             Kind::Hard { .. } => missing,
             Kind::Graceful => {
                 // Surge: new workers still starting, and processes beyond
-                // the pool's size, are each bounded by `rollout.surge`.
+                // the pool's size, are each bounded by `rollout.surge`. A
+                // pool that shrinks counts its old size until the new
+                // generation is ready to take over.
                 let room_warming = self.surge.saturating_sub(c.new_warming);
-                let room_total = (c.target + self.surge).saturating_sub(c.old + new);
+                let size = c.target.max(c.old);
+                let room_total = (size + self.surge).saturating_sub(c.old + new);
                 missing.min(room_warming).min(room_total)
             }
         }
@@ -136,6 +139,14 @@ impl Rollout {
             count: self.failures,
             last: what,
         })
+    }
+
+    /// Old workers to retire beyond the one each new worker replaces:
+    /// once the new generation is at full size, every old one left. A
+    /// reload that lowers `pm.max_children` has more old workers than new
+    /// ones; without this they stayed until `rollout.timeout` refused it.
+    pub fn surplus_old(&self, c: Counts) -> usize {
+        if c.new_ready >= c.target { c.old } else { 0 }
     }
 
     pub fn timed_out(&self, now: Instant) -> Option<Refusal> {
@@ -198,6 +209,7 @@ mod tests {
         assert_eq!(r.spawns_wanted(c(1, 7, 0)), 1);
         assert_eq!(r.spawns_wanted(c(0, 8, 0)), 0);
         assert!(r.done(c(0, 8, 0)));
+        assert_eq!(r.surplus_old(c(1, 7, 1)), 0, "replaced one for one");
         assert!(!r.done(c(1, 8, 0)));
     }
 
@@ -297,5 +309,27 @@ mod tests {
         );
         assert_eq!(pick_retiree(&[c(1, false), c(2, false)]), Some(2));
         assert_eq!(pick_retiree(&[]), None);
+    }
+
+    #[test]
+    fn a_rollout_to_a_smaller_pool_retires_the_old_workers_left_over() {
+        let r = graceful(1);
+        let c = |old, new_ready| Counts {
+            old,
+            new_ready,
+            new_warming: 0,
+            target: 1,
+        };
+        // Four old workers, the new generation's size is one.
+        assert_eq!(r.spawns_wanted(c(4, 0)), 1);
+        assert_eq!(
+            r.surplus_old(c(4, 0)),
+            0,
+            "nothing leaves before the new one is ready"
+        );
+        // The new one passed its gate and replaced one old worker.
+        assert_eq!(r.surplus_old(c(3, 1)), 3);
+        assert!(!r.done(c(3, 1)));
+        assert!(r.done(c(0, 1)));
     }
 }

@@ -27,10 +27,21 @@ pub struct Scaler {
     rate: usize,
     /// The pool is at its limit and still short; counted once per episode.
     limited: bool,
-    /// Workers added or removed with SIGTTIN/SIGTTOU or `herd ctl scale`.
-    pub adjust: i64,
+    /// `pm.max_children` set at run time, if it differs from the file's.
+    scaled: Option<Scaled>,
     /// A dynamic pool has reached `pm.start_servers` once.
     started: bool,
+}
+
+/// `pm.max_children` set at run time (`herd ctl scale`, SIGTTIN/SIGTTOU),
+/// in the file's unit: PHP processes for a pool of groups. It is one
+/// absolute value, not a delta on the file's: a reload that changes the
+/// file's `pm.max_children` must mean what the file says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scaled {
+    pub max_children: u32,
+    /// The file's `pm.max_children` when it was set.
+    pub file: u32,
 }
 
 impl Default for Scaler {
@@ -38,16 +49,57 @@ impl Default for Scaler {
         Scaler {
             rate: 1,
             limited: false,
-            adjust: 0,
+            scaled: None,
             started: false,
         }
     }
 }
 
 impl Scaler {
-    /// The most workers the pool may have.
+    /// `pm.max_children` in force: set at run time, else the file's.
+    pub fn setting(&self, cfg: &PoolConfig) -> u32 {
+        self.scaled.map_or(cfg.max_children, |s| s.max_children)
+    }
+
+    /// `pm.max_children` set at run time, if any.
+    pub fn scaled(&self) -> Option<Scaled> {
+        self.scaled
+    }
+
+    /// The most workers the pool may have: `pm.max_children` in force, in
+    /// groups for a pool of PHP groups.
     pub fn max_children(&self, cfg: &PoolConfig) -> usize {
-        (cfg.workers() as i64 + self.adjust).max(1) as usize
+        let n = self.setting(cfg).max(1);
+        match &cfg.php_group {
+            Some(g) => n.div_ceil(g.size.max(1)) as usize,
+            None => n as usize,
+        }
+    }
+
+    /// Sets `pm.max_children` at run time; the file's own value clears
+    /// the setting.
+    pub fn set(&mut self, cfg: &PoolConfig, max_children: u32) {
+        self.scaled = (max_children != cfg.max_children).then_some(Scaled {
+            max_children,
+            file: cfg.max_children,
+        });
+    }
+
+    /// SIGTTIN/SIGTTOU: one worker more or fewer (for a pool of groups, a
+    /// group of PHP processes), never fewer than one.
+    pub fn step_by(&mut self, cfg: &PoolConfig, delta: i64) {
+        let unit = cfg.php_group.as_ref().map_or(1, |g| g.size.max(1));
+        let workers = (self.max_children(cfg) as i64 + delta).max(1) as u32;
+        self.set(cfg, workers.saturating_mul(unit));
+    }
+
+    /// A reload to `cfg`: the run-time setting stays unless the file's
+    /// `pm.max_children` changed, which wins; returns a setting dropped.
+    pub fn reloaded(&mut self, cfg: &PoolConfig) -> Option<Scaled> {
+        match self.scaled {
+            Some(s) if s.file != cfg.max_children => self.scaled.take(),
+            _ => None,
+        }
     }
 
     /// The size a rollout replaces, and a static pool keeps.
@@ -213,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn static_fills_to_max_children_and_follows_adjustments() {
+    fn static_fills_to_max_children_and_follows_the_run_time_setting() {
         let cfg = pool("pm = static");
         let mut s = Scaler::default();
         let now = Instant::now();
@@ -230,8 +282,60 @@ mod tests {
             .0,
             Step::Spawn(3)
         );
-        s.adjust = -2;
+        s.set(&cfg, 8);
         assert_eq!(s.target(&cfg, Load::default()), 8);
+        s.step_by(&cfg, 1);
+        assert_eq!(s.setting(&cfg), 9);
+        s.set(&cfg, 10);
+        assert_eq!(s.scaled(), None, "the file's own value is no override");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_run_time_setting_unless_the_file_changed_it() {
+        let four = PoolConfig {
+            max_children: 4,
+            ..pool("pm = static")
+        };
+        let mut s = Scaler::default();
+        s.set(&four, 6);
+        // `reload --force`, or any other change: 6 stays, and SIGTTIN
+        // counts from it (not from the file).
+        assert_eq!(s.reloaded(&four), None);
+        s.step_by(&four, 1);
+        assert_eq!(s.setting(&four), 7);
+        // The file now says 8: the file wins, whatever was set.
+        let eight = PoolConfig {
+            max_children: 8,
+            ..four.clone()
+        };
+        let dropped = s.reloaded(&eight).expect("dropped");
+        assert_eq!((dropped.max_children, dropped.file), (7, 4));
+        assert_eq!(s.setting(&eight), 8);
+        assert_eq!(s.max_children(&eight), 8);
+    }
+
+    #[test]
+    fn a_pool_of_groups_scales_in_php_processes_and_steps_by_a_group() {
+        let base = pool("pm = static");
+        let cfg = PoolConfig {
+            max_children: 8,
+            php_group: Some(crate::config::Group {
+                engine: crate::config::PhpEngine::Fpm,
+                size: 4,
+            }),
+            ..base
+        };
+        let mut s = Scaler::default();
+        assert_eq!(s.max_children(&cfg), 2);
+        s.set(&cfg, 10);
+        assert_eq!(
+            s.max_children(&cfg),
+            3,
+            "10 PHP processes need 3 groups of 4"
+        );
+        s.step_by(&cfg, -1);
+        assert_eq!((s.setting(&cfg), s.max_children(&cfg)), (8, 2));
+        assert_eq!(s.scaled(), None);
     }
 
     #[test]

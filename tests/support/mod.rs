@@ -151,6 +151,12 @@ pub fn example_pool(listen: &str, workers: u32, extra: &str) -> String {
     )
 }
 
+/// [`example_pool`] with `global` lines in `[global]`, such as
+/// `control.listen = {dir}/ctl.sock\n` for tests that use `herd ctl`.
+pub fn example_pool_with(global: &str, listen: &str, workers: u32, extra: &str) -> String {
+    example_pool(listen, workers, extra).replacen("[global]\n", &format!("[global]\n{global}"), 1)
+}
+
 /// `text` with `{dir}` replaced by the test's directory and `{herd}` by the
 /// herd binary.
 pub fn expand(text: &str, dir: &Dir) -> String {
