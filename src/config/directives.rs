@@ -207,7 +207,7 @@ pub const ALL: &[Directive] = &[
     pool("worker.fatal_exit_codes", "none", "herd: worker exit codes, comma-separated, that mean a retry cannot help (e.g. a config error), so herd stops restarting."),
     pool("worker.probe", "values", "herd: how the readiness gate first asks a new worker whether it serves: `values` sends two `FCGI_GET_VALUES` records and waits for the first answer (what every library tested answers at once, libfcgi included: see *Process managers*); `request` sends the first `warmup.request` instead, for a program that management records crash (Ruby's pure fcgi)."),
     pool("worker.slots", "what the worker says (FCGI_MAX_CONNS), else 1", "herd: how many requests one worker serves at once, each on a connection of its own: php-cgi with `PHP_FCGI_CHILDREN=N` says N itself; an FCGI::ProcManager script forking N processes on its socket (libfcgi always says 1) needs `worker.slots = N`. Dispatch, the queue and status count slots."),
-    pool("warmup.request[]", "none", "herd: `[METHOD] /uri` sent to each new worker before it takes traffic; repeat the line for several."),
+    pool("warmup.request[]", "none", "herd: `[METHOD] /uri` sent to each new worker before it takes traffic; repeat the line for several. Its SCRIPT_FILENAME is `chdir` joined with the path, so a PHP pool that warms up needs `chdir` set to the document root."),
     pool("warmup.timeout", "30s", "herd: the longest one worker's warm-up requests may take."),
     pool("rollout.surge", "25%", "herd: extra workers started beside the old generation during a rollout: a count or a percentage of `pm.max_children`, at least 1."),
     pool("rollout.max_failures", "3", "herd: failed worker starts after which a rollout is abandoned and the old generation kept."),
