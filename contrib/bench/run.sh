@@ -126,8 +126,12 @@ EOF
     LOGS=("$dir/stderr.log" "$dir/error.log")
 }
 
-# Extra [global] lines for herd (e.g. process.priority for the scale case).
+# Extra [global] lines for herd (e.g. process.priority for the scale case),
+# and extra lines for its pool ({dir} is herd's directory; e.g. an
+# access.log with %C %M, to measure what the per-request cpu and memory
+# readings cost).
 HERD_GLOBAL_EXTRA=${HERD_GLOBAL_EXTRA:-}
+HERD_POOL_EXTRA=${HERD_POOL_EXTRA:-}
 
 start_herd() {
     local dir=$TMP/herd
@@ -151,6 +155,7 @@ pm.max_children = $WORKERS
 pm.max_queue = $((CONNECTIONS > 1024 ? CONNECTIONS * 2 : 1024))
 command = $PHP_CGI
 env[PHP_FCGI_MAX_REQUESTS] = 0
+${HERD_POOL_EXTRA//\{dir\}/$dir}
 EOF
     start_herd_master "$dir/herd.conf"
 }

@@ -12,13 +12,77 @@
 //! holds between requests (its code, libraries, caches), where php-fpm's
 //! counts PHP's allocations only.
 //!
+//! Each worker's three `/proc` files are opened once and read again in
+//! place (`pread` at offset 0, which regenerates them), so a request costs
+//! the master four reads and one write rather than as many opens and
+//! closes too. They are closed when the worker leaves the scoreboard
+//! ([`forget`]); a file of a process that is gone fails to read, and is
+//! then reopened once, so a reused pid never reads the old process.
+//!
 //! It costs the master a few system calls per request, so the router only
 //! measures while someone looks (see [`super::Pool::usage_wanted`]) and only
 //! workers that serve one request at a time: in a worker with several
 //! slots (a PHP group, php-cgi's children, an FCGI::ProcManager script)
 //! another process serves each request and herd cannot tell which.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
+
+/// A worker's `/proc` files, open for reading again and again.
+struct ProcFiles {
+    stat: File,
+    status: File,
+    /// `None` when it cannot be opened for writing (another user's
+    /// process without the privilege): no memory figure then.
+    clear_refs: Option<File>,
+}
+
+impl ProcFiles {
+    fn open(pid: u32) -> Option<ProcFiles> {
+        Some(ProcFiles {
+            stat: File::open(format!("/proc/{pid}/stat")).ok()?,
+            status: File::open(format!("/proc/{pid}/status")).ok()?,
+            clear_refs: std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/{pid}/clear_refs"))
+                .ok(),
+        })
+    }
+}
+
+static OPEN: LazyLock<Mutex<HashMap<u32, Arc<ProcFiles>>>> = LazyLock::new(Default::default);
+
+/// Runs `read` on `pid`'s open files, opening them the first time and once
+/// more when reading the kept ones fails (the process is gone, or the pid
+/// now names another process).
+fn with_files<T>(pid: u32, read: impl Fn(&ProcFiles) -> Option<T>) -> Option<T> {
+    let cached = OPEN.lock().expect("proc files lock").get(&pid).cloned();
+    if let Some(v) = cached.and_then(|files| read(&files)) {
+        return Some(v);
+    }
+    let fresh = ProcFiles::open(pid).map(Arc::new);
+    let v = fresh.as_ref().and_then(|f| read(f));
+    let mut open = OPEN.lock().expect("proc files lock");
+    match (fresh, &v) {
+        (Some(files), Some(_)) => open.insert(pid, files),
+        _ => open.remove(&pid),
+    };
+    v
+}
+
+/// Closes `pid`'s files: its worker left the scoreboard.
+pub fn forget(pid: u32) {
+    OPEN.lock().expect("proc files lock").remove(&pid);
+}
+
+/// The whole of a `/proc` file read again from its start.
+fn read_all(file: &File, buf: &mut [u8]) -> Option<usize> {
+    let n = file.read_at(buf, 0).ok()?;
+    (n > 0).then_some(n)
+}
 
 /// The worker's counters when a request started.
 #[derive(Clone, Copy, Debug)]
@@ -76,8 +140,14 @@ impl RequestUsage {
 /// Reads `pid`'s counters at the start of a request and resets its peak
 /// resident size; `None` when the process cannot be read.
 pub fn start(pid: u32) -> Option<Start> {
-    let ticks = Ticks::of(pid)?;
-    let peak_reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    let (ticks, peak_reset) = with_files(pid, |f| {
+        let ticks = Ticks::read(&f.stat)?;
+        let reset = f
+            .clear_refs
+            .as_ref()
+            .is_some_and(|c| c.write_at(b"5", 0).is_ok());
+        Some((ticks, reset))
+    })?;
     Some(Start {
         pid,
         ticks,
@@ -88,12 +158,14 @@ pub fn start(pid: u32) -> Option<Start> {
 
 /// What the request that began at `start` cost, read as it ends.
 pub fn finish(start: Start) -> Option<RequestUsage> {
-    let end = Ticks::of(start.pid)?;
-    let memory = if start.peak_reset {
-        peak_rss(start.pid)
-    } else {
-        None
-    };
+    let (end, memory) = with_files(start.pid, |f| {
+        let memory = if start.peak_reset {
+            peak_rss(&f.status)
+        } else {
+            None
+        };
+        Some((Ticks::read(&f.stat)?, memory))
+    })?;
     let ticks = |n: u64| Duration::from_secs_f64(n as f64 / clock_ticks_per_second());
     Some(RequestUsage {
         user: ticks(end.user.saturating_sub(start.ticks.user)),
@@ -120,6 +192,12 @@ impl Ticks {
         Ticks::parse(&stat)
     }
 
+    fn read(stat: &File) -> Option<Ticks> {
+        let mut buf = [0u8; 1024];
+        let n = read_all(stat, &mut buf)?;
+        Ticks::parse(std::str::from_utf8(&buf[..n]).ok()?)
+    }
+
     /// Fields 14 to 17 of a stat line: utime, stime, cutime, cstime. The
     /// command (field 2) may hold spaces and parentheses, so counting
     /// starts after its last `)`.
@@ -143,9 +221,11 @@ impl Ticks {
 }
 
 /// `VmHWM` from `/proc/<pid>/status`, in bytes.
-fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
+fn peak_rss(status: &File) -> Option<u64> {
+    let mut buf = [0u8; 4096];
+    let n = read_all(status, &mut buf)?;
+    let kib: u64 = std::str::from_utf8(&buf[..n])
+        .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))?
         .trim()
@@ -220,5 +300,27 @@ mod tests {
         if let Some(peak) = used.memory {
             assert!(peak >= 64 << 20, "{used:?}");
         }
+    }
+
+    #[test]
+    fn files_stay_open_while_the_worker_lives_and_close_after() {
+        let is_open = |pid| OPEN.lock().unwrap().contains_key(&pid);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let begin = start(pid).expect("a child's /proc");
+        assert!(finish(begin).is_some());
+        assert!(is_open(pid));
+        // Its scoreboard entry goes: so do the files.
+        forget(pid);
+        assert!(!is_open(pid));
+        // A process that is gone reads as nothing and keeps nothing open.
+        assert!(start(pid).is_some());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(start(pid).is_none());
+        assert!(!is_open(pid));
     }
 }

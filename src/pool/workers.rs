@@ -36,6 +36,7 @@ impl Pool {
     pub fn remove_worker(&self, id: WorkerId) -> Option<WorkerEntry> {
         let mut d = self.lock();
         let entry = d.workers.remove(&id)?;
+        super::usage::forget(entry.pid);
         d.busy -= entry.busy.len();
         d.idle.remove_worker(id, entry.rank);
         Some(entry)
