@@ -66,12 +66,16 @@ impl Terminal {
         }
     }
 
-    /// Waits for the program to exit by itself; its exit code.
+    /// Waits for the program to exit by itself, and for the reader to have
+    /// everything it wrote (the pty's end of file); its exit code.
     fn wait_exit(&mut self) -> Option<i32> {
         let child = &mut self.child;
         let status = support::wait_for("the program to exit", Duration::from_secs(10), || {
             child.try_wait().unwrap()
         });
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the pty reader");
+        }
         status.code()
     }
 
