@@ -67,7 +67,8 @@ fn parse(body: &str) -> (u32, u64, u64, String) {
 /// Requests served at once by several processes of one group, then one
 /// more: every answer reads the same OPcache (one start time), and the hits
 /// the last one sees count every process's requests, not its own only.
-fn one_opcache_serves_the_group(addr: &str, dir: &Dir, sapi: &str) {
+/// Returns the pids of the PHP processes that answered.
+fn one_opcache_serves_the_group(addr: &str, dir: &Dir, sapi: &str) -> BTreeSet<u32> {
     const AT_ONCE: usize = 4;
     let answers: Vec<String> = thread::scope(|s| {
         let handles: Vec<_> = (0..AT_ONCE)
@@ -86,6 +87,37 @@ fn one_opcache_serves_the_group(addr: &str, dir: &Dir, sapi: &str) {
         hits >= AT_ONCE as u64 - 1,
         "pid {pid} sees {hits} hits after {AT_ONCE} requests on {pids:?}: not one shared OPcache"
     );
+    pids
+}
+
+/// The group's one worker in the status page (`?json&full`) lists its
+/// PHP processes: `size` of them, the ones that answered among them, each
+/// with its memory.
+fn status_shows_the_group(addr: &str, size: usize, served: &BTreeSet<u32>) {
+    let status = support::fcgi::status_json(addr, "/status");
+    let procs = status["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 1, "one worker for the group: {status}");
+    assert_eq!(procs[0]["slots"], size, "{status}");
+    let members = procs[0]["group processes"]
+        .as_array()
+        .expect("group processes");
+    let pids: BTreeSet<u32> = members
+        .iter()
+        .map(|m| m["pid"].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(pids.len(), size, "{status}");
+    assert!(
+        served.is_subset(&pids),
+        "served by {served:?}, status lists {pids:?}"
+    );
+    assert!(
+        members.iter().all(|m| m["rss"].as_u64().unwrap() > 0),
+        "{status}"
+    );
+    // OpenMetrics counts them too.
+    let metrics = support::fcgi::get(addr, "/status?openmetrics").body();
+    let line = format!("herd_php_processes{{pool=\"www\",generation=\"1\"}} {size}\n");
+    assert!(metrics.contains(&line), "{line} in:\n{metrics}");
 }
 
 #[test]
@@ -98,13 +130,15 @@ fn php_fpm_as_the_engine_shares_one_opcache_and_keeps_its_sapi() {
         &config(&addr, &php_fpm(), 4, "pm.status_path = /status\n"),
     );
     herd.wait_ready(1);
-    one_opcache_serves_the_group(&addr, &herd.dir, "fpm-fcgi");
-    // One worker, four slots: status counts PHP processes.
+    let served = one_opcache_serves_the_group(&addr, &herd.dir, "fpm-fcgi");
+    // One worker, four slots: status counts PHP processes, and lists them.
     let status = support::fcgi::status_json(&addr, "/status");
     assert_eq!(status["total processes"], 4, "{status}");
-    let procs = status["processes"].as_array().unwrap();
-    assert_eq!(procs.len(), 1, "{status}");
-    assert_eq!(procs[0]["slots"], 4, "{status}");
+    status_shows_the_group(&addr, 4, &served);
+    // herd ctl status says so too.
+    let (code, out, err) = herd.ctl(&herd.dir.join("ctl.sock"), &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("4 PHP processes"), "{out}");
 }
 
 #[test]
@@ -112,10 +146,19 @@ fn a_php_cgi_group_shares_one_opcache() {
     let dir = Dir::new();
     dir.write("status.php", STATUS);
     let addr = format!("127.0.0.1:{}", support::free_port());
-    let herd = Herd::start_in(dir, &config(&addr, &php_cgi(), 4, "php.group_size = 4\n"));
+    let herd = Herd::start_in(
+        dir,
+        &config(
+            &addr,
+            &php_cgi(),
+            4,
+            "php.group_size = 4\npm.status_path = /status\n",
+        ),
+    );
     herd.wait_ready(1);
     assert_eq!(herd.worker_pids().len(), 1, "one group, one worker");
-    one_opcache_serves_the_group(&addr, &herd.dir, "cgi-fcgi");
+    let served = one_opcache_serves_the_group(&addr, &herd.dir, "cgi-fcgi");
+    status_shows_the_group(&addr, 4, &served);
 }
 
 #[test]

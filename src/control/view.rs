@@ -244,6 +244,22 @@ fn worker_lines(out: &mut String, w: &Value, style: Style) {
     for r in requests.iter().skip(1) {
         let _ = writeln!(out, "{:NOW_COLUMN$}{}", "", request(r));
     }
+    // A PHP group: the processes behind its slots.
+    if let Some(members) = w["group processes"].as_array().filter(|m| !m.is_empty()) {
+        let rss: f64 = members.iter().filter_map(|m| m["rss"].as_f64()).sum();
+        let cpu: f64 = members
+            .iter()
+            .filter_map(|m| m["cpu seconds"].as_f64())
+            .sum();
+        let pids: Vec<String> = members.iter().map(|m| s(&m["pid"])).collect();
+        let line = format!(
+            "    {} PHP processes, {} resident, {cpu:.1}s CPU: {}",
+            members.len(),
+            mib(rss),
+            pids.join(" ")
+        );
+        let _ = writeln!(out, "{}", style.paint(Tone::Dim, &line));
+    }
 }
 
 /// `GET /slow?ms=2000 for 1.2s`.

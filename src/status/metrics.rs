@@ -18,6 +18,8 @@
 //! | `herd_connections_open` | gauge | pool | client connections open now |
 //! | `herd_workers` | gauge | pool, generation, state | workers now, by generation and state: `idle`, `busy`, `warming` (before the readiness gate), `retiring` (getting no new request) |
 //! | `herd_slots` | gauge | pool, state | requests the ready workers can take at once, `idle` or `busy` (a php-cgi with N children, a php-fpm group of N, or an FCGI::ProcManager script of N is N slots) |
+//! | `herd_php_processes` | gauge | pool, generation | PHP processes behind the pool's groups (a php-fpm engine's children, a php-cgi's `PHP_FCGI_CHILDREN`); no sample for a pool without groups |
+//! | `herd_php_resident_bytes` | gauge | pool, generation | their resident memory, summed (pages they share counted in each) |
 //! | `herd_workers_limit` | gauge | pool | `pm.max_children` in force: the config file's, or what `herd ctl scale` (or SIGTTIN/SIGTTOU) set at run time |
 //! | `herd_workers_limit_config` | gauge | pool | `pm.max_children` as the config file says |
 //! | `herd_max_children_reached_total` | counter | pool | times the pool wanted another worker and `pm.max_children` said no |
@@ -178,6 +180,53 @@ fn pool_label(s: &PoolStatus) -> String {
     format!("pool=\"{}\"", escape(&s.pool))
 }
 
+/// The PHP processes behind a pool's groups and their memory, by
+/// generation; no sample for a pool without groups.
+fn php_groups(out: &mut Out, pools: &[&PoolStatus]) {
+    let by_generation = |s: &PoolStatus| {
+        let mut g: Vec<(u32, u64, u64)> = Vec::new();
+        for p in s.processes.iter().filter(|p| !p.group.is_empty()) {
+            let rss: u64 = p.group.iter().map(|m| m.rss).sum();
+            match g
+                .iter_mut()
+                .find(|(generation, ..)| *generation == p.generation)
+            {
+                Some(e) => {
+                    e.1 += p.group.len() as u64;
+                    e.2 += rss;
+                }
+                None => g.push((p.generation, p.group.len() as u64, rss)),
+            }
+        }
+        g.sort_unstable();
+        g
+    };
+    out.family(
+        "herd_php_processes",
+        "gauge",
+        None,
+        "PHP processes serving the pool's groups (a php-fpm engine's or a php-cgi's children).",
+    );
+    for s in pools {
+        for (generation, n, _) in by_generation(s) {
+            let labels = format!("{},generation=\"{generation}\"", pool_label(s));
+            out.sample("herd_php_processes", &labels, n);
+        }
+    }
+    out.family(
+        "herd_php_resident_bytes",
+        "gauge",
+        Some("bytes"),
+        "Resident memory of those PHP processes, summed (shared pages counted in each).",
+    );
+    for s in pools {
+        for (generation, _, rss) in by_generation(s) {
+            let labels = format!("{},generation=\"{generation}\"", pool_label(s));
+            out.sample("herd_php_resident_bytes", &labels, rss);
+        }
+    }
+}
+
 /// Appends herd's families for `pools` to `text` (without `# EOF`).
 pub fn write(text: &mut String, pools: &[&PoolStatus]) {
     let mut out = Out { text };
@@ -324,6 +373,7 @@ fn workers(out: &mut Out<'_>, pools: &[&PoolStatus]) {
             out.sample("herd_slots", &format!("{pool},state=\"{state}\""), n);
         }
     }
+    php_groups(out, pools);
     out.per_pool(
         pools,
         (

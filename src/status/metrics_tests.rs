@@ -71,6 +71,8 @@ fn one_pool_has_every_family_with_its_samples() {
         "herd_deploy_state{pool=\"www\",herd_deploy_state=\"rolling_out\"} 0",
         "herd_rollout_target{pool=\"www\"} 2",
         "herd_generation_info{pool=\"www\",generation=\"1\",state=\"stable\"} 1",
+        "herd_php_processes{pool=\"www\",generation=\"1\"} 1",
+        "herd_php_resident_bytes{pool=\"www\",generation=\"1\"} 2048",
     ] {
         assert!(samples.contains(&line), "missing {line}:\n{text}");
     }
@@ -111,6 +113,13 @@ fn several_pools_share_each_family() {
         &format!("herd_deploy_state{{{b_label},herd_deploy_state=\"rolling_out\"}} 1").as_str()
     ));
     assert!(samples.contains(&format!("herd_pool_unavailable{{{b_label}}} 1").as_str()));
+    // A pool without PHP groups has no PHP process samples.
+    b.processes.iter_mut().for_each(|p| p.group.clear());
+    let text = render(&[&a, &b]);
+    assert!(
+        !text.contains(&format!("herd_php_processes{{{b_label}")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -102,6 +102,25 @@ pub struct ProcessStatus {
     /// busy slot (`herd ctl status` shows them all; php-fpm's fields show
     /// the first).
     pub in_flight: Vec<InFlight>,
+    /// For a PHP group (a php-fpm engine, or php-cgi with children): the
+    /// PHP processes that serve its slots, the worker's children; empty
+    /// for any other worker.
+    pub group: Vec<GroupMember>,
+}
+
+/// One PHP process of a group, as `/proc` has it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct GroupMember {
+    pub pid: u32,
+    /// The kernel's state letter: R running, S sleeping, D in I/O, ...
+    pub state: String,
+    /// Resident memory, in bytes.
+    pub rss: u64,
+    /// CPU time used so far, user and system, in seconds.
+    #[serde(rename = "cpu seconds")]
+    pub cpu_seconds: f64,
+    #[serde(rename = "start since")]
+    pub start_since: u64,
 }
 
 /// A request a worker is serving now.
@@ -183,6 +202,11 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
                         elapsed: i.started.elapsed().as_secs_f64(),
                     })
                     .collect(),
+                group: if cfg.php_group.is_some() {
+                    group_members(w.pid)
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect();
@@ -221,6 +245,37 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
         processes,
         metrics,
     }
+}
+
+/// The children of a group's leader (the php-fpm master, or the php-cgi
+/// that forked `PHP_FCGI_CHILDREN`): the processes that run its PHP.
+fn group_members(leader: u32) -> Vec<GroupMember> {
+    let Ok(children) = std::fs::read_to_string(format!("/proc/{leader}/task/{leader}/children"))
+    else {
+        return Vec::new();
+    };
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let hz = crate::pool::usage::clock_ticks_per_second();
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // After the command's last ')': state is field 3, starttime 22.
+            let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let started: f64 = rest.get(19)?.parse::<f64>().ok()? / hz;
+            Some(GroupMember {
+                pid,
+                state: rest.first()?.to_string(),
+                rss: rss_of(pid),
+                cpu_seconds: cpu_of(pid),
+                start_since: (uptime - started).max(0.0) as u64,
+            })
+        })
+        .collect()
 }
 
 /// Resident set size from `/proc/<pid>/statm`, in bytes.
@@ -357,6 +412,13 @@ mod tests {
                     method: "GET".into(),
                     uri: "/a?b=<c>".into(),
                     elapsed: 0.0015,
+                }],
+                group: vec![GroupMember {
+                    pid: 43,
+                    state: "S".into(),
+                    rss: 2048,
+                    cpu_seconds: 0.25,
+                    start_since: 4,
                 }],
             }],
         }

@@ -129,10 +129,23 @@ fn process_columns(p: &ProcessStatus) -> Vec<(&'static str, Option<(String, serd
                 json!(p.last_used),
             ),
         ),
+        // A PHP group's processes: `pid/rss/cpu seconds` each in text.
+        (
+            "group processes",
+            (
+                p.group
+                    .iter()
+                    .map(|m| format!("{}/{}/{:.2}", m.pid, m.rss, m.cpu_seconds))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                json!(p.group),
+            ),
+        ),
     ];
     let known = |k: &str| match k {
         "last request cpu" => p.last_request_cpu.is_some(),
         "last request memory" => p.last_request_memory.is_some(),
+        "group processes" => !p.group.is_empty(),
         _ => true,
     };
     f.into_iter()
@@ -363,6 +376,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("request URI:          /a?b=<c>\n"));
+        assert!(t.contains("group processes:      43/2048/0.25\n"), "{t}");
         assert!(t.contains("state:                ok\nphase:                serving\n"));
     }
 
@@ -373,6 +387,8 @@ mod tests {
         assert_eq!(v["start time"], 1_700_000_000);
         assert_eq!(v["processes"][0]["request uri"], "/a?b=<c>");
         assert_eq!(v["processes"][0]["generation"], 1);
+        assert_eq!(v["processes"][0]["group processes"][0]["pid"], 43);
+        assert_eq!(v["processes"][0]["group processes"][0]["cpu seconds"], 0.25);
         assert_eq!(v["phase"], "serving");
     }
 
