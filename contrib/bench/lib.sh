@@ -507,6 +507,10 @@ contender_pss() {
     echo "$total $n"
 }
 
+# wrk's request timeout: longer than any run, so no request is dropped
+# from the latency figures.
+WRK_TIMEOUT=${WRK_TIMEOUT:-120s}
+
 # Runs wrk against contender $1 in keep-alive mode $2 and appends a row.
 measure() {
     local s=$1 mode=$2 url out before=- after ticks=- rss=- pss=- procs=-
@@ -516,7 +520,12 @@ measure() {
     wrk -t2 -c"$CONNECTIONS" -d"$WARMUP" "$url" >"$out.warmup" 2>&1 || true
     # Only a manager in the request path is measured: its cost is what we want.
     ((MASTER_MEASURED)) && before=$(cpu_ticks "$MASTER_PID")
-    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out" 2>&1 ||
+    # --timeout: wrk leaves a request slower than its timeout (2 s by
+    # default) out of the latency figures without counting it anywhere, so
+    # a server that strands some requests for seconds (php-fpm with more
+    # keep-alive connections than children) would look fast. Every request
+    # that completes within the run is timed.
+    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --timeout "$WRK_TIMEOUT" --latency "$url" >"$out" 2>&1 ||
         { show_logs "$out"; die "wrk failed against $s ($mode)"; }
     alive "$MASTER_PID" || { show_logs "${LOGS[@]}"; die "$s died during the $mode run"; }
     if ((MASTER_MEASURED)); then

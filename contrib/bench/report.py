@@ -269,6 +269,8 @@ def main():
         "wrk → nginx is keep-alive in every row. "
         f"×{args.baseline}: req/s divided by {args.baseline}'s req/s in the same keep-alive mode. "
         "errors: wrk's status ≥ 400 count plus socket errors (connect/read/write/timeout). "
+        "Latencies count every request that completed within the run (wrk --timeout 120s; "
+        "with wrk's default of 2 s, slower requests would silently drop out of them). "
         "master CPU/req: (utime+stime) of herd's master over the measured run ÷ requests; "
         "master RSS: its VmRSS after the run." + pss_note
         + (
