@@ -207,6 +207,19 @@ fn fastcgi_finish_request_answers_before_the_work_after_it() {
         "the response came after the work that follows it ({took:?})"
     );
     assert!(took < Duration::from_millis(1500), "{took:?}");
+    // The next request goes to the group's other, idle process, not to the
+    // one still at work after its response (as nginx's new connection to
+    // php-fpm would be accepted by an idle child).
+    herd.dir.write("fast.php", "<?php echo 'fast';");
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_eq!(get(&addr, "/fast.php", &herd.dir), "fast");
+        let took = started.elapsed();
+        assert!(
+            !marker.exists() && took < Duration::from_millis(1500),
+            "a request waited {took:?} behind another's post-response work"
+        );
+    }
     wait_for(
         "the work after the response",
         Duration::from_secs(10),

@@ -399,6 +399,16 @@ impl PoolConfig {
         }
     }
 
+    /// Whether the master keeps its connection to a worker open between
+    /// requests (`FCGI_KEEP_CONN`). Not to a php-fpm engine: a child that
+    /// called `fastcgi_finish_request()` works on after its response with
+    /// the kept connection still its own, so the next request sent on it
+    /// would wait for that work; a new connection is accepted by an idle
+    /// child, as nginx's are by php-fpm's.
+    pub fn keeps_connections(&self) -> bool {
+        !matches!(&self.php_group, Some(g) if g.engine == PhpEngine::Fpm)
+    }
+
     /// `request_terminate_timeout` as herd enforces it: php-fpm stops its
     /// own stuck process, where herd would stop the whole group.
     pub fn herd_terminate_timeout(&self) -> Duration {

@@ -101,12 +101,13 @@ where
     match end {
         RelayEnd::Ended { client_ok, tail } => {
             let clean = lease.conn.as_ref().is_some_and(|c| c.buf_is_empty());
-            if *abort.borrow()
+            // The worker may not have read our FCGI_ABORT_REQUEST yet;
+            // php-cgi, reading it as the next request, would drop the
+            // connection under the next one. A fresh one avoids that. And a
+            // connection not kept (see `keeps_connections`) is done.
+            if (*abort.borrow() || !cfg.keeps_connections())
                 && let Some(conn) = lease.conn.as_mut()
             {
-                // The worker may not have read our FCGI_ABORT_REQUEST yet;
-                // php-cgi, reading it as the next request, would drop the
-                // connection under the next one. A fresh one avoids that.
                 conn.disconnect();
             }
             log.status = response::status_of(&log.head).unwrap_or(200);

@@ -101,7 +101,7 @@ where
             respond(client, &cfg, id, &answer, &mut log).await
         }
         _ => {
-            let head = request_head(&mut req, retriable);
+            let head = request_head(&mut req, retriable, cfg.keeps_connections());
             by_worker(&pool, &cfg, &mut req, &head, retriable, client, &mut log).await
         }
     };
@@ -217,17 +217,20 @@ fn is_retriable(params: &[u8]) -> bool {
     (method == b"GET" || method == b"HEAD") && (length.is_empty() || length == b"0")
 }
 
-/// `FCGI_BEGIN_REQUEST` (asking the worker to keep our connection), the
-/// params, and whatever stdin already arrived — for a typical request, all
-/// of it, so the request leaves in one write. A retriable request has no
-/// body: its stdin is just the closing record, written here.
-fn request_head(req: &mut Request, retriable: bool) -> Bytes {
+/// `FCGI_BEGIN_REQUEST` (asking the worker to keep our connection when
+/// `keep`, whatever the client asked of ours), the params, and whatever
+/// stdin already arrived — for a typical request, all of it, so the
+/// request leaves in one write. A retriable request has no body: its stdin
+/// is just the closing record, written here.
+fn request_head(req: &mut Request, retriable: bool, keep: bool) -> Bytes {
     let id = req.id;
     let mut head = BytesMut::with_capacity(req.params.len() + 64);
-    let begin = BeginRequest {
-        flags: req.begin.flags | record::KEEP_CONN,
-        ..req.begin
+    let flags = if keep {
+        req.begin.flags | record::KEEP_CONN
+    } else {
+        req.begin.flags & !record::KEEP_CONN
     };
+    let begin = BeginRequest { flags, ..req.begin };
     record::put_begin_request(&mut head, id, begin);
     record::put_stream(&mut head, record::PARAMS, id, &req.params);
     record::put_stream_end(&mut head, record::PARAMS, id);
