@@ -124,12 +124,15 @@ fn status_shows_the_group(addr: &str, size: usize, served: &BTreeSet<u32>) {
 fn php_fpm_as_the_engine_shares_one_opcache_and_keeps_its_sapi() {
     let dir = Dir::new();
     dir.write("status.php", STATUS);
+    dir.write("level.php", "<?php echo error_reporting();");
     let addr = format!("127.0.0.1:{}", support::free_port());
-    let herd = Herd::start_in(
-        dir,
-        &config(&addr, &php_fpm(), 4, "pm.status_path = /status\n"),
-    );
+    // An expression, unquoted as php-fpm's pool files have them.
+    let extra = "pm.status_path = /status\n\
+                 php_admin_value[error_reporting] = E_ALL & ~E_NOTICE\n";
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 4, extra));
     herd.wait_ready(1);
+    // Evaluated, as php-fpm evaluates it: E_ALL (32767) without E_NOTICE (8).
+    assert_eq!(get(&addr, "/level.php", &herd.dir), "32759");
     let served = one_opcache_serves_the_group(&addr, &herd.dir, "fpm-fcgi");
     // One worker, four slots: status counts PHP processes, and lists them.
     let status = support::fcgi::status_json(&addr, "/status");
@@ -159,6 +162,67 @@ fn a_php_cgi_group_shares_one_opcache() {
     assert_eq!(herd.worker_pids().len(), 1, "one group, one worker");
     let served = one_opcache_serves_the_group(&addr, &herd.dir, "cgi-fcgi");
     status_shows_the_group(&addr, 4, &served);
+}
+
+/// `opcache.preload` runs once per group, in the process its PHP processes
+/// are forked from, and every one of them has what it defined; a new
+/// generation's group preloads again. (With a php-cgi per worker it would
+/// run once per worker.)
+fn preload_runs_once_per_group(command: &str, extra: &str) {
+    let dir = Dir::new();
+    let log = dir.shared("out").join("preloads");
+    dir.write(
+        "preload.php",
+        &format!(
+            "<?php file_put_contents('{}', getmypid() . \"\\n\", FILE_APPEND);\n\
+             function preloaded() {{ return getmypid(); }}",
+            log.display()
+        ),
+    );
+    dir.write(
+        "who.php",
+        "<?php usleep(300000); echo function_exists('preloaded') ? preloaded() : 'not preloaded';",
+    );
+    let preload = dir.join("preload.php");
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let extra = format!(
+        "{extra}php_admin_value[opcache.preload] = {}\n",
+        preload.display()
+    );
+    let herd = Herd::start_in(dir, &config(&addr, command, 4, &extra));
+    herd.wait_ready(1);
+    let preloads = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let answers: Vec<String> = thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| get(&addr, "/who.php", &herd.dir)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let pids: BTreeSet<u32> = answers
+        .iter()
+        .map(|a| a.parse().unwrap_or_else(|_| panic!("{answers:?}")))
+        .collect();
+    assert!(pids.len() >= 2, "served by one process only: {answers:?}");
+    assert_eq!(preloads(), 1, "{answers:?}");
+    let socket = herd.dir.join("ctl.sock");
+    let (code, out, err) = herd.ctl(&socket, &["reload", "--force", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(preloads(), 2, "the new generation's group preloads once");
+}
+
+#[test]
+fn preload_runs_once_per_php_fpm_group() {
+    preload_runs_once_per_group(&php_fpm(), "");
+}
+
+#[test]
+fn preload_runs_once_per_php_cgi_group() {
+    preload_runs_once_per_group(&php_cgi(), "php.group_size = 4\n");
 }
 
 #[test]

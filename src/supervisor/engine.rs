@@ -28,8 +28,13 @@ pub const FPM_SOCKET_FD: i32 = 3;
 pub const FPM_CONFIG_FD: i32 = 4;
 
 /// php-fpm's command line after the pool's own `args`: in the foreground,
-/// logging to stderr (which herd reads), its config on [`FPM_CONFIG_FD`].
-pub fn fpm_args(as_root: bool) -> Vec<String> {
+/// logging to stderr (which herd reads), its config on [`FPM_CONFIG_FD`],
+/// and the pool's PHP settings as `-d`: the master reads them when it
+/// starts, before it forks, so the settings PHP reads only then
+/// (`opcache.preload`, `opcache.memory_consumption`, `opcache.jit_buffer_size`)
+/// take effect; in a php-fpm pool's own `php_admin_value` they come too
+/// late. The pool config sets them again, with php-fpm's admin lock.
+pub fn fpm_args(cfg: &PoolConfig, as_root: bool) -> Vec<String> {
     let mut args = vec![
         "--nodaemonize".to_string(),
         "--force-stderr".to_string(),
@@ -38,6 +43,10 @@ pub fn fpm_args(as_root: bool) -> Vec<String> {
     ];
     if as_root {
         args.push("--allow-to-run-as-root".into());
+    }
+    for d in &cfg.php_defines {
+        args.push("-d".into());
+        args.push(format!("{}={}", d.name, quote(&d.value)));
     }
     args
 }
@@ -100,13 +109,16 @@ pub fn fpm_config(cfg: &PoolConfig, socket: &Path, size: u32) -> String {
     out
 }
 
-/// A value as php-fpm's ini reader takes it whole: quoted, with quotes and
-/// backslashes escaped, when it has anything the reader would interpret.
-fn quote(v: &str) -> String {
-    let plain = !v.is_empty()
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-:@+%,".contains(c) || c == ' ');
-    if plain && !v.starts_with(' ') && !v.ends_with(' ') {
+/// A value for php-fpm's ini reader, as php-cgi's `-d` gets it: as written,
+/// so an expression (`E_ALL & ~E_NOTICE`) is evaluated and a keyword (`On`)
+/// read as in php.ini and as php-fpm reads a pool file; quoted, with
+/// quotes and backslashes escaped, only where the reader would cut or
+/// expand it (`;` starts a comment, `"` a string, `${` a variable).
+pub fn quote(v: &str) -> String {
+    let whole = !v.is_empty()
+        && !v.contains(['"', ';', '$', '{', '}', '\\', '=', '\'', '\n'])
+        && v.trim() == v;
+    if whole {
         return v.to_string();
     }
     let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
@@ -189,7 +201,7 @@ mod tests {
             "request_terminate_timeout = 30000ms\n",
             "security.limit_extensions = .php .php7\n",
             "php_admin_value[memory_limit] = 256M\n",
-            "php_value[error_reporting] = \"E_ALL & ~E_NOTICE\"\n",
+            "php_value[error_reporting] = E_ALL & ~E_NOTICE\n",
             "clear_env = no\n",
             "process.dumpable = yes\n",
             "request_slowlog_trace_depth = 5\n",
@@ -207,7 +219,9 @@ mod tests {
         assert_eq!(quote("a;b"), "\"a;b\"");
         assert_eq!(quote(r#"say "hi""#), r#""say \"hi\"""#);
         assert_eq!(quote(""), "\"\"");
-        assert_eq!(quote("E_ALL & ~E_NOTICE"), "\"E_ALL & ~E_NOTICE\"");
+        // An expression stays one, as in php.ini and php-fpm's own pools.
+        assert_eq!(quote("E_ALL & ~E_NOTICE"), "E_ALL & ~E_NOTICE");
+        assert_eq!(quote(" padded"), "\" padded\"");
     }
 
     #[test]

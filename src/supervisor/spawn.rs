@@ -135,14 +135,15 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
             let text = engine::fpm_config(pool, &path, size);
             let config = engine::memfd("herd-php-fpm.conf", &text)
                 .context("failed to write php-fpm's config")?;
-            cmd.args(engine::fpm_args(spec.identity.runs_as_root()));
+            cmd.args(engine::fpm_args(pool, spec.identity.runs_as_root()));
             fpm_sockets = Some(format!("{}={}", path.display(), engine::FPM_SOCKET_FD));
             passed.push((OwnedFd::from(socket), engine::FPM_SOCKET_FD));
             passed.push((config, engine::FPM_CONFIG_FD));
         }
         _ => {
             for d in &pool.php_defines {
-                cmd.arg("-d").arg(format!("{}={}", d.name, d.value));
+                cmd.arg("-d")
+                    .arg(format!("{}={}", d.name, engine::quote(&d.value)));
             }
         }
     }
