@@ -36,6 +36,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -61,8 +62,9 @@ def on_term(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def client(kind, idx, url, stop, timeout, old, new, last_old, first_new, path):
-    """One client: sequential requests until `stop` is set; then its rows to `path`."""
+def client(kind, idx, url, stop, done, timeout, old, new, last_old, first_new, path):
+    """One client: sequential requests until `stop` is set; then, once every
+    client is past its last request (`done`), its rows to `path`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent()
@@ -103,6 +105,12 @@ def client(kind, idx, url, stop, timeout, old, new, last_old, first_new, path):
             time.sleep(0.01)
     if conn is not None:
         conn.close()
+    # Writing the rows takes CPU: not while another client is still timing
+    # a request (on a small machine that showed as the run's slowest ones).
+    try:
+        done.wait(timeout + 10)
+    except threading.BrokenBarrierError:
+        pass
     with open(path, "w", encoding="utf-8") as f:
         for r in rows:
             f.write("%s\t%.6f\t%.6f\t%d\t%s\t%s\n" % r)
@@ -115,6 +123,7 @@ def cmd_run(a):
     ctx = mp.get_context("fork")
     stop = ctx.Event()
     n = a.fast_clients + a.burn_clients
+    done = ctx.Barrier(n)
     last_old = ctx.Array("d", n, lock=False)
     first_new = ctx.Array("d", n, lock=False)
     burn_url = a.base + "app.php?burn=%d" % a.burn_ms
@@ -124,7 +133,7 @@ def cmd_run(a):
         kind, url = ("fast", fast_url) if i < a.fast_clients else ("burn", burn_url)
         p = ctx.Process(
             target=client,
-            args=(kind, i, url, stop, a.timeout, a.old, a.new, last_old, first_new,
+            args=(kind, i, url, stop, done, a.timeout, a.old, a.new, last_old, first_new,
                   os.path.join(a.dir, "client-%d.tsv" % i)),
         )
         p.start()
@@ -173,7 +182,7 @@ def cmd_run(a):
     finally:
         stop.set()
         for p in procs:
-            p.join(a.timeout + 5)
+            p.join(a.timeout + 15)
             if p.is_alive():
                 p.kill()
                 p.join()

@@ -38,6 +38,9 @@ class WrkResult:
         self.p50 = self._duration(r"^\s*50(?:\.0+)?%\s+" + _DURATION)
         self.p99 = self._duration(r"^\s*99(?:\.0+)?%\s+" + _DURATION)
         self.max = self._duration(r"^\s*Latency\s+\S+\s+\S+\s+" + _DURATION)
+        self.mean = self._duration(r"^\s*Latency\s+" + _DURATION)
+        self.connections = self._int(r"threads and (\d+) connections")
+        self.seconds = self._duration(r"requests in " + _DURATION)
         # wrk only prints these lines when the counts are not zero.
         socket = re.search(
             r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
@@ -54,6 +57,25 @@ class WrkResult:
     @property
     def errors(self):
         return self.socket_errors + self.bad_status
+
+    @property
+    def unanswered(self):
+        """Connections left without an answer, in whole-run equivalents.
+
+        wrk keeps one request in flight on every connection for the whole
+        run, and times only the requests that complete: a connection whose
+        request the server never answers adds nothing to the latencies
+        (nor to wrk's errors). By Little's law the connections that got
+        answers number requests × mean latency ÷ run time; the rest were
+        left waiting. php-fpm with nginx's upstream keep-alive leaves a
+        connection waiting when it is not one of the ones its children
+        hold."""
+        if None in (self.requests, self.mean, self.connections, self.seconds):
+            return None
+        if not self.seconds:
+            return None
+        answered = self.requests * self.mean / self.seconds
+        return max(0.0, self.connections - answered)
 
     def _match(self, pattern):
         return re.search(pattern, self.text, re.MULTILINE)
@@ -90,6 +112,16 @@ def fmt_errors(r):
     if r.socket_errors:
         parts.append(f"{r.socket_errors} socket")
     return f"{r.errors} ({', '.join(parts)})"
+
+
+def fmt_unanswered(w):
+    """`0`, or how many of the connections waited the whole run."""
+    n = w.unanswered
+    if n is None:
+        return "?"
+    if n < 0.5:
+        return "0"
+    return f"{n:.0f} of {w.connections}"
 
 
 def pss_cells(row, base_kb):
@@ -141,6 +173,8 @@ class Rounds:
         self.p50 = med([r.p50 for r in ok if r.p50 is not None])
         self.p99 = med([r.p99 for r in ok if r.p99 is not None])
         self.max = med([r.max for r in ok if r.max is not None])
+        self.unanswered = med([r.unanswered for r in ok if r.unanswered is not None])
+        self.connections = ok[0].connections if ok else None
         self.socket_errors = sum(r.socket_errors for r in results)
         self.bad_status = sum(r.bad_status for r in results)
         self.ok_all = len(ok) == len(results)
@@ -206,10 +240,10 @@ def table(rows, baseline, clk_tck):
     }
     with_pss = any(r["pss_kb"] is not None for r in rows)
     head = (
-        f"| server | keep-alive | req/s | ×{baseline} | p50 | p99 | max | errors "
+        f"| server | keep-alive | req/s | ×{baseline} | p50 | p99 | max | unanswered | errors "
         "| master CPU/req | master RSS |"
     )
-    rule = "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+    rule = "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     if with_pss:
         head += f" total PSS | PSS ×{baseline} | processes |"
         rule += "--:|--:|--:|"
@@ -219,7 +253,7 @@ def table(rows, baseline, clk_tck):
         if not w.ok:
             out.append(
                 f"| {r['server']} | {r['mode']} | (wrk output unreadable: "
-                f"{r['wrk_file']}) | | | | | | | |" + (" | | |" if with_pss else "")
+                f"{r['wrk_file']}) | | | | | | | | |" + (" | | |" if with_pss else "")
             )
             continue
         base = base_rows.get(r["mode"])
@@ -229,7 +263,7 @@ def table(rows, baseline, clk_tck):
         line = (
             f"| {r['server']} | {r['mode']} | {w.rps:,.0f} | {ratio} "
             f"| {fmt_duration(w.p50)} | {fmt_duration(w.p99)} | {fmt_duration(w.max)} "
-            f"| {fmt_errors(w)} | {cpu} | {rss} |"
+            f"| {fmt_unanswered(w)} | {fmt_errors(w)} | {cpu} | {rss} |"
         )
         if with_pss:
             line += " " + " | ".join(pss_cells(r, base_pss.get(r["mode"]))) + " |"
@@ -271,6 +305,10 @@ def main():
         "errors: wrk's status ≥ 400 count plus socket errors (connect/read/write/timeout). "
         "Latencies count every request that completed within the run (wrk --timeout 120s; "
         "with wrk's default of 2 s, slower requests would silently drop out of them). "
+        "unanswered: wrk times only requests that complete, so a connection the server "
+        "never answers is in no latency and no error count; by Little's law the connections "
+        "that were answered number requests × mean latency ÷ run time, and this is how many "
+        "of the run's connections were not (in whole-run equivalents). "
         "master CPU/req: (utime+stime) of herd's master over the measured run ÷ requests; "
         "master RSS: its VmRSS after the run." + pss_note
         + (
