@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Dir, Herd, fcgi, user_line, wait_for};
+use support::{Dir, Herd, fcgi, user_line, wait_for, wait_until};
 
 /// Prints the pid, OPcache's shared hit count and its start time.
 const STATUS: &str = "<?php usleep((int)($_GET['ms'] ?? 0) * 1000); $s = opcache_get_status(false)['opcache_statistics']; \
@@ -223,6 +223,90 @@ fn preload_runs_once_per_php_fpm_group() {
 #[test]
 fn preload_runs_once_per_php_cgi_group() {
     preload_runs_once_per_group(&php_cgi(), "php.group_size = 4\n");
+}
+
+/// The PHP processes status lists for the group now.
+fn group_pids(addr: &str) -> BTreeSet<u32> {
+    let status = support::fcgi::status_json(addr, "/status");
+    status["processes"][0]["group processes"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["pid"].as_u64().unwrap() as u32)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Four requests at once, each 300 ms long; the pids that served them.
+fn four_at_once(addr: &str, dir: &Dir) -> BTreeSet<u32> {
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| parse(&get(addr, "/status.php?ms=300", dir)).0))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn an_ondemand_php_fpm_group_starts_children_for_requests_and_stops_idle_ones() {
+    let dir = Dir::new();
+    dir.write("status.php", STATUS);
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let extra = "pm = ondemand\npm.process_idle_timeout = 1s\npm.status_path = /status\n";
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 4, extra));
+    herd.wait_ready(1);
+    // Idle: php-fpm stops the child the readiness probe started.
+    wait_until("no PHP process while idle", Duration::from_secs(15), || {
+        let pids = group_pids(&addr);
+        if pids.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{pids:?}"))
+        }
+    });
+    // Four requests at once: php-fpm forks children for them, within the
+    // group's four slots, and they share the group's OPcache.
+    let served = four_at_once(&addr, &herd.dir);
+    assert!(served.len() >= 2, "served by {served:?}");
+    let status = support::fcgi::status_json(&addr, "/status");
+    assert_eq!(status["processes"][0]["slots"], 4, "{status}");
+    // And stops them once idle again.
+    wait_until("the children stopped", Duration::from_secs(15), || {
+        let pids = group_pids(&addr);
+        if pids.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{pids:?}"))
+        }
+    });
+}
+
+#[test]
+fn a_dynamic_php_fpm_group_starts_with_its_start_servers() {
+    let dir = Dir::new();
+    dir.write("status.php", STATUS);
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let extra = "pm = dynamic\npm.start_servers = 1\npm.min_spare_servers = 1\n\
+                 pm.max_spare_servers = 1\npm.status_path = /status\n";
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 4, extra));
+    herd.wait_ready(1);
+    // One child, not pm.max_children of them.
+    wait_until("one PHP process", Duration::from_secs(10), || {
+        let pids = group_pids(&addr);
+        if pids.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{pids:?}"))
+        }
+    });
+    // Four at once still all answer (the group has four slots; php-fpm
+    // adds children as its spare-server rules say).
+    let served = four_at_once(&addr, &herd.dir);
+    assert!(!served.is_empty());
+    let (code, out, err) = herd.ctl(&herd.dir.join("ctl.sock"), &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("PHP process"), "{out}");
 }
 
 #[test]

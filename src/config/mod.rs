@@ -233,8 +233,12 @@ pub enum PhpEngine {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     pub engine: PhpEngine,
-    /// PHP processes per group (`php.group_size`).
+    /// PHP processes per group (`php.group_size`): the most it runs.
     pub size: u32,
+    /// How the engine runs them: php-fpm as the pool's `pm` says (dynamic
+    /// and ondemand start and stop children within the group), php-cgi
+    /// always static.
+    pub pm: PmMode,
 }
 
 /// How the readiness gate first asks a worker whether it serves.

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::build::{Context, Fields, invalid};
-use super::{Group, PhpDefine, PhpEngine, ScriptGuard, ScriptLookup, value};
+use super::{Group, PhpDefine, PhpEngine, PmMode, ScriptGuard, ScriptLookup, value};
 
 /// What a pool section says about PHP.
 pub(super) struct PhpSettings {
@@ -181,7 +181,12 @@ fn group(
         );
         cx.error(&entry.location, msg);
     }
-    Some(Group { engine, size })
+    Some(Group {
+        engine,
+        size,
+        // The pool's mode is applied once `pm` is read (see `pool.rs`).
+        pm: PmMode::Static,
+    })
 }
 
 /// `security.limit_extensions`, with php-fpm's default (`.php .phar`) for

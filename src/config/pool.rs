@@ -106,7 +106,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
     }
     let args = f.get(cx, "args", value::words).unwrap_or_default();
     let php = php::settings(f, cx, command.as_deref(), chroot.as_deref(), max_children);
-    let group = php.group.clone();
+    let mut group = php.group.clone();
     let workers = group
         .as_ref()
         .map_or(max_children, |g| max_children.div_ceil(g.size));
@@ -121,7 +121,13 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         cx.error(at, msg);
     }
     let worker_slots = group.as_ref().map(|g| g.size).or(slots_set);
-    let pm_mode = match (&group, pm.as_ref().map(|pm| pm.mode)) {
+    let pm_mode = match (&mut group, pm.as_ref().map(|pm| pm.mode)) {
+        // php-fpm starts and stops its own children within each group;
+        // herd keeps the groups.
+        (Some(g), Some(mode)) if g.engine == PhpEngine::Fpm => {
+            g.pm = mode;
+            Some(PmMode::Static)
+        }
         (Some(g), Some(mode)) if mode != PmMode::Static => {
             let at = f.location("pm").expect("required");
             cx.warnings.push(format!(

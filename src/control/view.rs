@@ -253,8 +253,9 @@ fn worker_lines(out: &mut String, w: &Value, style: Style) {
             .sum();
         let pids: Vec<String> = members.iter().map(|m| s(&m["pid"])).collect();
         let line = format!(
-            "    {} PHP processes, {} resident, {cpu:.1}s CPU: {}",
+            "    {} PHP process{}, {} resident, {cpu:.1}s CPU: {}",
             members.len(),
+            if members.len() == 1 { "" } else { "es" },
             mib(rss),
             pids.join(" ")
         );

@@ -181,6 +181,14 @@ impl Supervisor {
         };
         let max = self.scaler.max_children(cfg);
         let (unit, of) = match &cfg.php_group {
+            Some(g) if g.pm != PmMode::Static => (
+                "groups",
+                format!(
+                    " of up to {} PHP processes (php-fpm's pm = {} within each)",
+                    g.size,
+                    g.pm.as_str()
+                ),
+            ),
             Some(g) => ("groups", format!(" of {} PHP processes", g.size)),
             None => ("workers", String::new()),
         };

@@ -21,7 +21,7 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
-use crate::config::PoolConfig;
+use crate::config::{PmMode, PoolConfig};
 
 /// Where php-fpm finds the socket herd passes it, and its config.
 pub const FPM_SOCKET_FD: i32 = 3;
@@ -61,8 +61,9 @@ pub fn fpm_config(cfg: &PoolConfig, socket: &Path, size: u32) -> String {
     );
     let mut line = |k: &str, v: &str| out.push_str(&format!("{k} = {}\n", quote(v)));
     line("listen", &socket.display().to_string());
-    line("pm", "static");
-    line("pm.max_children", &size.to_string());
+    for (name, value) in process_manager(cfg, size) {
+        line(name, &value);
+    }
     line("pm.max_requests", &cfg.max_requests.to_string());
     line(
         "request_terminate_timeout",
@@ -107,6 +108,39 @@ pub fn fpm_config(cfg: &PoolConfig, socket: &Path, size: u32) -> String {
         line(&format!("{kind}[{}]", d.name), &d.value);
     }
     out
+}
+
+/// php-fpm's process manager within one group of at most `size` children:
+/// the pool's `pm`, its spare-server counts shared out among the pool's
+/// groups (each at least 1 and within php-fpm's rules: min ≤ start ≤ max
+/// ≤ size).
+fn process_manager(cfg: &PoolConfig, size: u32) -> Vec<(&'static str, String)> {
+    let mode = cfg.php_group.as_ref().map_or(PmMode::Static, |g| g.pm);
+    let mut pm = vec![
+        ("pm", mode.as_str().to_string()),
+        ("pm.max_children", size.to_string()),
+    ];
+    match mode {
+        PmMode::Static => {}
+        PmMode::Ondemand => pm.push((
+            "pm.process_idle_timeout",
+            format!("{}s", cfg.process_idle_timeout.as_secs().max(1)),
+        )),
+        PmMode::Dynamic => {
+            let groups = cfg.workers().max(1);
+            let share = |n: u32| n.div_ceil(groups).clamp(1, size);
+            let min = share(cfg.min_spare_servers);
+            let max = share(cfg.max_spare_servers).max(min);
+            let start = share(cfg.start_servers).clamp(min, max);
+            pm.extend([
+                ("pm.start_servers", start.to_string()),
+                ("pm.min_spare_servers", min.to_string()),
+                ("pm.max_spare_servers", max.to_string()),
+                ("pm.max_spawn_rate", cfg.max_spawn_rate.to_string()),
+            ]);
+        }
+    }
+    pm
 }
 
 /// A value for php-fpm's ini reader, as php-cgi's `-d` gets it: as written,
@@ -210,6 +244,44 @@ mod tests {
         }
         // No user or group: php-fpm already runs as the pool's user.
         assert!(!text.contains("\nuser"), "{text}");
+    }
+
+    #[test]
+    fn an_fpm_group_keeps_the_pools_process_manager() {
+        let lines = |cfg: &PoolConfig, size| {
+            process_manager(cfg, size)
+                .into_iter()
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect::<Vec<_>>()
+        };
+        let ondemand = pool("pm = ondemand\npm.process_idle_timeout = 5s\n");
+        assert_eq!(ondemand.pm, PmMode::Static, "herd keeps the group");
+        assert_eq!(
+            lines(&ondemand, 8),
+            [
+                "pm = ondemand",
+                "pm.max_children = 8",
+                "pm.process_idle_timeout = 5s"
+            ]
+        );
+        // Two groups of 4 share the spare servers out.
+        let dynamic = pool(
+            "pm = dynamic\npm.start_servers = 3\npm.min_spare_servers = 2\n\
+             pm.max_spare_servers = 4\nphp.group_size = 4\n",
+        );
+        assert_eq!(dynamic.workers(), 2);
+        assert_eq!(
+            lines(&dynamic, 4),
+            [
+                "pm = dynamic",
+                "pm.max_children = 4",
+                "pm.start_servers = 2",
+                "pm.min_spare_servers = 1",
+                "pm.max_spare_servers = 2",
+                "pm.max_spawn_rate = 32",
+            ]
+        );
+        assert_eq!(lines(&pool(""), 8), ["pm = static", "pm.max_children = 8"]);
     }
 
     #[test]

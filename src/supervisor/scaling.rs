@@ -322,6 +322,7 @@ mod tests {
             php_group: Some(crate::config::Group {
                 engine: crate::config::PhpEngine::Fpm,
                 size: 4,
+                pm: PmMode::Static,
             }),
             ..base
         };
