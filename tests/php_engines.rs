@@ -238,6 +238,18 @@ fn group_pids(addr: &str) -> BTreeSet<u32> {
         .unwrap_or_default()
 }
 
+/// Waits until status lists `n` PHP processes in the group.
+fn wait_for_group(addr: &str, what: &str, n: usize) {
+    wait_until(what, Duration::from_secs(15), || {
+        let pids = group_pids(addr);
+        if pids.len() == n {
+            Ok(())
+        } else {
+            Err(format!("{pids:?}"))
+        }
+    });
+}
+
 /// Four requests at once, each 300 ms long; the pids that served them.
 fn four_at_once(addr: &str, dir: &Dir) -> BTreeSet<u32> {
     thread::scope(|s| {
@@ -257,14 +269,7 @@ fn an_ondemand_php_fpm_group_starts_children_for_requests_and_stops_idle_ones() 
     let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 4, extra));
     herd.wait_ready(1);
     // Idle: php-fpm stops the child the readiness probe started.
-    wait_until("no PHP process while idle", Duration::from_secs(15), || {
-        let pids = group_pids(&addr);
-        if pids.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{pids:?}"))
-        }
-    });
+    wait_for_group(&addr, "no PHP process while idle", 0);
     // Four requests at once: php-fpm forks children for them, within the
     // group's four slots, and they share the group's OPcache.
     let served = four_at_once(&addr, &herd.dir);
@@ -272,14 +277,7 @@ fn an_ondemand_php_fpm_group_starts_children_for_requests_and_stops_idle_ones() 
     let status = support::fcgi::status_json(&addr, "/status");
     assert_eq!(status["processes"][0]["slots"], 4, "{status}");
     // And stops them once idle again.
-    wait_until("the children stopped", Duration::from_secs(15), || {
-        let pids = group_pids(&addr);
-        if pids.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{pids:?}"))
-        }
-    });
+    wait_for_group(&addr, "the children stopped", 0);
 }
 
 #[test]
@@ -292,14 +290,7 @@ fn a_dynamic_php_fpm_group_starts_with_its_start_servers() {
     let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 4, extra));
     herd.wait_ready(1);
     // One child, not pm.max_children of them.
-    wait_until("one PHP process", Duration::from_secs(10), || {
-        let pids = group_pids(&addr);
-        if pids.len() == 1 {
-            Ok(())
-        } else {
-            Err(format!("{pids:?}"))
-        }
-    });
+    wait_for_group(&addr, "one PHP process", 1);
     // Four at once still all answer (the group has four slots; php-fpm
     // adds children as its spare-server rules say).
     let served = four_at_once(&addr, &herd.dir);
