@@ -804,3 +804,59 @@ fn process_priority_sets_the_master_and_the_workers_apart() {
     assert_eq!(nice(pa), 5, "pool a's process.priority");
     assert_eq!(nice(pb), 0, "pool b's workers do not inherit the master's");
 }
+
+#[test]
+fn a_new_worker_warms_up_behind_serving_ones_at_a_lower_priority() {
+    if !support::is_root() {
+        return support::skip("not root: a lowered nice value could not be raised again");
+    }
+    let a = addr();
+    let herd = Herd::start(&config(
+        "control.listen = {dir}/ctl.sock\n",
+        &[pool(
+            "a",
+            &a,
+            "pm = static\npm.max_children = 1\n",
+            "process.priority = 2\nwarmup.request[] = /?ms=1500\n",
+        )],
+    ));
+    herd.wait_ready(1);
+    let old = support::fcgi::get(&a, "/").pid();
+    assert_eq!(
+        nice(old),
+        2,
+        "the first worker starts at the pool's priority"
+    );
+    let (code, out, err) = herd.ctl(&herd.dir.join("ctl.sock"), &["reload", "--force"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // While it warms up (1.5 s), the new worker runs 10 steps lower.
+    let new = wait_until(
+        "the new worker warming at nice 12",
+        Duration::from_secs(10),
+        || {
+            let pids: Vec<u32> = herd
+                .worker_pids()
+                .into_iter()
+                .filter(|p| *p != old)
+                .collect();
+            match pids.as_slice() {
+                [p] if alive(*p) && nice(*p) == 12 => Ok(*p),
+                _ => Err(format!("{pids:?}")),
+            }
+        },
+    );
+    assert_eq!(nice(old), 2, "the serving worker keeps its priority");
+    // Through its gate, it serves at the pool's priority.
+    wait_until(
+        "the new worker serving at nice 2",
+        Duration::from_secs(15),
+        || {
+            let pid = support::fcgi::get(&a, "/").pid();
+            if pid == new && nice(new) == 2 {
+                Ok(())
+            } else {
+                Err(format!("served by {pid}, new {new} at nice {}", nice(new)))
+            }
+        },
+    );
+}

@@ -84,6 +84,41 @@ pub fn remember_start_nice() {
     let _ = START_NICE.set(nice);
 }
 
+/// How much lower a worker's CPU priority is while it starts beside
+/// serving workers (see [`start_behind`]).
+const WARMING_NICE_STEP: i32 = 10;
+
+/// Lowers the CPU priority of a worker that just started (its whole
+/// process group: php-fpm's children inherit it) while workers of the pool
+/// serve, so the engine's start-up, the OPcache's first compiles and the
+/// warm-up requests yield to their requests. Returns the nice value to
+/// give back at its gate. Only as root: anyone else could not raise it
+/// again.
+pub fn start_behind(pid: u32, pool: &PoolConfig) -> Option<i32> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let serving = pool
+        .process_priority
+        .or(START_NICE.get().copied())
+        .unwrap_or(0);
+    let warming = (serving + WARMING_NICE_STEP).min(19);
+    (warming != serving && set_group_nice(pid, warming)).then_some(serving)
+}
+
+/// Sets the nice value of the process group `pid` leads; false (and one
+/// log line) when the kernel says no.
+pub fn set_group_nice(pid: u32, nice: i32) -> bool {
+    // SAFETY: setpriority on a process group by id; no memory involved.
+    let r = unsafe { libc::setpriority(libc::PRIO_PGRP, pid as libc::id_t, nice) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::debug!(pid, nice, "could not set the worker's priority: {e}");
+    }
+    r == 0
+}
+
 /// Everything needed to start one worker.
 pub struct SpawnSpec<'a> {
     pub pool: &'a PoolConfig,

@@ -25,6 +25,9 @@ pub(super) struct Proc {
     pub(super) life: Life,
     /// The last lines it wrote, when its output is caught.
     pub(super) last_words: Option<output::LastWords>,
+    /// The nice value its process group gets back at its gate, when it
+    /// started at a lower priority beside serving workers.
+    pub(super) restore_nice: Option<i32>,
 }
 
 /// Where a worker is in its life, as the supervisor sees it. Every state
@@ -169,6 +172,17 @@ impl Supervisor {
         let pid = handle.pid;
         Counters::bump(&self.pool.counters.spawns);
         tracing::info!(pool = %self.name(), worker = id, pid, generation, "worker spawned");
+        // Beside workers that serve, a new one starts (and warms up) at a
+        // lower CPU priority, so its start-up does not slow their requests.
+        let serving = self
+            .procs
+            .values()
+            .any(|p| !p.life.leaving() && p.ready_at.is_some());
+        let restore_nice = if serving {
+            spawn::start_behind(pid, &self.gens[&generation].cfg)
+        } else {
+            None
+        };
         let rank = generation::ranks(&self.gens)
             .get(&generation)
             .copied()
@@ -185,6 +199,7 @@ impl Supervisor {
                 ready_at: None,
                 life: Life::Live,
                 last_words: None,
+                restore_nice,
             },
         );
         let events = self.events_tx.clone();
@@ -214,6 +229,9 @@ impl Supervisor {
                 }
                 p.ready_at = Some(Instant::now());
                 let (pid, generation) = (p.handle.pid, p.generation);
+                if let Some(nice) = p.restore_nice.take() {
+                    spawn::set_group_nice(pid, nice);
+                }
                 tracing::info!(pool = %self.name(), worker = id, pid, generation, "worker ready");
                 self.pool.worker_ready(id, conns);
                 if self
