@@ -180,11 +180,14 @@ fn pool_label(s: &PoolStatus) -> String {
     format!("pool=\"{}\"", escape(&s.pool))
 }
 
+/// (generation, PHP processes, their resident bytes) of one pool.
+type GroupsByGeneration = Vec<(u32, u64, u64)>;
+
 /// The PHP processes behind a pool's groups and their memory, by
 /// generation; no sample for a pool without groups.
 fn php_groups(out: &mut Out, pools: &[&PoolStatus]) {
     let by_generation = |s: &PoolStatus| {
-        let mut g: Vec<(u32, u64, u64)> = Vec::new();
+        let mut g = GroupsByGeneration::new();
         for p in s.processes.iter().filter(|p| !p.group.is_empty()) {
             let rss: u64 = p.group.iter().map(|m| m.rss).sum();
             match g
@@ -201,15 +204,19 @@ fn php_groups(out: &mut Out, pools: &[&PoolStatus]) {
         g.sort_unstable();
         g
     };
+    let groups: Vec<(String, GroupsByGeneration)> = pools
+        .iter()
+        .map(|s| (pool_label(s), by_generation(s)))
+        .collect();
     out.family(
         "herd_php_processes",
         "gauge",
         None,
         "PHP processes serving the pool's groups (a php-fpm engine's or a php-cgi's children).",
     );
-    for s in pools {
-        for (generation, n, _) in by_generation(s) {
-            let labels = format!("{},generation=\"{generation}\"", pool_label(s));
+    for (pool, gens) in &groups {
+        for (generation, n, _) in gens {
+            let labels = format!("{pool},generation=\"{generation}\"");
             out.sample("herd_php_processes", &labels, n);
         }
     }
@@ -219,9 +226,9 @@ fn php_groups(out: &mut Out, pools: &[&PoolStatus]) {
         Some("bytes"),
         "Resident memory of those PHP processes, summed (shared pages counted in each).",
     );
-    for s in pools {
-        for (generation, _, rss) in by_generation(s) {
-            let labels = format!("{},generation=\"{generation}\"", pool_label(s));
+    for (pool, gens) in &groups {
+        for (generation, _, rss) in gens {
+            let labels = format!("{pool},generation=\"{generation}\"");
             out.sample("herd_php_resident_bytes", &labels, rss);
         }
     }
