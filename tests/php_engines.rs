@@ -265,10 +265,12 @@ fn an_ondemand_php_fpm_group_starts_children_for_requests_and_stops_idle_ones() 
     let dir = Dir::new();
     dir.write("status.php", STATUS);
     let addr = format!("127.0.0.1:{}", support::free_port());
-    let extra = "pm = ondemand\npm.process_idle_timeout = 1s\npm.status_path = /status\n";
+    let extra = "pm = ondemand\npm.process_idle_timeout = 1s\npm.status_path = /status\n\
+                 warmup.request[] = /status.php\n";
     let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 4, extra));
     herd.wait_ready(1);
-    // Idle: php-fpm stops the child the readiness probe started.
+    // Idle: php-fpm stops the child the readiness probe and the warm-up
+    // started (herd does not hold on to the warm-up's connection).
     wait_for_group(&addr, "no PHP process while idle", 0);
     // Four requests at once all answer: php-fpm forks children for them
     // (one per wakeup of its master, so how many depends on timing),

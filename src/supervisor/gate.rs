@@ -71,7 +71,12 @@ pub async fn pass(
     timeout(pool.warmup_timeout, warm_up(&mut stream, pool))
         .await
         .map_err(|_| GateError::WarmupTimeout(pool.warmup_timeout))??;
-    conns[0] = WorkerConn::new(socket, Some(stream));
+    // Kept for the first request, unless the pool's workers get a new
+    // connection per request (a php-fpm engine): closed now, it frees the
+    // child that holds it.
+    if pool.keeps_connections() {
+        conns[0] = WorkerConn::new(socket, Some(stream));
+    }
     Ok(conns)
 }
 
