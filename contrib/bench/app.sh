@@ -4,7 +4,7 @@
 # one nginx, measured with wrk: req/s, latency and the total memory (PSS) of
 # every contender, with ratios to php-fpm.
 #
-#   contrib/bench/app.sh [--duration 10s] [--rounds 1] [--workers 8,32] [--out FILE]
+#   contrib/bench/app.sh [--duration 10s] [--rounds 1] [--workers 8,32] [--per-worker 2] [--out FILE]
 #                        [--contenders php-fpm,spawn-fcgi,herd-exec,herd-group,herd-groups,herd-fpm]
 #                        [--herd PATH] [--no-build] [--keep-tmp]
 #
@@ -32,8 +32,9 @@
 #                one worker, a php-fpm master whose W children share one
 #                OPcache, php-fpm's SAPI.
 #
-# Each W is measured with 2×W connections, nginx → server keep-alive off and
-# on, one contender at a time; one markdown table per W, also written to
+# Each W is measured with 2×W connections (--per-worker N: N×W; 1 gives
+# php-fpm's children one connection each, so none is left waiting), nginx →
+# server keep-alive off and on, one contender at a time; one markdown table per W, also written to
 # --out. Unless --no-build or --herd, `cargo build --release` runs first.
 # Nothing here asserts a timing: the machine may be small and shared.
 set -euo pipefail
@@ -54,6 +55,7 @@ GROUP_SIZE=4        # children per worker of herd-groups
 DURATION=10s
 ROUNDS=1
 WORKERS_LIST=8,32
+PER_WORKER=2
 OUT=
 BUILD=1
 KEEP_TMP=0
@@ -91,6 +93,7 @@ parse_args() {
             --duration) DURATION=${2:?}; shift ;;
             --rounds) ROUNDS=${2:?}; shift ;;
             --workers) WORKERS_LIST=${2:?}; shift ;;
+            --per-worker) PER_WORKER=${2:?}; shift ;;
             --contenders) SERVERS=${2:?}; shift ;;
             --out) OUT=${2:?}; shift ;;
             --herd) HERD=${2:?}; BUILD=0; shift ;;
@@ -109,9 +112,10 @@ parse_args() {
         [[ $w =~ ^[1-9][0-9]*$ ]] || die "--workers must be positive integers separated by commas"
         if ((w > max)); then max=$w; fi
     done
+    [[ $PER_WORKER =~ ^[1-9][0-9]*$ ]] || die "--per-worker must be a positive integer"
     # Checked (and nginx sized) for the largest W.
     WORKERS=$max
-    CONNECTIONS=$((2 * max))
+    CONNECTIONS=$((PER_WORKER * max))
     check_common_args
 }
 
@@ -361,7 +365,7 @@ main() {
     local w s
     for w in ${WORKERS_LIST//,/ }; do
         WORKERS=$w
-        CONNECTIONS=$((2 * w))
+        CONNECTIONS=$((PER_WORKER * w))
         ROWS=$TMP/rows-w$w.tsv
         : >"$ROWS"
         NOTES=()
