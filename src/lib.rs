@@ -13,6 +13,7 @@
 //! - `control`: the control socket, its protocol and `herd ctl`.
 //! - `status`: php-fpm's status formats.
 //! - `worker`: the Rust worker library (`herd::worker`).
+//! - `quiet`: the request path's sockets, which wake the master only to read.
 //! - `client`: a FastCGI client (`herd call`, the gate's probes).
 //! - `example_app`: the FastCGI application built into the binary.
 
@@ -25,6 +26,7 @@ pub mod logging;
 pub mod master;
 pub mod phase;
 pub mod pool;
+pub mod quiet;
 pub mod router;
 pub mod signals;
 pub mod status;

@@ -152,6 +152,48 @@ fn request_bodies_and_large_responses_pass_through_intact() {
     assert_eq!(big.body().len(), 1_000_000);
 }
 
+/// The master writes to its clients without waiting on their sockets
+/// (src/quiet.rs), and waits for room only on one whose buffer is full. A
+/// client that stops reading a response far larger than any socket buffer
+/// holds up only itself: others are served meanwhile, over TCP and unix
+/// sockets, and when it reads again every byte arrives, in order.
+#[test]
+fn a_client_that_stops_reading_a_large_response_holds_up_no_one_else() {
+    const BIG: usize = 32 * 1024 * 1024;
+    let tcp = format!("127.0.0.1:{}", support::free_port());
+    for listen in [tcp.as_str(), "{dir}/app.sock"] {
+        let herd = Herd::start(&example_pool(listen, 2, ""));
+        herd.wait_ready(2);
+        let addr = listen.replace("{dir}", &herd.dir.path().display().to_string());
+        let mut slow = Conn::open(&addr);
+        slow.send(&fcgi::request_bytes(
+            1,
+            &format!("/?bytes={BIG}"),
+            false,
+            &[],
+            b"",
+        ));
+        // The response has started; the client now stops reading.
+        let first = slow.next_frame().expect("the response starts");
+        assert_eq!(first.request_id(), 1);
+        for _ in 0..20 {
+            assert_eq!(fcgi::get(&addr, "/hello").status(), 200, "{addr}");
+        }
+        let rest = slow.reply(1).expect("the rest of the response");
+        let mut stdout = first.content().to_vec();
+        stdout.extend_from_slice(&rest.stdout);
+        let at = stdout.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let body = &stdout[at..];
+        assert_eq!(body.len(), BIG, "{addr}");
+        assert!(body.starts_with(b"gen=1 pid="), "{addr}");
+        assert!(
+            body[64..].iter().all(|b| *b == b'.'),
+            "{addr}: the body is intact"
+        );
+        drop(herd);
+    }
+}
+
 #[test]
 fn workers_get_their_environment() {
     let port = support::free_port();

@@ -3,20 +3,20 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::quiet::Quiet;
 use bytes::BytesMut;
-use tokio::net::UnixStream;
 
 /// The master's connection to one worker, kept open between requests
 /// (`FCGI_KEEP_CONN`) and opened again when the worker closed it.
 #[derive(Debug)]
 pub struct WorkerConn {
     pub socket: Arc<Path>,
-    stream: Option<UnixStream>,
+    stream: Option<Quiet>,
     pub buf: BytesMut,
 }
 
 impl WorkerConn {
-    pub fn new(socket: Arc<Path>, stream: Option<UnixStream>) -> WorkerConn {
+    pub fn new(socket: Arc<Path>, stream: Option<Quiet>) -> WorkerConn {
         WorkerConn {
             socket,
             stream,
@@ -28,20 +28,20 @@ impl WorkerConn {
     /// (php-cgi closes a connection that stays silent for 5 s after its
     /// accept; other programs time idle connections out too); then a new one.
     /// Returns whether the stream is freshly connected.
-    pub async fn connect(&mut self) -> std::io::Result<(&mut UnixStream, bool)> {
+    pub fn connect(&mut self) -> std::io::Result<(&mut Quiet, bool)> {
         if self.stream.as_ref().is_some_and(closed_while_idle) {
             self.stream = None;
         }
         let fresh = self.stream.is_none();
         if fresh {
             self.buf.clear();
-            self.stream = Some(UnixStream::connect(&*self.socket).await?);
+            self.stream = Some(Quiet::connect_unix(&self.socket)?);
         }
         Ok((self.stream.as_mut().expect("connected above"), fresh))
     }
 
     /// The open stream, if any, and the read buffer.
-    pub fn parts(&mut self) -> (Option<&mut UnixStream>, &mut BytesMut) {
+    pub fn parts(&mut self) -> (Option<&mut Quiet>, &mut BytesMut) {
         (self.stream.as_mut(), &mut self.buf)
     }
 
@@ -59,6 +59,6 @@ impl WorkerConn {
 
 /// An idle connection has nothing to read; if it has, the worker closed it
 /// (or misbehaves). Costs no system call while the reactor has seen nothing.
-fn closed_while_idle(stream: &UnixStream) -> bool {
+fn closed_while_idle(stream: &Quiet) -> bool {
     !matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }

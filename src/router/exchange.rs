@@ -185,13 +185,13 @@ fn slowlog(pool: &Pool, worker: crate::pool::WorkerId, slot: u32, pid: u32, sinc
 /// a moment ago fails here with nothing delivered, so it is safe to open a
 /// new one and write again, once.
 async fn send_head(conn: &mut WorkerConn, head: &[u8]) -> std::io::Result<()> {
-    let (stream, fresh) = conn.connect().await?;
+    let (stream, fresh) = conn.connect()?;
     match stream.write_all(head).await {
         Ok(()) => Ok(()),
         Err(e) if fresh => Err(e),
         Err(_) => {
             conn.disconnect();
-            let (stream, _) = conn.connect().await?;
+            let (stream, _) = conn.connect()?;
             stream.write_all(head).await
         }
     }
@@ -285,12 +285,19 @@ where
                 client_ok = write_client(client, &chunk, write_limit).await;
             }
         }
+        // Room for a whole piece: after the split the buffer's tail may be
+        // short, and a read into it would take a second read to finish.
+        buf.reserve(READ_ROOM);
         match from_worker.read_buf(buf).await {
             Ok(0) | Err(_) => return lost(),
             Ok(_) => {}
         }
     }
 }
+
+/// Free space the relay gives each read from a worker: php-fpm and php-cgi
+/// send their output in records of up to 8 KiB.
+const READ_ROOM: usize = 16 * 1024;
 
 /// Keeps the first 2 KiB of stdout content: enough for the CGI headers.
 fn copy_head(chunk: &[u8], id: u16, head: &mut Vec<u8>) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use socket2::{Domain, SockAddr, Socket, Type};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::io::unix::AsyncFd;
 use tokio::sync::Semaphore;
 
 use crate::phase::PhaseRx;
@@ -21,12 +21,16 @@ use super::conn::{self, Serves};
 use super::inherit::Inherited;
 use crate::config::{ListenAddr, PoolConfig};
 use crate::pool::Pool;
+use crate::quiet::Quiet;
 use crate::throttle::Throttle;
 
+/// Listening sockets are registered with the reactor as they are (a
+/// listener is never writable, so it only wakes the master to accept); the
+/// connections it accepts become [`Quiet`] sockets.
 pub enum Listener {
-    Tcp(TcpListener),
+    Tcp(AsyncFd<std::net::TcpListener>),
     Unix {
-        listener: UnixListener,
+        listener: AsyncFd<std::os::unix::net::UnixListener>,
         /// The socket file to remove at the end; `None` when it is not
         /// ours (systemd's).
         path: Option<PathBuf>,
@@ -91,8 +95,8 @@ impl Listener {
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix { listener, .. } => listener.as_raw_fd(),
+            Listener::Tcp(l) => l.get_ref().as_raw_fd(),
+            Listener::Unix { listener, .. } => listener.get_ref().as_raw_fd(),
         }
     }
 
@@ -107,6 +111,17 @@ impl Listener {
     }
 }
 
+/// Registers a listening socket with the reactor. A listener is never
+/// writable, so readability is all it can report.
+fn register<L: std::os::fd::AsRawFd>(listener: L) -> std::io::Result<AsyncFd<L>>
+where
+    std::os::fd::OwnedFd: From<L>,
+{
+    // SAFETY: `L` owns its descriptor (it converts into an OwnedFd), which
+    // stays open and the same until the AsyncFd drops `L`.
+    Ok(unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }?)
+}
+
 /// A listening socket received from systemd or the previous master.
 fn adopt(fd: std::os::fd::OwnedFd, listen: &ListenAddr) -> anyhow::Result<Listener> {
     let sock = Socket::from(fd);
@@ -115,7 +130,7 @@ fn adopt(fd: std::os::fd::OwnedFd, listen: &ListenAddr) -> anyhow::Result<Listen
         .local_addr()
         .with_context(|| format!("passed socket for {listen} is not a socket"))?;
     if local.as_socket().is_some() {
-        return Ok(Listener::Tcp(TcpListener::from_std(sock.into())?));
+        return Ok(Listener::Tcp(register(sock.into())?));
     }
     let path = match listen {
         ListenAddr::Unix(p) => Some(p.clone()),
@@ -123,7 +138,7 @@ fn adopt(fd: std::os::fd::OwnedFd, listen: &ListenAddr) -> anyhow::Result<Listen
     };
     let std: std::os::unix::net::UnixListener = sock.into();
     Ok(Listener::Unix {
-        listener: UnixListener::from_std(std)?,
+        listener: register(std)?,
         path,
     })
 }
@@ -146,7 +161,7 @@ fn open_tcp(addr: SocketAddr, backlog: i32) -> anyhow::Result<Listener> {
     // by the time the connection is accepted (one wakeup instead of two).
     set_defer_accept(&sock).map_err(|e| wrap("set TCP_DEFER_ACCEPT on", e))?;
     sock.listen(backlog).map_err(|e| wrap("listen on", e))?;
-    Ok(Listener::Tcp(TcpListener::from_std(sock.into())?))
+    Ok(Listener::Tcp(register(sock.into())?))
 }
 
 fn set_defer_accept(sock: &Socket) -> std::io::Result<()> {
@@ -195,7 +210,7 @@ fn open_unix(path: &Path, cfg: &PoolConfig) -> anyhow::Result<Listener> {
         .with_context(|| format!("failed to listen on {}", path.display()))?;
     let std: std::os::unix::net::UnixListener = sock.into();
     Ok(Listener::Unix {
-        listener: UnixListener::from_std(std)?,
+        listener: register(std)?,
         path: Some(path.to_path_buf()),
     })
 }
@@ -369,39 +384,50 @@ fn spawn_conn(
     tokio::spawn(async move {
         let _guard = guard;
         let peer = peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into());
-        match stream {
-            // Borrowed halves: dropping an owned write half would cost a
-            // shutdown() per connection before the close.
-            Accepted::Tcp(mut s) => {
-                let (r, w) = s.split();
-                conn::serve(r, w, pool, &peer, phase, serves).await;
-            }
-            Accepted::Unix(mut s) => {
-                let (r, w) = s.split();
-                conn::serve(r, w, pool, &peer, phase, serves).await;
-            }
-        }
+        // Borrowed halves: dropping an owned write half would cost a
+        // shutdown() per connection before the close.
+        let mut stream = stream;
+        let (r, w) = stream.split();
+        conn::serve(r, w, pool, &peer, phase, serves).await;
         drop(permit);
     });
 }
 
-enum Accepted {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
+/// A connection fresh from the backlog: non-blocking, close-on-exec, and
+/// for TCP without Nagle's delay.
+type Accepted = Quiet;
 
 async fn accept(listener: &Listener) -> std::io::Result<(Accepted, Option<IpAddr>)> {
-    match listener {
+    let accepted = match listener {
         Listener::Tcp(l) => {
-            let (s, peer) = l.accept().await?;
-            let _ = s.set_nodelay(true);
-            Ok((Accepted::Tcp(s), Some(peer.ip())))
+            l.async_io(tokio::io::Interest::READABLE, |l| {
+                accept_now(socket2::SockRef::from(l))
+            })
+            .await
         }
         Listener::Unix { listener, .. } => {
-            let (s, _) = listener.accept().await?;
-            Ok((Accepted::Unix(s), None))
+            listener
+                .async_io(tokio::io::Interest::READABLE, |l| {
+                    accept_now(socket2::SockRef::from(l))
+                })
+                .await
         }
+    }?;
+    into_accepted(accepted)
+}
+
+/// One `accept4` that does not wait: the socket comes non-blocking, so it
+/// costs no further system call before it is registered.
+fn accept_now(listener: socket2::SockRef<'_>) -> std::io::Result<(Socket, SockAddr)> {
+    listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+}
+
+fn into_accepted((sock, addr): (Socket, SockAddr)) -> std::io::Result<(Accepted, Option<IpAddr>)> {
+    let peer = addr.as_socket().map(|a| a.ip());
+    if peer.is_some() {
+        let _ = sock.set_tcp_nodelay(true);
     }
+    Ok((Quiet::accepted(sock)?, peer))
 }
 
 /// IPv4 clients of a dual-stack socket show up as `::ffff:a.b.c.d`.
@@ -421,27 +447,13 @@ fn same_ip(allowed: IpAddr, peer: IpAddr) -> bool {
 /// Accepts without waiting until the backlog is empty.
 fn drain_backlog(listener: &Listener) -> Vec<(Accepted, Option<IpAddr>)> {
     let sock = match listener {
-        Listener::Tcp(l) => socket2::SockRef::from(l),
-        Listener::Unix { listener, .. } => socket2::SockRef::from(listener),
+        Listener::Tcp(l) => socket2::SockRef::from(l.get_ref()),
+        Listener::Unix { listener, .. } => socket2::SockRef::from(listener.get_ref()),
     };
     let mut out = Vec::new();
-    while let Ok((s, addr)) = sock.accept() {
-        if s.set_nonblocking(true).is_err() {
-            continue;
-        }
-        let accepted = match listener {
-            Listener::Tcp(_) => {
-                let std: std::net::TcpStream = s.into();
-                let _ = std.set_nodelay(true);
-                tokio::net::TcpStream::from_std(std).map(Accepted::Tcp)
-            }
-            Listener::Unix { .. } => {
-                let std: std::os::unix::net::UnixStream = s.into();
-                tokio::net::UnixStream::from_std(std).map(Accepted::Unix)
-            }
-        };
-        if let Ok(a) = accepted {
-            out.push((a, addr.as_socket().map(|a| a.ip())));
+    while let Ok(accepted) = sock.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+        if let Ok(a) = into_accepted(accepted) {
+            out.push(a);
         }
     }
     out

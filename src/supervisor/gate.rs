@@ -14,6 +14,7 @@ use tokio::time::timeout;
 use crate::client;
 use crate::config::{PoolConfig, WorkerProbe};
 use crate::pool::WorkerConn;
+use crate::quiet::Quiet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -65,9 +66,7 @@ pub async fn pass(
     if !warmup || pool.warmup_requests.is_empty() {
         return Ok(conns);
     }
-    let mut stream = UnixStream::connect(&*socket)
-        .await
-        .map_err(GateError::Connect)?;
+    let mut stream = Quiet::connect_unix(&socket).map_err(GateError::Connect)?;
     timeout(pool.warmup_timeout, warm_up(&mut stream, pool))
         .await
         .map_err(|_| GateError::WarmupTimeout(pool.warmup_timeout))??;
@@ -118,7 +117,7 @@ fn slots_in(answer: &[(String, String)]) -> u32 {
     if n > MAX_SLOTS { 1 } else { n }
 }
 
-async fn warm_up(stream: &mut UnixStream, pool: &PoolConfig) -> Result<(), GateError> {
+async fn warm_up(stream: &mut Quiet, pool: &PoolConfig) -> Result<(), GateError> {
     for warm in &pool.warmup_requests {
         let req = client::Request {
             method: warm.method.clone(),
