@@ -369,6 +369,24 @@ fn fastcgi_finish_request_answers_before_the_work_after_it() {
     );
 }
 
+/// With `catch_workers_output = yes`, what a php-fpm child writes to its
+/// stderr reaches herd's log, as php-fpm writes it to its own. (Unset, the
+/// engine's default is php-fpm's `no`: see the config's unit tests.)
+#[test]
+fn a_php_fpm_childs_stderr_reaches_herds_log_when_its_output_is_caught() {
+    let dir = Dir::new();
+    dir.write(
+        "say.php",
+        "<?php file_put_contents('php://stderr', 'said on stderr: ' . $_GET['n'] . \"\\n\"); echo 'ok';",
+    );
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let caught = config(&addr, &php_fpm(), 2, "catch_workers_output = yes\n");
+    let herd = Herd::start_in(dir, &caught);
+    herd.wait_ready(1);
+    assert_eq!(get(&addr, "/say.php?n=17", &herd.dir), "ok");
+    herd.wait_log("said on stderr: 17", 1, Duration::from_secs(10));
+}
+
 #[test]
 fn an_engine_that_cannot_start_is_refused_in_its_own_words() {
     let dir = Dir::new();

@@ -530,6 +530,28 @@ fn php_cgi_command() -> (tempfile::TempDir, String) {
     (dir, command)
 }
 
+/// A stand-in named like php-fpm, which makes the pool a php-fpm engine's.
+fn php_fpm_command(dir: &tempfile::TempDir) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let php = dir.path().join("php-fpm8.2");
+    fs::write(&php, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&php, fs::Permissions::from_mode(0o755)).unwrap();
+    php.display().to_string()
+}
+
+#[test]
+fn catch_workers_output_defaults_to_php_fpms_no_for_its_engine_only() {
+    let (dir, cgi) = php_cgi_command();
+    let fpm = php_fpm_command(&dir);
+    assert!(parse(&pool_with(&cgi, "")).pools[0].catch_workers_output);
+    assert!(parse(&pool_with("herd", "")).pools[0].catch_workers_output);
+    let engine = &parse(&pool_with(&fpm, "")).pools[0];
+    assert!(engine.php_group.is_some());
+    assert!(!engine.catch_workers_output);
+    let asked = "catch_workers_output = yes\n";
+    assert!(parse(&pool_with(&fpm, asked)).pools[0].catch_workers_output);
+}
+
 #[test]
 fn php_pools_limit_script_extensions_by_default() {
     let (_dir, php) = php_cgi_command();

@@ -121,6 +121,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         cx.error(at, msg);
     }
     let worker_slots = group.as_ref().map(|g| g.size).or(slots_set);
+    let fpm_engine = group.as_ref().is_some_and(|g| g.engine == PhpEngine::Fpm);
     let pm_mode = match (&mut group, pm.as_ref().map(|pm| pm.mode)) {
         // php-fpm starts and stops its own children within each group;
         // herd keeps the groups.
@@ -170,11 +171,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
             })
             .collect(),
         decorate_workers_output: f.or(cx, "decorate_workers_output", true, value::boolean),
-        engine_settings: engine_settings(
-            f,
-            cx,
-            group.as_ref().is_some_and(|g| g.engine == PhpEngine::Fpm),
-        ),
+        engine_settings: engine_settings(f, cx, fpm_engine),
         user,
         group: f.get(cx, "group", resolve::group),
         args,
@@ -194,7 +191,11 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         php_group: group,
         limit_extensions: php.limit_extensions,
         script_guard: php.script_guard,
-        catch_workers_output: f.or(cx, "catch_workers_output", true, value::boolean),
+        // With the php-fpm engine, php-fpm's default: its master reports
+        // the engine's own failures on herd's pipe either way, and a child
+        // whose output is caught writes a flush mark to it after every
+        // request, a wakeup of php-fpm's master per request.
+        catch_workers_output: f.or(cx, "catch_workers_output", !fpm_engine, value::boolean),
         spawn: f.or(cx, "spawn", default_spawn, value::spawn_mode),
         max_spawn_rate: spawn_rate,
         process_idle_timeout: idle_timeout,

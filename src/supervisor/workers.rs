@@ -85,11 +85,15 @@ pub(super) enum Event {
     },
 }
 
-/// The pipe that catches a process's output, when the pool wants it.
+/// The pipe that catches a process's output, when the pool wants it. A
+/// php-fpm engine's is always caught: it is its master's own messages (its
+/// start failures, its children's exits); whether its children's output
+/// joins them is php-fpm's `catch_workers_output`.
 pub(super) fn output_pipe(
     cfg: &PoolConfig,
 ) -> anyhow::Result<(Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>)> {
-    Ok(match cfg.catch_workers_output {
+    let engine = matches!(&cfg.php_group, Some(g) if g.engine == crate::config::PhpEngine::Fpm);
+    Ok(match cfg.catch_workers_output || engine {
         true => {
             let (r, w) = output::pipe()?;
             (Some(r), Some(w))
