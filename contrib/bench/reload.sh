@@ -4,7 +4,7 @@
 #   contrib/bench/reload.sh [--no-build] [--out FILE] [--plot FILE]
 #                           [--broken php|config|both] [--keepalive off|on]
 #                           [--engine php-cgi|php-fpm]
-#                           [--fast-clients N] [--steady SECONDS] [--keep-tmp]
+#                           [--fast-clients N] [--steady SECONDS] [--keep-tmp] [--trace]
 #
 # herd runs its workers as php-cgi processes (--engine php-cgi, default) or
 # with php-fpm as its PHP engine (--engine php-fpm: one php-fpm of 4
@@ -26,6 +26,11 @@
 #
 # Prints one markdown table and writes a plot of latency over time during the
 # reload, herd beside php-fpm (--plot, default contrib/bench/reload.png).
+# --trace (implies --keep-tmp) logs every request where it passed: nginx's
+# access log with its upstream timings ($TMP/nginx/<server>-access.log:
+# msec, request, upstream connect, header and response time, status, URI)
+# and each server's own (access.log in its run directory: duration in ms,
+# worker pid, status, URI), to tell where a slow request waited.
 # Nothing here asserts a timing: the machine may be small and shared.
 set -euo pipefail
 
@@ -43,6 +48,7 @@ AFTER=10
 KEEPALIVE=off
 ENGINE=php-cgi
 BROKEN=php
+TRACE=0
 OUT=
 PLOT=$BENCH_DIR/reload.png
 BUILD=1
@@ -74,6 +80,7 @@ parse_args() {
             --steady) STEADY=${2:?}; shift ;;
             --no-build) BUILD=0 ;;
             --keep-tmp) KEEP_TMP=1 ;;
+            --trace) TRACE=1; KEEP_TMP=1 ;;
             -h|--help) usage; exit 0 ;;
             *) usage >&2; die "unknown argument: $1" ;;
         esac
@@ -144,6 +151,8 @@ write_nginx_conf() {
     {
         nginx_conf_head
         echo "    keepalive_timeout 120s;"
+        # shellcheck disable=SC2016 # nginx's variables, written as they are
+        ((TRACE)) && echo '    log_format timing "$msec $request_time $upstream_connect_time $upstream_header_time $upstream_response_time $status $request_uri";'
         for s in php-fpm herd; do
             echo "    upstream $s { server unix:$TMP/$s.sock; $keep_up }"
         done
@@ -158,6 +167,7 @@ EOF
             include /etc/nginx/fastcgi_params;
             fastcgi_param SCRIPT_FILENAME $TMP/www\$1;
             $keep_loc
+            $( ((TRACE)) && echo "access_log $TMP/nginx/$s-access.log timing;")
             fastcgi_pass $s;
         }
 EOF
@@ -191,8 +201,16 @@ pm.max_requests = 0
 chdir = $TMP/www
 catch_workers_output = yes
 env[APP_VERSION] = $2
+$(trace_lines)
 $3
 EOF
+}
+
+# With --trace: each server logs every request, with its duration.
+trace_lines() {
+    ((TRACE)) || return 0
+    echo "access.log = $SDIR/access.log"
+    echo 'access.format = "%{mili}d %p %s %r%Q%q"'
 }
 
 herd_conf() {
@@ -217,6 +235,7 @@ env[PHP_FCGI_MAX_REQUESTS] = 0
 env[APP_VERSION] = $2
 ; a new worker takes traffic only once this answers 2xx through it
 warmup.request[] = /health.php
+$(trace_lines)
 $3
 EOF
 }
@@ -338,6 +357,11 @@ scenario() {
     log "$name: stopping $s"
     stop_pids "$STOP_DEADLINE" "$MASTER_PID"
     forget_pid "$MASTER_PID"
+    if ((TRACE)); then
+        # This scenario's lines go with it; nginx opens a new file for the next.
+        mv "$TMP/nginx/$s-access.log" "$SDIR/nginx-access.log"
+        kill -USR1 "$NGINX_PID"
+    fi
     local label
     case $kind in
         reload) label="$s reload" ;;
@@ -358,6 +382,7 @@ report() {
     header="Reload benchmark $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), $WORKERS workers each (pm = static), nginx → server over unix sockets, upstream keep-alive $KEEPALIVE; load: $FAST_CLIENTS fast clients + 1 client on ?burn=$BURN_MS (${BURN_MS} ms of CPU), sequential keep-alive HTTP to nginx; ${STEADY}s steady, then the reload, then ${AFTER}s after the rollout settled. Broken deploy: $BROKEN."
     python3 "$BENCH_DIR/reload_load.py" report --header "$header" \
         --header "Versions: $(versions)" "${RUNS[@]}" >"$TMP/report.md" || rc=$?
+    ((TRACE)) && trace_report >>"$TMP/report.md"
     cat "$TMP/report.md"
     [[ -z $OUT ]] || cp "$TMP/report.md" "$OUT"
     ((rc == 0)) || die "the report failed"
@@ -367,6 +392,28 @@ report() {
         die "the plot failed"
     echo
     echo "Plot: $plotted"
+}
+
+# With --trace: the slowest fast request (not ?burn, not the warm-up's
+# health.php) as each layer timed it. What the client saw beyond nginx's
+# time was spent outside the server: in the load generator, or waiting for a
+# CPU before nginx read the request.
+trace_report() {
+    local run label dir
+    echo
+    echo "Where the slowest fast request waited (--trace): as nginx timed it (\$request_time, \$upstream_response_time) and as the server's access log did (php-fpm's and herd's %d)."
+    echo
+    echo "| scenario | client | nginx request | nginx upstream | server |"
+    echo "|---|--:|--:|--:|--:|"
+    for run in "${RUNS[@]}"; do
+        label=${run%%=*}
+        dir=${run#*=}
+        printf '| %s | %s | %s | %s | %s |\n' "$label" \
+            "$(awk -F'\t' '$1 == "fast" && $3 - $2 > m { m = $3 - $2 } END { printf "%.0f ms", m * 1000 }' "$dir/requests.tsv")" \
+            "$(awk '!/burn=|health\.php/ && $2 > m { m = $2 } END { printf "%.0f ms", m * 1000 }' "$dir/nginx-access.log")" \
+            "$(awk '!/burn=|health\.php/ && $5 > m { m = $5 } END { printf "%.0f ms", m * 1000 }' "$dir/nginx-access.log")" \
+            "$(awk '!/burn=|health\.php/ && $1 > m { m = $1 } END { printf "%.0f ms", m }' "$dir/access.log")"
+    done
 }
 
 main() {
