@@ -26,8 +26,9 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 /// A connected, non-blocking stream socket (TCP or unix).
 #[derive(Debug)]
 pub struct Quiet {
-    io: AsyncFd<OwnedFd>,
+    // Dropped first: the duplicate goes before the socket closes.
     waiter: Waiter,
+    io: AsyncFd<OwnedFd>,
     /// Read once before asking the reactor: set for a connection fresh from
     /// the backlog, whose client usually sent its request with the connect.
     eager: bool,
@@ -41,8 +42,8 @@ impl Quiet {
     /// Takes a connected socket, which must be in non-blocking mode.
     pub fn new(socket: impl Into<OwnedFd>) -> io::Result<Quiet> {
         Ok(Quiet {
-            io: register(socket.into(), Interest::READABLE)?,
             waiter: Waiter::default(),
+            io: register(socket.into(), Interest::READABLE)?,
             eager: false,
         })
     }
