@@ -132,43 +132,40 @@ fn poll_read(
     cx: &mut Context<'_>,
     buf: &mut ReadBuf<'_>,
 ) -> Poll<io::Result<()>> {
+    let fd = io.get_ref().as_raw_fd();
     if std::mem::take(eager) {
-        let fd = io.get_ref().as_raw_fd();
-        // SAFETY: as below.
-        let unfilled = unsafe { buf.unfilled_mut() };
-        match cvt(unsafe { libc::recv(fd, unfilled.as_mut_ptr().cast(), unfilled.len(), 0) }) {
-            Ok(n) => {
-                unsafe { buf.assume_init(n) };
-                buf.advance(n);
-                return Poll::Ready(Ok(()));
-            }
+        match recv(fd, buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Poll::Ready(Err(e)),
+            r => return Poll::Ready(r.map(drop)),
         }
     }
     loop {
         let mut guard = ready!(io.poll_read_ready(cx))?;
-        // SAFETY: recv writes at most `len` bytes into the unfilled part,
-        // and exactly the `n` it returns are then marked initialized.
-        let unfilled = unsafe { buf.unfilled_mut() };
-        let len = unfilled.len();
-        let fd = io.get_ref().as_raw_fd();
-        match guard.try_io(|_| cvt(unsafe { libc::recv(fd, unfilled.as_mut_ptr().cast(), len, 0) }))
-        {
+        let room = buf.remaining();
+        match guard.try_io(|_| recv(fd, buf)) {
             Ok(Ok(n)) => {
                 // A short read emptied the socket: the next read waits for
                 // the reactor instead of trying a read that would block.
-                if n > 0 && n < len {
+                if n > 0 && n < room {
                     guard.clear_ready();
                 }
-                unsafe { buf.assume_init(n) };
-                buf.advance(n);
                 return Poll::Ready(Ok(()));
             }
             Ok(Err(e)) => return Poll::Ready(Err(e)),
             Err(_would_block) => continue,
         }
     }
+}
+
+/// One recv(2) into the unfilled part of `buf`, which then holds what came.
+fn recv(fd: RawFd, buf: &mut ReadBuf<'_>) -> io::Result<usize> {
+    // SAFETY: recv writes at most the unfilled part's length into it, and
+    // exactly the `n` bytes it returns are then marked initialized.
+    let unfilled = unsafe { buf.unfilled_mut() };
+    let n = cvt(unsafe { libc::recv(fd, unfilled.as_mut_ptr().cast(), unfilled.len(), 0) })?;
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Ok(n)
 }
 
 fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {

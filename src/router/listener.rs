@@ -368,7 +368,7 @@ pub async fn accept_loop(listener: Listener, pool: Arc<Pool>, mut phase: PhaseRx
 }
 
 fn spawn_conn(
-    stream: Accepted,
+    mut stream: Accepted,
     peer: Option<IpAddr>,
     pool: &Arc<Pool>,
     phase: &PhaseRx,
@@ -386,7 +386,6 @@ fn spawn_conn(
         let peer = peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into());
         // Borrowed halves: dropping an owned write half would cost a
         // shutdown() per connection before the close.
-        let mut stream = stream;
         let (r, w) = stream.split();
         conn::serve(r, w, pool, &peer, phase, serves).await;
         drop(permit);
@@ -399,21 +398,22 @@ type Accepted = Quiet;
 
 async fn accept(listener: &Listener) -> std::io::Result<(Accepted, Option<IpAddr>)> {
     let accepted = match listener {
-        Listener::Tcp(l) => {
-            l.async_io(tokio::io::Interest::READABLE, |l| {
-                accept_now(socket2::SockRef::from(l))
-            })
-            .await
-        }
-        Listener::Unix { listener, .. } => {
-            listener
-                .async_io(tokio::io::Interest::READABLE, |l| {
-                    accept_now(socket2::SockRef::from(l))
-                })
-                .await
-        }
+        Listener::Tcp(l) => accept_from(l).await,
+        Listener::Unix { listener, .. } => accept_from(listener).await,
     }?;
     into_accepted(accepted)
+}
+
+/// The next connection, once the listener has one.
+async fn accept_from<L>(listener: &AsyncFd<L>) -> std::io::Result<(Socket, SockAddr)>
+where
+    L: std::os::fd::AsRawFd + std::os::fd::AsFd,
+{
+    listener
+        .async_io(tokio::io::Interest::READABLE, |l| {
+            accept_now(socket2::SockRef::from(l))
+        })
+        .await
 }
 
 /// One `accept4` that does not wait: the socket comes non-blocking, so it
