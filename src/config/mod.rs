@@ -410,15 +410,22 @@ impl PoolConfig {
     /// would wait for that work; a new connection is accepted by an idle
     /// child, as nginx's are by php-fpm's.
     pub fn keeps_connections(&self) -> bool {
-        !matches!(&self.php_group, Some(g) if g.engine == PhpEngine::Fpm)
+        !self.runs_php_fpm()
+    }
+
+    /// Whether the pool's workers are php-fpm engines (`command` names
+    /// php-fpm).
+    pub fn runs_php_fpm(&self) -> bool {
+        matches!(&self.php_group, Some(g) if g.engine == PhpEngine::Fpm)
     }
 
     /// `request_terminate_timeout` as herd enforces it: php-fpm stops its
     /// own stuck process, where herd would stop the whole group.
     pub fn herd_terminate_timeout(&self) -> Duration {
-        match &self.php_group {
-            Some(g) if g.engine == PhpEngine::Fpm => Duration::ZERO,
-            _ => self.request_terminate_timeout,
+        if self.runs_php_fpm() {
+            Duration::ZERO
+        } else {
+            self.request_terminate_timeout
         }
     }
 }

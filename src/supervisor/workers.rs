@@ -92,8 +92,7 @@ pub(super) enum Event {
 pub(super) fn output_pipe(
     cfg: &PoolConfig,
 ) -> anyhow::Result<(Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>)> {
-    let engine = matches!(&cfg.php_group, Some(g) if g.engine == crate::config::PhpEngine::Fpm);
-    Ok(match cfg.catch_workers_output || engine {
+    Ok(match cfg.catch_workers_output || cfg.runs_php_fpm() {
         true => {
             let (r, w) = output::pipe()?;
             (Some(r), Some(w))
