@@ -179,6 +179,24 @@ def fd_count(pid):
         return None
 
 
+def proc_files(pid):
+    """How many of pid's fds are files under /proc: herd's master keeps
+    three per worker open (stat, status, clear_refs) to measure each
+    request's CPU and memory while someone looks at per-worker status."""
+    n = 0
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}").startswith("/proc/"):
+                n += 1
+        except OSError:
+            continue
+    return n
+
+
 def fd_kinds(pid):
     """{'socket': n, 'pipe': n, 'anon_inode:[eventpoll]': n, 'file': n, ...}."""
     kinds = {}

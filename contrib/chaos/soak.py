@@ -18,10 +18,14 @@ The master's VmRSS and open fds are sampled every `--sample` under load,
 and once between chunks with wrk stopped (nginx's kept-alive connections
 to herd stay open); "flat" means the quiet samples after the first chunk
 do not grow: VmRSS within +2 MiB of the first; the master's own fds (its
-fd count less the client connections open) no more than before the load
-plus one connection per worker (herd connects to a worker the first time
-it sends it a request, and the router prefers the longest-running idle
-worker, so a light load may never reach some). Start, end, min
+fd count less the client connections open and the /proc files below) no
+more than before the load plus one connection per worker (herd connects to
+a worker the first time it sends it a request, and the router prefers the
+longest-running idle worker, so a light load may never reach some). The
+master's files under /proc are counted apart: `herd ctl status` (which
+this script runs to learn the worker pids) makes the master measure each
+request's CPU and memory for a while, from three /proc files per worker it
+keeps open until the worker leaves: at most three per worker. Start, end, min
 and max are reported; every sample goes to samples.tsv in the scenario's
 directory (kept with --keep-tmp).
 
@@ -157,8 +161,8 @@ def main():
         time.sleep(0.1)
 
     # --- the soak ------------------------------------------------------------
-    loaded = []  # (t, rss, fds) every --sample under load
-    quiet = []   # (t, rss, fds) between chunks
+    loaded = []  # (t, rss, fds, client connections, /proc files) every --sample under load
+    quiet = []   # the same between chunks
     stop_ev = threading.Event()
 
     def conns():
@@ -169,9 +173,9 @@ def main():
 
     def sample():
         while not stop_ev.wait(args.sample):
-            loaded.append((time.monotonic() - start, herd.rss_kb(), herd.fds(), conns()))
+            loaded.append((time.monotonic() - start, herd.rss_kb(), herd.fds(), conns(), c.proc_files(herd.pid)))
     start = time.monotonic()
-    quiet.append((0.0, herd.rss_kb(), herd.fds(), conns()))
+    quiet.append((0.0, herd.rss_kb(), herd.fds(), conns(), c.proc_files(herd.pid)))
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     total, errors, chunks, wrk_failed = 0, {}, 0, []
@@ -208,7 +212,7 @@ def main():
             errors[k] = errors.get(k, 0) + v
         chunks += 1
         time.sleep(1.0)  # quiet: wrk gone, nginx's upstream connections idle
-        quiet.append((time.monotonic() - start, herd.rss_kb(), herd.fds(), conns()))
+        quiet.append((time.monotonic() - start, herd.rss_kb(), herd.fds(), conns(), c.proc_files(herd.pid)))
         c.log(f"chunk {chunks}: {reqs} requests ({total} in all), errors {errs}; "
               f"master rss {quiet[-1][1]} kB, fds {quiet[-1][2]} {c.socket_kinds(herd.pid)}, "
               f"client connections {quiet[-1][3]}")
@@ -250,8 +254,11 @@ def main():
           " / ".join(c.mib(x) for x in (rss_l[0], rss_l[-1], min(rss_l), max(rss_l))) if rss_l else "-")
     t.row("master fds under load: first / last / min / max",
           " / ".join(str(x) for x in (fds_l[0], fds_l[-1], min(fds_l), max(fds_l))) if fds_l else "-")
-    own_l = [s[2] - s[3] for s in loaded if s[2] is not None and s[3] is not None]
-    t.row("master's own fds under load (fds - client connections): min / max",
+    def own(x):
+        """The master's fds less its client connections and /proc files."""
+        return None if None in (x[2], x[3], x[4]) else x[2] - x[3] - x[4]
+    own_l = [own(s) for s in loaded if own(s) is not None]
+    t.row("master's own fds under load (fds - client connections - /proc files): min / max",
           f"{min(own_l)} / {max(own_l)}" if own_l else "-")
     # Quiet samples: [0] before any load, [1] after the first chunk, [-1] at the end.
     q = quiet[1:] if len(quiet) > 1 else quiet
@@ -260,10 +267,11 @@ def main():
           "end <= after chunk 1 + 2 MiB", q[-1][1] - q[0][1] <= 2048)
     t.row("master fds quiet (nginx's idle connections in it): before load / after chunk 1 / end",
           f"{quiet[0][2]} ({quiet[0][3]}) / {q[0][2]} ({q[0][3]}) / {q[-1][2]} ({q[-1][3]})")
-
-    def own(x):
-        return None if x[2] is None or x[3] is None else x[2] - x[3]
-    t.row("master's own fds quiet (fds - client connections): before load / after chunk 1 / end / max",
+    procs = [x[4] for x in loaded + quiet if x[4] is not None]
+    t.row("master's /proc files (per-worker usage, while status is watched): before load / max",
+          f"{quiet[0][4]} / {max(procs) if procs else '-'}",
+          f"<= {3 * args.workers} (3 per worker)", bool(procs) and max(procs) <= 3 * args.workers)
+    t.row("master's own fds quiet (fds - client connections - /proc files): before load / after chunk 1 / end / max",
           f"{own(quiet[0])} / {own(q[0])} / {own(q[-1])} / {max((own(x) or 0) for x in q)}",
           f"<= before + {args.workers} (herd connects to a worker when it first needs it)",
           own(q[-1]) is not None and max((own(x) or 0) for x in q) <= own(quiet[0]) + args.workers)
@@ -275,11 +283,11 @@ def main():
     t.row("herd stopped, every worker gone", "yes" if stopped else "no", "yes", bool(stopped))
     c.leftover_rows(t, sc, [herd])
     with open(d / "samples.tsv", "w") as f:
-        f.write("t\trss_kb\tfds\tconnections\tkind\n")
+        f.write("t\trss_kb\tfds\tconnections\tproc_files\tkind\n")
         for s in loaded:
-            f.write(f"{s[0]:.1f}\t{s[1]}\t{s[2]}\t{s[3]}\tload\n")
+            f.write(f"{s[0]:.1f}\t{s[1]}\t{s[2]}\t{s[3]}\t{s[4]}\tload\n")
         for s in quiet:
-            f.write(f"{s[0]:.1f}\t{s[1]}\t{s[2]}\t{s[3]}\tquiet\n")
+            f.write(f"{s[0]:.1f}\t{s[1]}\t{s[2]}\t{s[3]}\t{s[4]}\tquiet\n")
     sys.exit(t.emit(sc))
 
 
