@@ -371,9 +371,14 @@ main() {
         NOTES=()
         RAN=()
         local round
+        local order
         for ((round = 1; round <= ROUNDS; round++)); do
             ROUND=$round
-            for s in "${CONTENDERS[@]}"; do
+            # Every other round in reverse, so no contender always runs
+            # right after the same other one (or always first).
+            order=("${CONTENDERS[@]}")
+            ((round % 2)) || mapfile -t order < <(printf '%s\n' "${CONTENDERS[@]}" | tac)
+            for s in "${order[@]}"; do
                 { wants "$s" && can_run "$s"; } || continue
                 bench "$s"
                 ((round > 1)) || RAN+=("$s")

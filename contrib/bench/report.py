@@ -313,7 +313,7 @@ def main():
         "master RSS: its VmRSS after the run." + pss_note
         + (
             f" Each row is the median of {rounds} rounds, run one after another "
-            "with every contender in each; ×baseline is taken round by round: "
+            "with every contender in each, every other round in reverse order; ×baseline is taken round by round: "
             "median (lowest–highest)."
             if rounds > 1
             else ""
