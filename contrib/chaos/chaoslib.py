@@ -179,36 +179,34 @@ def fd_count(pid):
         return None
 
 
-def proc_files(pid):
-    """How many of pid's fds are files under /proc: herd's master keeps
-    three per worker open (stat, status, clear_refs) to measure each
-    request's CPU and memory while someone looks at per-worker status."""
-    n = 0
+def fd_targets(pid):
+    """What each of pid's fds points at (readlink of /proc/PID/fd/N), or
+    None when the process is gone; an fd closed meanwhile is left out."""
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return None
+    targets = []
     for name in names:
         try:
-            if os.readlink(f"/proc/{pid}/fd/{name}").startswith("/proc/"):
-                n += 1
+            targets.append(os.readlink(f"/proc/{pid}/fd/{name}"))
         except OSError:
             continue
-    return n
+    return targets
+
+
+def proc_files(pid):
+    """How many of pid's fds are files under /proc: herd's master keeps
+    three per worker open (stat, status, clear_refs) to measure each
+    request's CPU and memory while someone looks at per-worker status."""
+    targets = fd_targets(pid)
+    return None if targets is None else sum(t.startswith("/proc/") for t in targets)
 
 
 def fd_kinds(pid):
     """{'socket': n, 'pipe': n, 'anon_inode:[eventpoll]': n, 'file': n, ...}."""
     kinds = {}
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return kinds
-    for n in names:
-        try:
-            t = os.readlink(f"/proc/{pid}/fd/{n}")
-        except OSError:
-            continue
+    for t in fd_targets(pid) or []:
         k = t.split(":", 1)[0] if ":" in t and not t.startswith("/") else "file"
         if k == "anon_inode":
             k = t
@@ -221,17 +219,10 @@ def socket_kinds(pid):
     /proc/net/tcp*: {'unix:<path>': n, 'unix:(unnamed)': n, 'tcp': n,
     'other': n}. An accepted unix connection shows its listener's path;
     the master's own connections to its workers are unnamed."""
-    inodes = []
-    try:
-        for n in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                t = os.readlink(f"/proc/{pid}/fd/{n}")
-            except OSError:
-                continue
-            if t.startswith("socket:["):
-                inodes.append(int(t[8:-1]))
-    except OSError:
+    targets = fd_targets(pid)
+    if targets is None:
         return {}
+    inodes = [int(t[8:-1]) for t in targets if t.startswith("socket:[")]
     unix = {}
     try:
         with open("/proc/net/unix") as f:
