@@ -14,10 +14,10 @@
 # off by default, as in nginx's stock fastcgi setup; --keepalive on adds
 # `keepalive 16` + `fastcgi_keep_conn on`, which pins php-fpm's workers).
 # Load: N fast clients (6) doing sequential requests as fast as they can,
-# plus one client looping on ?burn=2000; each client is its own process, at
-# nice -10 where allowed (root) and without Python's cycle collector, so
-# what it times is the server's and not its own wait for a core. After a
-# steady phase the version is
+# plus one client looping on ?burn=2000; each client is its own process,
+# checks a stop flag that takes no lock, and runs without Python's cycle
+# collector, so what it times is the server's and not its own pauses. After
+# a steady phase the version is
 # changed in the config and the server reloaded: php-fpm (with
 # process_control_timeout = 10s) by kill -USR2, herd by herd ctl reload
 # --wait; herd's pool checks new workers with warmup.request[] = /health.php.

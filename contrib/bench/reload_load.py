@@ -76,8 +76,10 @@ def client(kind, idx, url, stop, done, timeout, old, new, last_old, first_new, p
     #   The rows hold no cycles, so the collector has nothing to find.
     # - On a small machine the servers' processes keep every core busy, and
     #   a client whose response arrived waits its turn for one before it
-    #   reads the clock. A higher priority (a lower nice; root only) lets it
-    #   run as soon as it is woken; it does the same work either way.
+    #   reads the clock. --client-nice (a lower nice; root only) lets it run
+    #   as soon as it is woken, but then the clients' own CPU, over a core
+    #   here, comes first and the servers' processes wait (perf sched saw a
+    #   php-fpm child wait 132 ms at nice -10): off by default.
     gc.disable()
     if nice is not None:
         try:
@@ -461,9 +463,10 @@ def main():
     r.add_argument("--max-rollout", type=float, default=60.0, help="give up waiting for the rollout after this")
     r.add_argument("--timeout", type=float, default=30.0, help="per-request socket timeout, seconds")
     r.add_argument("--broken", action="store_true", help="the new version is not expected to serve")
-    r.add_argument("--client-nice", type=lambda v: None if v == "none" else int(v), default=-10,
+    r.add_argument("--client-nice", type=lambda v: None if v == "none" else int(v), default=None,
                    help="the clients' nice value when the run may set it (root), so they read "
-                        "their responses as soon as they arrive; 'none' leaves it alone")
+                        "their responses as soon as they arrive, ahead of the servers; "
+                        "'none' (the default) leaves it alone")
     p = sub.add_parser("report", help="print the markdown table")
     p.add_argument("runs", nargs="+", help="LABEL=DIR")
     p.add_argument("--header", action="append", default=[])
