@@ -369,6 +369,116 @@ fn fastcgi_finish_request_answers_before_the_work_after_it() {
     );
 }
 
+/// A script that writes part of its page, flushes, and waits for the test
+/// to let it go on (`go`), telling it when it flushed (`flushed`).
+fn write_flushing_script(dir: &Dir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let flushed = dir.shared("out").join("flushed");
+    let go = dir.shared("out").join("go");
+    dir.write(
+        "flush.php",
+        &format!(
+            "<?php while (ob_get_level()) ob_end_flush(); echo str_repeat('a', 8000), 'first'; flush(); \
+             touch('{flushed}'); $t = microtime(true); \
+             while (!file_exists('{go}') && microtime(true) - $t < 60) usleep(10000); echo ' second';",
+            flushed = flushed.display(),
+            go = go.display()
+        ),
+    );
+    (flushed, go)
+}
+
+fn flush_request(conn: &mut fcgi::Conn, dir: &Dir) {
+    let file = dir.join("flush.php");
+    conn.send(&fcgi::request_bytes(
+        1,
+        "/flush.php",
+        false,
+        &[("SCRIPT_FILENAME", file.to_str().unwrap())],
+        b"",
+    ));
+}
+
+/// A php-fpm child's response is held until the child hangs up, and goes
+/// to the client whole: the part the script flushed does not leave herd
+/// while the script works on.
+#[test]
+fn a_php_fpm_response_is_held_until_the_child_hangs_up() {
+    let dir = Dir::new();
+    let (flushed, go) = write_flushing_script(&dir);
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 1, "response.hold = 60s\n"));
+    herd.wait_ready(1);
+    let mut conn = fcgi::Conn::open(&addr);
+    flush_request(&mut conn, &herd.dir);
+    wait_for(
+        "the script to flush its first part",
+        Duration::from_secs(20),
+        || flushed.exists().then_some(()),
+    );
+    // Relayed as it came, the first part would be here within
+    // milliseconds; held, nothing comes while the script waits.
+    conn.set_read_timeout(Duration::from_millis(500));
+    let mut byte = [0u8; 1];
+    let early = std::io::Read::read(&mut conn.stream, &mut byte);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "part of the response left herd before the child hung up: {early:?}"
+    );
+    std::fs::write(&go, "go").unwrap();
+    conn.set_read_timeout(Duration::from_secs(30));
+    let reply = conn.reply(1).expect("the whole response");
+    assert!(reply.body().ends_with("first second"), "{}", reply.text());
+}
+
+/// A response whose script flushed and works on past `response.hold` is
+/// relayed as it comes from then on: the first part reaches the client
+/// while the script still waits. One past 64K streams, and arrives whole.
+#[test]
+fn a_php_fpm_response_still_running_past_its_hold_streams() {
+    let dir = Dir::new();
+    let (_, go) = write_flushing_script(&dir);
+    dir.write(
+        "big.php",
+        "<?php for ($i = 0; $i < 8192; $i++) echo str_pad((string)$i, 127, '.'), \"\\n\";",
+    );
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(
+        dir,
+        &config(&addr, &php_fpm(), 1, "response.hold = 200ms\n"),
+    );
+    herd.wait_ready(1);
+    let mut conn = fcgi::Conn::open(&addr);
+    flush_request(&mut conn, &herd.dir);
+    let mut stdout = Vec::new();
+    while !String::from_utf8_lossy(&stdout).contains("first") {
+        let frame = conn
+            .next_frame()
+            .expect("the first part while the script still runs");
+        match frame.record_type() {
+            herd::fastcgi::record::STDOUT => stdout.extend_from_slice(frame.content()),
+            herd::fastcgi::record::END_REQUEST => {
+                panic!("the response ended before its first part came")
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        !go.exists() && !String::from_utf8_lossy(&stdout).contains("second"),
+        "the first part came with the rest"
+    );
+    std::fs::write(&go, "go").unwrap();
+    let rest = conn.reply(1).expect("the rest of the response");
+    stdout.extend_from_slice(&rest.stdout);
+    assert!(String::from_utf8_lossy(&stdout).ends_with("first second"));
+
+    let body = get(&addr, "/big.php", &herd.dir);
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.len(), 8192, "a 1 MiB response arrives whole");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line.trim_end_matches('.'), i.to_string());
+    }
+}
+
 /// With `catch_workers_output = yes`, what a php-fpm child writes to its
 /// stderr reaches herd's log, as php-fpm writes it to its own. (Unset, the
 /// engine's default is php-fpm's `no`: see the config's unit tests.)

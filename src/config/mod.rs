@@ -351,6 +351,9 @@ pub struct PoolConfig {
     pub request_terminate_timeout: Duration,
     /// Zero = off.
     pub request_slowlog_timeout: Duration,
+    /// `response.hold`: how long the start of a response from a worker
+    /// that hangs up after each request may wait for the rest; zero = off.
+    pub response_hold: Duration,
     pub slowlog: Option<PathBuf>,
     pub access_log: Option<PathBuf>,
     pub access_format: String,
@@ -411,6 +414,17 @@ impl PoolConfig {
     /// child, as nginx's are by php-fpm's.
     pub fn keeps_connections(&self) -> bool {
         !self.runs_php_fpm()
+    }
+
+    /// How long the master holds the start of a response to relay the
+    /// whole of it at once (see `pool::hangups`): only where the worker
+    /// hangs up after each request, which says the response is complete.
+    pub fn response_hold(&self) -> Duration {
+        if self.keeps_connections() {
+            Duration::ZERO
+        } else {
+            self.response_hold
+        }
     }
 
     /// Whether the pool's workers are php-fpm engines (`command` names

@@ -213,6 +213,7 @@ pub(super) fn build(section: &Section, f: &Fields, cx: &mut Context) -> Option<P
         }),
         request_terminate_timeout: f.or(cx, "request_terminate_timeout", Duration::ZERO, dur),
         request_slowlog_timeout: slowlog_timeout,
+        response_hold: f.or(cx, "response.hold", Duration::from_millis(100), dur),
         slowlog,
         access_log: f.get(cx, "access.log", &path).flatten(),
         access_format: f.or(cx, "access.format", ACCESS_FORMAT.into(), |v| {

@@ -11,6 +11,7 @@
 mod counters;
 mod deploy;
 pub mod dispatch;
+pub mod hangups;
 mod histogram;
 mod scoreboard;
 pub mod usage;
@@ -179,6 +180,9 @@ pub struct Pool {
     /// Until when (milliseconds after `started`) requests are measured
     /// for status: see [`Pool::watch_usage`].
     usage_until: AtomicU64,
+    /// Started with the first response held (see `hangups`); `None` when
+    /// it could not start, and responses are relayed as they come.
+    hangups: std::sync::OnceLock<Option<hangups::Hangups>>,
 }
 
 /// How long requests' CPU and memory are measured after someone looked at
@@ -215,8 +219,22 @@ impl Pool {
             open_conns: tokio::sync::watch::Sender::new(0),
             refusals: Mutex::default(),
             usage_until: AtomicU64::new(0),
+            hangups: std::sync::OnceLock::new(),
         });
         Ok((pool, rx))
+    }
+
+    /// The pool's hangup watcher, started on first use (in the runtime).
+    pub fn hangups(&self) -> Option<&hangups::Hangups> {
+        self.hangups
+            .get_or_init(|| {
+                hangups::Hangups::start()
+                    .inspect_err(|e| {
+                        tracing::warn!(pool = %self.name, "cannot watch workers' hangups ({e}); responses are relayed as they come");
+                    })
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Counts an open client connection until the guard is dropped.

@@ -50,6 +50,13 @@ impl WorkerConn {
         self.buf.is_empty()
     }
 
+    /// Takes a stream connected to the worker elsewhere (see the router's
+    /// `hold`), with nothing read from it yet.
+    pub fn adopt(&mut self, stream: Quiet) {
+        self.buf.clear();
+        self.stream = Some(stream);
+    }
+
     /// Forgets the stream; the next request connects again.
     pub fn disconnect(&mut self) {
         self.stream = None;

@@ -13,11 +13,13 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::timeout;
 
 use super::access_log;
+use super::hold::{self, Holding};
 use super::relay::{Attempt, Trip};
 use crate::config::PoolConfig;
 use crate::fastcgi::frame::records;
 use crate::fastcgi::record::{self, EndRequest, HEADER_LEN};
 use crate::fastcgi::response;
+use crate::pool::hangups::Wake;
 use crate::pool::{Counters, Lease, Outcome, Pool, WorkerConn, usage};
 
 /// Writes to the client; false when it is gone or stalled past the timeout.
@@ -64,9 +66,62 @@ where
         .conn
         .as_mut()
         .expect("a fresh lease has its connection");
-    let end = match send_head(conn, head).await {
-        Err(_) => RelayEnd::WorkerLost { sent_any: false },
-        Ok(()) => {
+    let terminate = deadline(leased_at, cfg.herd_terminate_timeout());
+    let mut slow = deadline(leased_at, cfg.request_slowlog_timeout);
+    // The response is held for the worker's hangup when the whole request
+    // goes out with its head: the relay below has nothing to pump then.
+    let complete = stdin
+        .as_ref()
+        .is_none_or(|rx| rx.is_closed() && rx.is_empty());
+    let hold = cfg.response_hold();
+    let hangups = (complete && !hold.is_zero())
+        .then(|| pool.hangups())
+        .flatten();
+    let mut sent = None;
+    let mut held = None;
+    match hangups.and_then(|h| hold::send(conn, h, head, hold)) {
+        None => {}
+        Some(Err((stream, n))) => {
+            conn.adopt(stream);
+            sent = Some(hold::finish_send(conn, &head[n..]).await);
+        }
+        Some(Ok(mut holding)) => {
+            let mut abort = abort.clone();
+            loop {
+                tokio::select! {
+                    wake = holding.watch.wait() => {
+                        match wake {
+                            Wake::HungUp => held = Some(whole(holding, conn, id, want_head.then_some(&mut log.head))),
+                            Wake::Stream => sent = Some(holding.stream(conn)),
+                        }
+                        break;
+                    }
+                    // The relay below sends the worker FCGI_ABORT_REQUEST.
+                    _ = aborted(&mut abort) => {
+                        sent = Some(holding.stream(conn));
+                        break;
+                    }
+                    _ = sleep_until(terminate) => {
+                        held = Some(RelayEnd::TimedOut);
+                        break;
+                    }
+                    _ = sleep_until(slow) => {
+                        slow = None;
+                        slowlog(pool, worker, slot, pid, leased_at);
+                    }
+                }
+            }
+        }
+    }
+    let sent = match (held.is_some(), sent) {
+        (true, _) => Ok(()),
+        (false, Some(sent)) => sent,
+        (false, None) => send_head(conn, head).await,
+    };
+    let end = match (held, sent) {
+        (Some(end), _) => end,
+        (None, Err(_)) => RelayEnd::WorkerLost { sent_any: false },
+        (None, Ok(())) => {
             let (stream, buf) = conn.parts();
             let (mut from_worker, mut to_worker) = stream.expect("connected by send_head").split();
             let pump = pump_stdin(&mut to_worker, stdin, abort.clone(), id);
@@ -80,8 +135,6 @@ where
                 &sent_any,
             );
             tokio::pin!(pump, relay);
-            let terminate = deadline(leased_at, cfg.herd_terminate_timeout());
-            let mut slow = deadline(leased_at, cfg.request_slowlog_timeout);
             let mut pumping = true;
             loop {
                 tokio::select! {
@@ -139,6 +192,35 @@ where
                 sent_any: sent_any.load(Ordering::Relaxed),
             }
         }
+    }
+}
+
+/// The response of a worker that hung up, read whole: its records up to
+/// `FCGI_END_REQUEST`, to be written to the client in one piece.
+fn whole(
+    holding: Holding<'_>,
+    conn: &mut WorkerConn,
+    id: u16,
+    head: Option<&mut Vec<u8>>,
+) -> RelayEnd {
+    let lost = RelayEnd::WorkerLost { sent_any: false };
+    let buf = &mut conn.buf;
+    if holding.read_all(buf).is_err() {
+        return lost;
+    }
+    match scan(buf, id) {
+        Ok((complete, true)) => {
+            let tail = buf.split_to(complete);
+            if let Some(h) = head {
+                copy_head(&tail, id, h);
+            }
+            RelayEnd::Ended {
+                client_ok: true,
+                tail,
+            }
+        }
+        // It hung up before its response ended.
+        _ => lost,
     }
 }
 
@@ -297,7 +379,7 @@ where
 
 /// Free space the relay gives each read from a worker: php-fpm and php-cgi
 /// send their output in records of up to 8 KiB.
-const READ_ROOM: usize = 16 * 1024;
+pub(super) const READ_ROOM: usize = 16 * 1024;
 
 /// Keeps the first 2 KiB of stdout content: enough for the CGI headers.
 fn copy_head(chunk: &[u8], id: u16, head: &mut Vec<u8>) {

@@ -6,6 +6,7 @@ mod answer;
 mod conn;
 mod deadline;
 mod exchange;
+mod hold;
 pub mod inherit;
 pub mod listener;
 mod local;

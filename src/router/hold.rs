@@ -1,0 +1,107 @@
+//! A response relayed whole. The request goes out on a socket the reactor
+//! does not watch; the worker's hangup (see `pool::hangups`) says its
+//! response is complete, and it is read at once and written to the client
+//! in one piece. A response that should stream instead is handed to the
+//! usual relay with the socket registered as any other.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use crate::pool::WorkerConn;
+use crate::pool::hangups::{Hangups, Watch};
+use crate::quiet::Quiet;
+
+/// A request sent, its response held until the worker hangs up.
+pub(super) struct Holding<'a> {
+    // Dropped first: the watch is forgotten before the socket closes.
+    pub watch: Watch<'a>,
+    socket: socket2::Socket,
+}
+
+/// Connects to the worker and sends `head` without the reactor. `None`
+/// when nothing was sent (the usual path then tries, and reports, itself).
+/// A head the socket took only part of is finished on the usual path:
+/// `Err` carries the connection, registered, and what is left to send.
+pub(super) fn send<'a>(
+    conn: &WorkerConn,
+    hangups: &'a Hangups,
+    head: &[u8],
+    hold: Duration,
+) -> Option<Result<Holding<'a>, (Quiet, usize)>> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::UNIX,
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        None,
+    )
+    .ok()?;
+    socket
+        .connect(&socket2::SockAddr::unix(&*conn.socket).ok()?)
+        .ok()?;
+    let sent = socket.send_with_flags(head, libc::MSG_NOSIGNAL).ok()?;
+    if sent < head.len() {
+        return Some(Err((Quiet::new(socket).ok()?, sent)));
+    }
+    match hangups.watch(&socket, hold) {
+        Ok(watch) => Some(Ok(Holding { watch, socket })),
+        Err(_) => Some(Err((Quiet::new(socket).ok()?, sent))),
+    }
+}
+
+impl Holding<'_> {
+    /// After the hangup: everything the worker sent, read into `buf`.
+    pub fn read_all(self, buf: &mut BytesMut) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        buf.clear();
+        loop {
+            buf.reserve(super::exchange::READ_ROOM);
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: recv writes at most `spare.len()` bytes into `spare`.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match n {
+                0 => return Ok(()),
+                n if n > 0 => {
+                    // SAFETY: the kernel initialised the `n` bytes it wrote.
+                    unsafe { buf.set_len(buf.len() + n as usize) };
+                }
+                _ => {
+                    let e = io::Error::last_os_error();
+                    // A peer that shut down its side only (php-fpm, which
+                    // reads on until we close) leaves no EOF to read.
+                    return match e.kind() {
+                        io::ErrorKind::WouldBlock => Ok(()),
+                        io::ErrorKind::Interrupted => continue,
+                        _ => Err(e),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The response goes on as it comes: the socket becomes the lease's
+    /// connection, registered with the reactor.
+    pub fn stream(self, conn: &mut WorkerConn) -> io::Result<()> {
+        self.watch.release();
+        conn.adopt(Quiet::new(self.socket)?);
+        Ok(())
+    }
+}
+
+/// Sends the rest of a head the socket took only part of, on the adopted
+/// connection.
+pub(super) async fn finish_send(conn: &mut WorkerConn, rest: &[u8]) -> io::Result<()> {
+    let (stream, _) = conn.parts();
+    let stream = stream.ok_or(io::ErrorKind::NotConnected)?;
+    let (_, mut to_worker) = stream.split();
+    to_worker.write_all(rest).await
+}
