@@ -342,7 +342,7 @@ report_workers() {
     opcache=$(php_defines | grep '^opcache' | tr '\n' ' ')
     REPORT_FOOTER=
     for s in "${RAN[@]}"; do REPORT_FOOTER+="$(describe "$s") "; done
-    REPORT_FOOTER+="Every PHP process: \`${opcache% }\`, sessions in DokuWiki's data directory$( ((EUID == 0)) && echo ", user www-data")."
+    REPORT_FOOTER+="Every PHP process: \`${opcache% }\`, sessions in DokuWiki's data directory$( ((EUID == 0)) && echo ", user www-data"). DokuWiki's data directory (its cache, locks and the sessions) on a ${WIKI_DATA_FS}$( [[ $WIKI_DATA_FS == tmpfs ]] && echo " of its own"); sessions emptied before each contender starts."
     ((${#NOTES[@]} == 0)) || REPORT_FOOTER+=$'\n\n'"${NOTES[*]}"
     OUT='' render_report php-fpm \
         "Benchmark $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), $WORKERS PHP processes per contender, $CONNECTIONS connections, $DURATION per row (wrk -t2, ${WARMUP} warm-up), unix sockets; DokuWiki page \`$PAGE_ID\` from its render cache ($PAGE_FILES PHP files a view, $PAGE_BYTES bytes) via nginx" \

@@ -28,6 +28,8 @@
 #                    (die) when what it serves is not what should be measured
 
 TMP=
+# File systems a bench mounted under $TMP, unmounted before it goes.
+MOUNTS=()
 PIDS=()             # every process we started (or that spawn-fcgi forked for us)
 NGINX_PID=
 FAILED=0
@@ -233,7 +235,7 @@ stop_pids() {
 }
 
 cleanup() {
-    local rc=$? pid
+    local rc=$? pid mnt
     set +e
     trap - EXIT
     ((rc)) && FAILED=1
@@ -242,6 +244,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do [[ $pid == "${NGINX_PID:-}" ]] || others+=("$pid"); done
     ((${#others[@]} == 0)) || stop_pids "$STOP_DEADLINE" "${others[@]}"
     [[ -z ${NGINX_PID:-} ]] || stop_pids "$STOP_DEADLINE" "$NGINX_PID"
+    for mnt in "${MOUNTS[@]}"; do umount "$mnt" || log "could not unmount $mnt"; done
     if [[ -n $TMP && -d $TMP ]]; then
         if ((FAILED || KEEP_TMP)); then
             log "logs and configs kept in $TMP"
