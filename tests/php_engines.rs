@@ -398,15 +398,15 @@ fn flush_request(conn: &mut fcgi::Conn, dir: &Dir) {
     ));
 }
 
-/// A php-fpm child's response is held until the child hangs up, and goes
-/// to the client whole: the part the script flushed does not leave herd
-/// while the script works on.
-#[test]
-fn a_php_fpm_response_is_held_until_the_child_hangs_up() {
+/// A PHP process's response is held until it hangs up, and goes to the
+/// client whole: the part the script flushed does not leave herd while the
+/// script works on.
+fn held_until_the_child_hangs_up(command: &str, extra: &str) {
     let dir = Dir::new();
     let (flushed, go) = write_flushing_script(&dir);
     let addr = format!("127.0.0.1:{}", support::free_port());
-    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 1, "response.hold = 60s\n"));
+    let extra = format!("response.hold = 60s\n{extra}");
+    let herd = Herd::start_in(dir, &config(&addr, command, 2, &extra));
     herd.wait_ready(1);
     let mut conn = fcgi::Conn::open(&addr);
     flush_request(&mut conn, &herd.dir);
@@ -428,6 +428,16 @@ fn a_php_fpm_response_is_held_until_the_child_hangs_up() {
     conn.set_read_timeout(Duration::from_secs(30));
     let reply = conn.reply(1).expect("the whole response");
     assert!(reply.body().ends_with("first second"), "{}", reply.text());
+}
+
+#[test]
+fn a_php_fpm_response_is_held_until_the_child_hangs_up() {
+    held_until_the_child_hangs_up(&php_fpm(), "");
+}
+
+#[test]
+fn a_php_cgi_group_response_is_held_until_the_child_hangs_up() {
+    held_until_the_child_hangs_up(&php_cgi(), "php.group_size = 2\n");
 }
 
 /// A response whose script flushed and works on past `response.hold` is

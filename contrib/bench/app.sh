@@ -243,8 +243,8 @@ herd_fpm_lines() {
 write_contender_conf() {
     case $1 in
         herd-exec) write_herd_conf herd-exec "$WORKERS" "$PHP_CGI" 0 ;;
-        herd-group) write_herd_conf herd-group 1 "$PHP_CGI" "$WORKERS" ;;
-        herd-groups) write_herd_conf herd-groups $((WORKERS / GROUP_SIZE)) "$PHP_CGI" "$GROUP_SIZE" ;;
+        herd-group) write_herd_conf herd-group "$WORKERS" "$PHP_CGI" 0 "php.group_size = $WORKERS" ;;
+        herd-groups) write_herd_conf herd-groups "$WORKERS" "$PHP_CGI" 0 "php.group_size = $GROUP_SIZE" ;;
         herd-fpm) write_herd_conf herd-fpm "$WORKERS" "$PHP_FPM" 0 "$(herd_fpm_lines)" ;;
     esac
 }

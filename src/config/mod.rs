@@ -411,9 +411,13 @@ impl PoolConfig {
     /// called `fastcgi_finish_request()` works on after its response with
     /// the kept connection still its own, so the next request sent on it
     /// would wait for that work; a new connection is accepted by an idle
-    /// child, as nginx's are by php-fpm's.
+    /// child, as nginx's are by php-fpm's. Nor to a php-cgi group, whose
+    /// children accept new connections the same way: PHP's FastCGI layer,
+    /// under either engine, hangs up at the end of a response on a
+    /// connection it does not keep, which lets the master relay the
+    /// response whole (see `response_hold`).
     pub fn keeps_connections(&self) -> bool {
-        !self.runs_php_fpm()
+        self.php_group.is_none()
     }
 
     /// How long the master holds the start of a response to relay the

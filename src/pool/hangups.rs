@@ -1,14 +1,14 @@
 //! Waiting for a worker to hang up, without a wakeup per piece of its
 //! response.
 //!
-//! A php-fpm child writes a page in pieces of up to 8 KiB as PHP renders
-//! it, and every piece written to a socket the master's reactor watches for
-//! readability wakes the master: three or four times a request on a
-//! DokuWiki page, each a pair of context switches on the cores PHP needs,
-//! and as many wakeups of nginx for the pieces relayed on. On a connection
-//! it does not keep, php-fpm shuts its side down right after
-//! `FCGI_END_REQUEST`, so the hangup says the whole response is in the
-//! socket.
+//! PHP writes a page in pieces of up to 8 KiB as it renders it, and every
+//! piece written to a socket the master's reactor watches for readability
+//! wakes the master: three or four times a request on a DokuWiki page, each
+//! a pair of context switches on the cores PHP needs, and as many wakeups
+//! of nginx for the pieces relayed on. On a connection it does not keep,
+//! PHP's FastCGI layer (php-fpm's and php-cgi's alike) shuts its side down
+//! right after `FCGI_END_REQUEST`, so the hangup says the whole response is
+//! in the socket.
 //!
 //! [`Hangups`] is one epoll instance, itself watched by the reactor, in which
 //! such sockets are registered for hangup only (`EPOLLRDHUP`): the kernel
