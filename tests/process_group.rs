@@ -134,3 +134,35 @@ fn the_next_master_clears_what_a_killed_master_left() {
     gone("the helper with an empty environment", bare);
     drop(herd);
 }
+
+/// (process group, session) of `pid`, from /proc/PID/stat: the fields
+/// after the command's closing parenthesis are state, ppid, pgrp, session.
+fn group_and_session(pid: u32) -> (u32, u32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    (fields[2].parse().unwrap(), fields[3].parse().unwrap())
+}
+
+#[test]
+fn a_worker_leads_its_own_process_group_in_the_masters_session() {
+    let dir = Dir::new();
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let conf = config(&dir, &addr, "");
+    let mut herd = Herd::start_in(dir, &conf);
+    let worker = herd.wait_ready(1)[0];
+    let helper = helper_of(&herd.dir, worker);
+    let (_, master_session) = group_and_session(herd.pid());
+    // Its own group: herd's signals reach what it forked, a Ctrl-C at the
+    // master's terminal does not reach it.
+    assert_eq!(group_and_session(worker), (worker, master_session));
+    assert_eq!(group_and_session(helper), (worker, master_session));
+    // The master's session: with the kernel's autogroups a session is one
+    // scheduling entity, and herd with its workers weighs one service, as
+    // php-fpm with its children does.
+    if let Ok(master_group) = std::fs::read_to_string(format!("/proc/{}/autogroup", herd.pid())) {
+        let worker_group = std::fs::read_to_string(format!("/proc/{worker}/autogroup")).unwrap();
+        assert_eq!(worker_group, master_group);
+    }
+    herd.stop();
+}

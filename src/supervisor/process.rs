@@ -90,7 +90,7 @@ fn far_future() -> tokio::time::Instant {
 fn signal_child(child: &Child, signal: Signal) {
     if let Some(pid) = child.id() {
         let pid = Pid::from_raw(pid as i32);
-        // A child that has not reached its setsid() yet is no group leader.
+        // A child that has not reached its setpgid() yet is no group leader.
         if killpg(pid, signal).is_err() {
             let _ = kill(pid, signal);
         }

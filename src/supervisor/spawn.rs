@@ -316,9 +316,17 @@ impl ChildSetup {
         // SAFETY (whole function): plain system calls on owned, NUL-terminated
         // data; no allocation, no locks.
         unsafe {
-            // Own session: a Ctrl-C at the master's terminal reaches the
-            // master only, which then stops workers in order.
-            libc::setsid();
+            // Own process group: a Ctrl-C at the master's terminal reaches
+            // the master only, which then stops workers in order, and a
+            // worker's signals reach whatever it forked. The master's
+            // session, though: with the kernel's autogroups (on in Debian's
+            // and most distributions' kernels) a session is one scheduling
+            // entity, so a session per worker would give every worker the
+            // CPU weight of a whole service (32 php-cgi workers 32 times
+            // nginx's) and make the nice steps of a warming worker
+            // meaningless beside the others. In one session herd weighs
+            // what php-fpm does.
+            check(libc::setpgid(0, 0))?;
             // Each descriptor first moves above every target, so placing one
             // never closes another that happens to sit on its number; dup2
             // leaves the copy without FD_CLOEXEC.
