@@ -183,7 +183,7 @@ pm.max_requests = 0
 EOF
     for d in $(php_defines); do defs+=(-d "$d"); done
     # -F: foreground, so $! is the master; -R: allowed to run as root.
-    "$PHP_FPM" -F -R -y "$dir/php-fpm.conf" "${defs[@]}" >"$dir/stderr.log" 2>&1 </dev/null &
+    setsid "$PHP_FPM" -F -R -y "$dir/php-fpm.conf" "${defs[@]}" >"$dir/stderr.log" 2>&1 </dev/null &
     MASTER_PID=$!
     PIDS+=("$MASTER_PID")
     WORKER_PIDS=()

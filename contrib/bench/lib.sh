@@ -61,6 +61,13 @@ build_herd_if_stale() {
     [[ -x $HERD ]] || die "$HERD is missing (run without --no-build)"
 }
 
+# Every server (nginx, each contender) and wrk start in a session of their
+# own (`setsid`), as systemd starts each service: with the kernel's
+# autogroups (on in Debian's kernels, and most) a session is one scheduling
+# entity, and started from this script they would all share one with wrk.
+# (In a script without job control a background command leads no process
+# group, so setsid execs in place and $! is the server.)
+
 # Starts herd on config $1 (checked first; its logs go beside it) as the
 # contender whose master is measured.
 start_herd_master() {
@@ -68,7 +75,7 @@ start_herd_master() {
     dir=$(dirname "$conf")
     "$HERD" check -c "$conf" >"$dir/check.log" 2>&1 ||
         { show_logs "$dir/check.log"; die "herd check refused $conf"; }
-    "$HERD" run -c "$conf" >"$dir/stderr.log" 2>&1 </dev/null &
+    setsid "$HERD" run -c "$conf" >"$dir/stderr.log" 2>&1 </dev/null &
     MASTER_PID=$!
     # Only herd's master sits in the request path; its cost is what we want.
     MASTER_MEASURED=1
@@ -349,7 +356,7 @@ start_nginx() {
     # -e: the error log before the config is read, so nothing touches /var/log.
     nginx -t -q -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
         >"$TMP/nginx/stderr.log" 2>&1 || { show_logs "$TMP/nginx/stderr.log" "$TMP/nginx/error.log"; die "nginx config test failed"; }
-    nginx -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
+    setsid nginx -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
         >>"$TMP/nginx/stderr.log" 2>&1 </dev/null &
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
@@ -388,7 +395,7 @@ start_spawn_fcgi() {
     listen+=(-b "$BACKLOG")
     ((EUID == 0)) && user=(-u www-data -g www-data)
     LOGS=("$dir/stderr.log")
-    env "${envs[@]}" spawn-fcgi "${listen[@]}" "${user[@]}" -F "$forks" -- "$@" \
+    setsid env "${envs[@]}" spawn-fcgi "${listen[@]}" "${user[@]}" -F "$forks" -- "$@" \
         >"$dir/stderr.log" 2>&1 </dev/null &
     pid=$!
     local i
@@ -520,7 +527,7 @@ measure() {
     url=$(contender_url "$s" "$mode")
     out=$TMP/wrk/$s-$mode${ROUND:+-r$ROUND}.txt
     log "$s, keep-alive $mode: warm-up $WARMUP, then $DURATION"
-    wrk -t2 -c"$CONNECTIONS" -d"$WARMUP" "$url" >"$out.warmup" 2>&1 || true
+    setsid wrk -t2 -c"$CONNECTIONS" -d"$WARMUP" "$url" >"$out.warmup" 2>&1 || true
     # Only a manager in the request path is measured: its cost is what we want.
     ((MASTER_MEASURED)) && before=$(cpu_ticks "$MASTER_PID")
     # --timeout: wrk leaves a request slower than its timeout (2 s by
@@ -528,7 +535,7 @@ measure() {
     # a server that strands some requests for seconds (php-fpm with more
     # keep-alive connections than children) would look fast. Every request
     # that completes within the run is timed.
-    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --timeout "$WRK_TIMEOUT" --latency "$url" >"$out" 2>&1 ||
+    setsid wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --timeout "$WRK_TIMEOUT" --latency "$url" >"$out" 2>&1 ||
         { show_logs "$out"; die "wrk failed against $s ($mode)"; }
     alive "$MASTER_PID" || { show_logs "${LOGS[@]}"; die "$s died during the $mode run"; }
     if ((MASTER_MEASURED)); then

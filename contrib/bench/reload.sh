@@ -265,12 +265,12 @@ start_server() {
         php-fpm)
             # -F: foreground, so $! is the master (SIGUSR2 re-execs it in
             # place: the same pid); -R: allowed to start as root.
-            "$PHP_FPM" -F -R -y "$SDIR/server.conf" >"$SDIR/stderr.log" 2>&1 </dev/null &
+            setsid "$PHP_FPM" -F -R -y "$SDIR/server.conf" >"$SDIR/stderr.log" 2>&1 </dev/null &
             LOGS=("$SDIR/stderr.log" "$SDIR/error.log")
             ;;
         herd)
             mkdir -p "$SDIR/run"
-            "$HERD" run -c "$SDIR/server.conf" >"$SDIR/stderr.log" 2>&1 </dev/null &
+            setsid "$HERD" run -c "$SDIR/server.conf" >"$SDIR/stderr.log" 2>&1 </dev/null &
             LOGS=("$SDIR/stderr.log" "$SDIR/herd.log")
             ;;
     esac

@@ -119,7 +119,7 @@ pm.max_children = $WORKERS
 pm.max_requests = 0
 EOF
     # -F: foreground, so $! is the master; -R: allowed to run as root.
-    "$PHP_FPM" -F -R -y "$dir/php-fpm.conf" >"$dir/stderr.log" 2>&1 &
+    setsid "$PHP_FPM" -F -R -y "$dir/php-fpm.conf" >"$dir/stderr.log" 2>&1 &
     MASTER_PID=$!
     PIDS+=("$MASTER_PID")
     WORKER_PIDS=()
