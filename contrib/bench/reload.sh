@@ -332,7 +332,8 @@ scenario() {
     esac
     wait_ready "$s"
     log "$name: ${STEADY}s steady, reload to v2${extra:+ ($extra)}, then until ${AFTER}s after the rollout settled"
-    python3 "$BENCH_DIR/reload_load.py" run --base "http://127.0.0.1:$NGINX_PORT/$s/" \
+    # Its own session, as wrk's in lib.sh: the load is no part of a server.
+    setsid python3 "$BENCH_DIR/reload_load.py" run --base "http://127.0.0.1:$NGINX_PORT/$s/" \
         --prepare-cmd "cp '$SDIR/next.conf' '$SDIR/server.conf'" "${reload[@]}" \
         --dir "$SDIR" --old v1 --new v2 \
         --fast-clients "$FAST_CLIENTS" --burn-clients 1 --burn-ms "$BURN_MS" \
