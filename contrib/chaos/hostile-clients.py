@@ -183,11 +183,9 @@ def established(socks, skip):
     handshake: writable and in no error. A connect whose SYN the kernel is
     still retrying is not (yet)."""
     poller = select.poll()
-    fds = {}
     for i, s in enumerate(socks):
         if i not in skip:
             poller.register(s, select.POLLOUT)
-            fds[s.fileno()] = i
     n = 0
     for _, ev in poller.poll(0):
         if ev & select.POLLOUT and not ev & (select.POLLERR | select.POLLHUP):
