@@ -4,7 +4,7 @@
 # one nginx, measured with wrk: req/s, latency and the total memory (PSS) of
 # every contender, with ratios to php-fpm.
 #
-#   contrib/bench/app.sh [--duration 10s] [--rounds 1] [--workers 8,32] [--per-worker 2] [--out FILE]
+#   contrib/bench/app.sh [--duration 10s] [--rounds 1] [--workers 8,32] [--per-worker 2] [--rate R] [--out FILE]
 #                        [--contenders php-fpm,spawn-fcgi,herd-exec,herd-group,herd-groups,herd-fpm]
 #                        [--herd PATH] [--no-build] [--keep-tmp]
 #
@@ -36,6 +36,13 @@
 # php-fpm's children one connection each, so none is left waiting), nginx →
 # server keep-alive off and on, one contender at a time; one markdown table per W, also written to
 # --out. Unless --no-build or --herd, `cargo build --release` runs first.
+#
+# --rate R: instead of wrk's closed loop (each connection sends its next
+# request when the last is answered, so the faster server also gets more
+# load), oha sends R requests a second to every contender and times each
+# from when it was due (built from crates.io into target/ the first time).
+# Every contender then serves the same load, and the latencies compare at
+# the same operating point; pick R below the slowest one's capacity.
 # Nothing here asserts a timing: the machine may be small and shared.
 set -euo pipefail
 
@@ -57,6 +64,7 @@ ROUNDS=1
 WORKERS_LIST=8,32
 PER_WORKER=2
 OUT=
+RATE=
 BUILD=1
 KEEP_TMP=0
 ALL_CONTENDERS=(php-fpm spawn-fcgi herd-exec herd-group herd-groups herd-fpm)
@@ -94,6 +102,7 @@ parse_args() {
             --rounds) ROUNDS=${2:?}; shift ;;
             --workers) WORKERS_LIST=${2:?}; shift ;;
             --per-worker) PER_WORKER=${2:?}; shift ;;
+            --rate) RATE=${2:?}; shift ;;
             --contenders) SERVERS=${2:?}; shift ;;
             --out) OUT=${2:?}; shift ;;
             --herd) HERD=${2:?}; BUILD=0; shift ;;
@@ -113,6 +122,7 @@ parse_args() {
         if ((w > max)); then max=$w; fi
     done
     [[ $PER_WORKER =~ ^[1-9][0-9]*$ ]] || die "--per-worker must be a positive integer"
+    [[ -z $RATE || $RATE =~ ^[1-9][0-9]*$ ]] || die "--rate must be a positive integer (requests a second)"
     # Checked (and nginx sized) for the largest W.
     WORKERS=$max
     CONNECTIONS=$((PER_WORKER * max))
@@ -332,6 +342,7 @@ versions() {
     v+=("$(nginx -v 2>&1)")
     wants_herd && v+=("$("$HERD" --version) ($(source_version))")
     v+=("$(wrk_version)")
+    [[ -z $RATE ]] || v+=("$("$OHA" --version | head -n 1)")
     local IFS=';'
     echo "${v[*]}" | sed 's/;/; /g'
 }
@@ -345,7 +356,7 @@ report_workers() {
     REPORT_FOOTER+="Every PHP process: \`${opcache% }\`, sessions in DokuWiki's data directory$( ((EUID == 0)) && echo ", user www-data"). DokuWiki's data directory (its cache, locks and the sessions) on a ${WIKI_DATA_FS}$( [[ $WIKI_DATA_FS == tmpfs ]] && echo " of its own"); sessions emptied before each contender starts."
     ((${#NOTES[@]} == 0)) || REPORT_FOOTER+=$'\n\n'"${NOTES[*]}"
     OUT='' render_report php-fpm \
-        "Benchmark $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), $WORKERS PHP processes per contender, $CONNECTIONS connections, $DURATION per row (wrk -t2, ${WARMUP} warm-up), unix sockets; DokuWiki page \`$PAGE_ID\` from its render cache ($PAGE_FILES PHP files a view, $PAGE_BYTES bytes) via nginx" \
+        "Benchmark $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), $WORKERS PHP processes per contender, $CONNECTIONS connections, $DURATION per row ($( [[ -n $RATE ]] && echo "oha at $RATE requests a second, after a ${WARMUP} wrk warm-up" || echo "wrk -t2, ${WARMUP} warm-up")), unix sockets; DokuWiki page \`$PAGE_ID\` from its render cache ($PAGE_FILES PHP files a view, $PAGE_BYTES bytes) via nginx" \
         "Versions: $(versions)" >/dev/null
     printf '\n### %s PHP processes, %s connections\n\n' "$WORKERS" "$CONNECTIONS" | tee -a "$TMP/app-report.md"
     tee -a "$TMP/app-report.md" <"$TMP/report.md"
@@ -355,6 +366,7 @@ main() {
     parse_args "$@"
     setup_traps
     install_missing
+    [[ -z $RATE ]] || install_oha
     build_herd
     make_tmp
     make_wiki

@@ -128,6 +128,22 @@ missing_common_packages() {
     command -v python3 >/dev/null || echo python3
 }
 
+# oha, the load generator of the fixed-rate runs (app.sh --rate): not a
+# Debian package, so built from crates.io into target/ once (a few minutes),
+# pinned, with the system's OpenSSL (its default TLS needs cmake).
+OHA_VERSION=1.16.0
+install_oha() {
+    OHA=$REPO/target/bench-tools/bin/oha
+    [[ -x $OHA ]] && "$OHA" --version 2>/dev/null | grep -q "$OHA_VERSION" && return 0
+    local missing=()
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+    dpkg-query -W -f='${Status}' libssl-dev 2>/dev/null | grep -q 'install ok installed' || missing+=(libssl-dev)
+    install_packages "${missing[@]}"
+    log "building oha $OHA_VERSION (cargo install, once)"
+    cargo install oha --locked --version "$OHA_VERSION" --no-default-features --features native-tls \
+        --root "$REPO/target/bench-tools" >&2 || die "could not build oha"
+}
+
 # Root is needed to run the workers as www-data, like a real deployment;
 # without root everything simply runs as the current user.
 run_as_lines() {
@@ -535,8 +551,18 @@ measure() {
     # a server that strands some requests for seconds (php-fpm with more
     # keep-alive connections than children) would look fast. Every request
     # that completes within the run is timed.
-    setsid wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --timeout "$WRK_TIMEOUT" --latency "$url" >"$out" 2>&1 ||
-        { show_logs "$out"; die "wrk failed against $s ($mode)"; }
+    if [[ -n ${RATE:-} ]]; then
+        # At a fixed rate (app.sh --rate): oha, each request timed from when
+        # it was due. Requests still out at the end are waited for, so a
+        # slow one is timed rather than cut off.
+        out=${out%.txt}.json
+        setsid "$OHA" -z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction \
+            --wait-ongoing-requests-after-deadline --no-tui --output-format json "$url" >"$out" 2>"$out.err" ||
+            { show_logs "$out.err"; die "oha failed against $s ($mode)"; }
+    else
+        setsid wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --timeout "$WRK_TIMEOUT" --latency "$url" >"$out" 2>&1 ||
+            { show_logs "$out"; die "wrk failed against $s ($mode)"; }
+    fi
     alive "$MASTER_PID" || { show_logs "${LOGS[@]}"; die "$s died during the $mode run"; }
     if ((MASTER_MEASURED)); then
         after=$(cpu_ticks "$MASTER_PID")

@@ -6,6 +6,10 @@ Input is a tab-separated file written by lib.sh, one line per measured row:
     server <TAB> keep-alive <TAB> wrk output file <TAB> master CPU ticks <TAB> master RSS kB
         [<TAB> total PSS kB <TAB> processes]
 
+An output file ending in .json is oha's (`--output-format json`), from a
+run at a fixed rate (app.sh --rate): the same figures, read from its
+summary and percentiles.
+
 The master columns are "-" when they were not measured (only herd's master
 is measured: php-fpm's master and spawn-fcgi are not in the request path).
 The PSS columns (app.sh) sum every process of the contender, manager
@@ -21,6 +25,7 @@ Standard library only, so the harness needs nothing beyond python3.
 """
 
 import argparse
+import json
 import re
 import statistics
 import sys
@@ -31,6 +36,8 @@ _DURATION = r"([0-9.]+)(us|ms|s|m|h)"
 
 
 class WrkResult:
+    fixed_rate = False
+
     def __init__(self, text):
         self.text = text
         self.requests = self._int(r"^\s*(\d+) requests in ")
@@ -93,6 +100,55 @@ class WrkResult:
         return float(m.group(1)) * _UNIT_US[m.group(2)] if m else None
 
 
+class OhaResult:
+    """oha's JSON summary, with the attributes WrkResult has.
+
+    oha sends requests at a fixed rate (-q) and, with --latency-correction,
+    times each from when it was due, not from when a connection was free to
+    send it, so a server that falls behind shows in the latencies instead of
+    slowing the load down (wrk keeps one request in flight per connection:
+    a slow server gets fewer requests)."""
+
+    fixed_rate = True
+
+    def __init__(self, text):
+        self.text = text
+        self.requests = self.rps = self.p50 = self.p99 = self.max = self.mean = None
+        self.seconds = self.connections = None
+        self.socket_errors = self.bad_status = 0
+        try:
+            doc = json.loads(text)
+            summary = doc["summary"]
+            pct = doc["latencyPercentiles"]
+            codes = doc.get("statusCodeDistribution") or {}
+            errors = doc.get("errorDistribution") or {}
+            self.seconds = summary["total"] * 1e6
+            self.rps = summary["requestsPerSec"]
+            self.requests = sum(codes.values()) + sum(errors.values())
+            self.p50 = pct["p50"] * 1e6
+            self.p99 = pct["p99"] * 1e6
+            self.max = summary["slowest"] * 1e6
+            self.mean = summary["average"] * 1e6
+        except (ValueError, KeyError, TypeError):
+            return
+        self.bad_status = sum(n for code, n in codes.items() if int(code) >= 400)
+        self.socket_errors = sum(errors.values())
+
+    @property
+    def ok(self):
+        return self.requests is not None and self.rps is not None
+
+    @property
+    def errors(self):
+        return self.socket_errors + self.bad_status
+
+    @property
+    def unanswered(self):
+        """Not a question at a fixed rate: every request is due at its time
+        and timed from it, answered or late."""
+        return None
+
+
 def fmt_duration(us):
     if us is None:
         return "?"
@@ -116,6 +172,8 @@ def fmt_errors(r):
 
 def fmt_unanswered(w):
     """`0`, or how many of the connections waited the whole run."""
+    if w.fixed_rate:
+        return "—"
     n = w.unanswered
     if n is None:
         return "?"
@@ -144,8 +202,9 @@ def read_rows(path):
             fields = line.split("\t")
             server, mode, wrk_file, ticks, rss = fields[:5]
             pss, procs = (fields[5:7] + ["-", "-"])[:2]
+            parse = OhaResult if wrk_file.endswith(".json") else WrkResult
             with open(wrk_file, encoding="utf-8", errors="replace") as w:
-                result = WrkResult(w.read())
+                result = parse(w.read())
             rows.append(
                 {
                     "server": server,
@@ -168,6 +227,7 @@ class Rounds:
         ok = [r for r in results if r.ok]
         med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
         self.runs = results
+        self.fixed_rate = any(r.fixed_rate for r in results)
         self.requests = med([r.requests for r in ok])
         self.rps = med([r.rps for r in ok])
         self.p50 = med([r.p50 for r in ok if r.p50 is not None])
@@ -298,7 +358,16 @@ def main():
             f"PSS ×{args.baseline}: divided by {args.baseline}'s in the same keep-alive mode; "
             "processes: how many were summed."
         )
+    rate_note = ""
+    if any(r["wrk"].fixed_rate for r in rows):
+        rate_note = (
+            "Fixed rate (app.sh --rate): oha sent the requests at the rate above, on as many "
+            "connections as the run has, and timed each from when it was due "
+            "(--latency-correction), so waiting for a free connection counts; req/s is what "
+            "each contender answered, errors oha's errors plus status ≥ 400. "
+        )
     print(
+        rate_note +
         "keep-alive: nginx → FastCGI server connections (`keepalive` + `fastcgi_keep_conn on`); "
         "wrk → nginx is keep-alive in every row. "
         f"×{args.baseline}: req/s divided by {args.baseline}'s req/s in the same keep-alive mode. "
