@@ -42,7 +42,9 @@
 # load), oha sends R requests a second to every contender and times each
 # from when it was due (built from crates.io into target/ the first time).
 # Every contender then serves the same load, and the latencies compare at
-# the same operating point; pick R below the slowest one's capacity.
+# the same operating point. R% (e.g. 60%): that share of what php-fpm
+# answers in wrk's closed loop, measured for each W before its rounds, so
+# the load means the same on a slower or busier machine.
 # Nothing here asserts a timing: the machine may be small and shared.
 set -euo pipefail
 
@@ -65,6 +67,8 @@ WORKERS_LIST=8,32
 PER_WORKER=2
 OUT=
 RATE=
+RATE_SPEC=
+RATE_NOTE=
 BUILD=1
 KEEP_TMP=0
 ALL_CONTENDERS=(php-fpm spawn-fcgi herd-exec herd-group herd-groups herd-fpm)
@@ -102,7 +106,7 @@ parse_args() {
             --rounds) ROUNDS=${2:?}; shift ;;
             --workers) WORKERS_LIST=${2:?}; shift ;;
             --per-worker) PER_WORKER=${2:?}; shift ;;
-            --rate) RATE=${2:?}; shift ;;
+            --rate) RATE_SPEC=${2:?}; shift ;;
             --contenders) SERVERS=${2:?}; shift ;;
             --out) OUT=${2:?}; shift ;;
             --herd) HERD=${2:?}; BUILD=0; shift ;;
@@ -122,7 +126,13 @@ parse_args() {
         if ((w > max)); then max=$w; fi
     done
     [[ $PER_WORKER =~ ^[1-9][0-9]*$ ]] || die "--per-worker must be a positive integer"
-    [[ -z $RATE || $RATE =~ ^[1-9][0-9]*$ ]] || die "--rate must be a positive integer (requests a second)"
+    [[ -z $RATE_SPEC || $RATE_SPEC =~ ^[1-9][0-9]*%?$ ]] ||
+        die "--rate must be requests a second (a positive integer) or a share of php-fpm's (e.g. 60%)"
+    if [[ $RATE_SPEC == *% ]]; then
+        wants php-fpm || die "--rate $RATE_SPEC is a share of php-fpm's requests a second: include php-fpm in --contenders"
+    else
+        RATE=$RATE_SPEC
+    fi
     # Checked (and nginx sized) for the largest W.
     WORKERS=$max
     CONNECTIONS=$((PER_WORKER * max))
@@ -324,6 +334,30 @@ check_contender() {
     if [[ $1 == herd-* ]]; then check_slots "$1"; fi
 }
 
+# For --rate P%: php-fpm's requests a second in wrk's closed loop (keep-alive
+# on, after the warm-up), measured once for the current W; sets RATE to P%
+# of it.
+rate_from_php_fpm() {
+    local pct=${RATE_SPEC%\%} url out rps
+    log "php-fpm's capacity at W = $WORKERS, for --rate $RATE_SPEC"
+    MASTER_MEASURED=0
+    WORKER_PIDS=()
+    start_contender php-fpm
+    wait_ready php-fpm
+    url=$(contender_url php-fpm on)
+    out=$TMP/wrk/capacity-w$WORKERS.txt
+    setsid wrk -t2 -c"$CONNECTIONS" -d"$WARMUP" "$url" >"$out.warmup" 2>&1 || true
+    setsid wrk -t2 -c"$CONNECTIONS" -d"$DURATION" "$url" >"$out" 2>&1 ||
+        { show_logs "$out"; die "wrk failed against php-fpm (capacity)"; }
+    stop_contender
+    rps=$(sed -n 's/^Requests\/sec: *\([0-9]*\).*/\1/p' "$out")
+    if [[ ! $rps =~ ^[1-9][0-9]*$ ]]; then die "could not read php-fpm's requests a second from $out"; fi
+    RATE=$((rps * pct / 100))
+    ((RATE > 0)) || RATE=1
+    RATE_NOTE=" ($pct% of the $rps php-fpm answered in wrk's closed loop just before)"
+    log "--rate $RATE_SPEC: $RATE requests a second"
+}
+
 # --- report ------------------------------------------------------------------
 
 source_version() {
@@ -342,7 +376,7 @@ versions() {
     v+=("$(nginx -v 2>&1)")
     wants_herd && v+=("$("$HERD" --version) ($(source_version))")
     v+=("$(wrk_version)")
-    [[ -z $RATE ]] || v+=("$("$OHA" --version | head -n 1)")
+    [[ -z $RATE_SPEC ]] || v+=("$("$OHA" --version | head -n 1)")
     local IFS=';'
     echo "${v[*]}" | sed 's/;/; /g'
 }
@@ -356,7 +390,7 @@ report_workers() {
     REPORT_FOOTER+="Every PHP process: \`${opcache% }\`, sessions in DokuWiki's data directory$( ((EUID == 0)) && echo ", user www-data"). DokuWiki's data directory (its cache, locks and the sessions) on a ${WIKI_DATA_FS}$( [[ $WIKI_DATA_FS == tmpfs ]] && echo " of its own"); sessions emptied before each contender starts."
     ((${#NOTES[@]} == 0)) || REPORT_FOOTER+=$'\n\n'"${NOTES[*]}"
     OUT='' render_report php-fpm \
-        "Benchmark $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), $WORKERS PHP processes per contender, $CONNECTIONS connections, $DURATION per row ($( [[ -n $RATE ]] && echo "oha at $RATE requests a second, after a ${WARMUP} wrk warm-up" || echo "wrk -t2, ${WARMUP} warm-up")), unix sockets; DokuWiki page \`$PAGE_ID\` from its render cache ($PAGE_FILES PHP files a view, $PAGE_BYTES bytes) via nginx" \
+        "Benchmark $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), $WORKERS PHP processes per contender, $CONNECTIONS connections, $DURATION per row ($( [[ -n $RATE ]] && echo "oha at $RATE requests a second$RATE_NOTE, after a ${WARMUP} wrk warm-up" || echo "wrk -t2, ${WARMUP} warm-up")), unix sockets; DokuWiki page \`$PAGE_ID\` from its render cache ($PAGE_FILES PHP files a view, $PAGE_BYTES bytes) via nginx" \
         "Versions: $(versions)" >/dev/null
     printf '\n### %s PHP processes, %s connections\n\n' "$WORKERS" "$CONNECTIONS" | tee -a "$TMP/app-report.md"
     tee -a "$TMP/app-report.md" <"$TMP/report.md"
@@ -366,7 +400,7 @@ main() {
     parse_args "$@"
     setup_traps
     install_missing
-    [[ -z $RATE ]] || install_oha
+    [[ -z $RATE_SPEC ]] || install_oha
     build_herd
     make_tmp
     make_wiki
@@ -382,6 +416,7 @@ main() {
         : >"$ROWS"
         NOTES=()
         RAN=()
+        [[ $RATE_SPEC != *% ]] || rate_from_php_fpm
         local round
         local order
         for ((round = 1; round <= ROUNDS; round++)); do
