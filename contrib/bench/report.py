@@ -35,7 +35,19 @@ _UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
 _DURATION = r"([0-9.]+)(us|ms|s|m|h)"
 
 
-class WrkResult:
+class LoadResult:
+    """What both load generators' results answer."""
+
+    @property
+    def ok(self):
+        return self.requests is not None and self.rps is not None
+
+    @property
+    def errors(self):
+        return self.socket_errors + self.bad_status
+
+
+class WrkResult(LoadResult):
     fixed_rate = False
 
     def __init__(self, text):
@@ -56,14 +68,6 @@ class WrkResult:
         self.socket_errors = sum(int(g) for g in socket.groups()) if socket else 0
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
         self.bad_status = int(non2xx.group(1)) if non2xx else 0
-
-    @property
-    def ok(self):
-        return self.requests is not None and self.rps is not None
-
-    @property
-    def errors(self):
-        return self.socket_errors + self.bad_status
 
     @property
     def unanswered(self):
@@ -100,7 +104,7 @@ class WrkResult:
         return float(m.group(1)) * _UNIT_US[m.group(2)] if m else None
 
 
-class OhaResult:
+class OhaResult(LoadResult):
     """oha's JSON summary, with the attributes WrkResult has.
 
     oha sends requests at a fixed rate (-q) and, with --latency-correction,
@@ -133,14 +137,6 @@ class OhaResult:
             return
         self.bad_status = sum(n for code, n in codes.items() if int(code) >= 400)
         self.socket_errors = sum(errors.values())
-
-    @property
-    def ok(self):
-        return self.requests is not None and self.rps is not None
-
-    @property
-    def errors(self):
-        return self.socket_errors + self.bad_status
 
     @property
     def unanswered(self):
