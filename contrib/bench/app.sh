@@ -4,7 +4,7 @@
 # one nginx, measured with wrk: req/s, latency and the total memory (PSS) of
 # every contender, with ratios to php-fpm.
 #
-#   contrib/bench/app.sh [--duration 10s] [--rounds 1] [--workers 8,32] [--per-worker 2] [--rate R] [--out FILE]
+#   contrib/bench/app.sh [--duration 10s] [--rounds 1] [--workers 8,32] [--per-worker 2] [--rate R|P%] [--out FILE]
 #                        [--contenders php-fpm,spawn-fcgi,herd-exec,herd-group,herd-groups,herd-fpm]
 #                        [--herd PATH] [--no-build] [--keep-tmp]
 #
