@@ -8,7 +8,11 @@ use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::nginx::Nginx;
 use support::{Dir, Herd, fcgi, user_line, wait_for, wait_until};
+
+/// The time one request may take before the test fails instead of waiting.
+const LIMIT: Duration = Duration::from_secs(10);
 
 /// Prints the pid, OPcache's shared hit count and its start time.
 const STATUS: &str = "<?php usleep((int)($_GET['ms'] ?? 0) * 1000); $s = opcache_get_status(false)['opcache_statistics']; \
@@ -367,6 +371,97 @@ fn fastcgi_finish_request_answers_before_the_work_after_it() {
         Duration::from_secs(10),
         || marker.exists().then_some(()),
     );
+}
+
+/// A script that answers, calls `fastcgi_finish_request()` and works on
+/// until the test writes `out/release` (at most 20 s), then writes
+/// `out/done`; and a fast one. Returns (release, done).
+fn write_finishing_scripts(dir: &Dir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = dir.shared("out");
+    let (release, done) = (out.join("release"), out.join("done"));
+    dir.write(
+        "finish.php",
+        &format!(
+            "<?php echo 'sent early'; fastcgi_finish_request();\n\
+             $until = microtime(true) + 20;\n\
+             while (!file_exists('{release}') && microtime(true) < $until) {{ usleep(10000); clearstatcache(); }}\n\
+             file_put_contents('{done}', 'x');",
+            release = release.display(),
+            done = done.display()
+        ),
+    );
+    dir.write("fast.php", "<?php echo 'fast';");
+    (release, done)
+}
+
+/// nginx on `root` passing PHP to `upstream` over kept connections
+/// (`keepalive` + `fastcgi_keep_conn on`), as a tuned production nginx does.
+fn nginx_keeping_connections(root: &std::path::Path, upstream: &str) -> Nginx {
+    Nginx::start(
+        root,
+        &format!("upstream php {{\n server {upstream};\n keepalive 8;\n}}"),
+        "location ~ \\.php$ {\n include /etc/nginx/fastcgi_params;\n\
+         fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
+         fastcgi_keep_conn on;\n fastcgi_pass php;\n}",
+    )
+}
+
+#[test]
+fn behind_nginx_keepalive_no_request_waits_for_work_after_fastcgi_finish_request() {
+    // php-fpm behind nginx with kept connections, side by side: nginx sends
+    // the next request on the connection it just got a response on, whose
+    // child is still running the script's work after
+    // `fastcgi_finish_request()`, and the request waits for that work. The
+    // reason herd opens a new connection to its engine for each request.
+    let fpm_root = Dir::new();
+    let (fpm_release, fpm_done) = write_finishing_scripts(&fpm_root);
+    let fpm = support::php_fpm::PhpFpm::start(fpm_root.path(), 2, "");
+    let nginx = nginx_keeping_connections(fpm_root.path(), &fpm.addr);
+    assert_eq!(
+        nginx.get_within("/finish.php", LIMIT),
+        (200, "sent early".into())
+    );
+    let waited = nginx.try_get("/fast.php", Duration::from_secs(2));
+    assert!(
+        waited.is_err() && !fpm_done.exists(),
+        "php-fpm behind nginx keep-alive answered a request while the child \
+         it was sent to still worked after its response: {waited:?}"
+    );
+    std::fs::write(&fpm_release, "go").unwrap();
+    wait_for("php-fpm's post-response work", LIMIT, || {
+        fpm_done.exists().then_some(())
+    });
+    drop(nginx);
+    drop(fpm);
+
+    // herd with php-fpm as its engine, the same nginx in front: the next
+    // request goes to the idle child, every time.
+    let dir = Dir::new();
+    let (release, done) = write_finishing_scripts(&dir);
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 2, ""));
+    herd.wait_ready(1);
+    let nginx = nginx_keeping_connections(herd.dir.path(), &addr);
+    assert_eq!(
+        nginx.get_within("/finish.php", LIMIT),
+        (200, "sent early".into())
+    );
+    for i in 0..3 {
+        assert_eq!(
+            nginx.try_get("/fast.php", LIMIT),
+            Ok((200, "fast".into())),
+            "request {i} after the early response"
+        );
+    }
+    assert!(
+        !done.exists(),
+        "the work after the response ended before the test let it"
+    );
+    std::fs::write(&release, "go").unwrap();
+    wait_for("herd's post-response work", LIMIT, || {
+        done.exists().then_some(())
+    });
+    assert!(herd.running());
 }
 
 /// A script that writes part of its page, flushes, and waits for the test
