@@ -805,6 +805,183 @@ fn process_priority_sets_the_master_and_the_workers_apart() {
     assert_eq!(nice(pb), 0, "pool b's workers do not inherit the master's");
 }
 
+/// A thread's scheduling policy, as the kernel reports it
+/// (`SCHED_RESET_ON_FORK` included).
+fn policy(tid: u32) -> libc::c_int {
+    // SAFETY: a query on a thread id.
+    unsafe { libc::sched_getscheduler(tid as libc::pid_t) }
+}
+
+/// "Max realtime timeout" of /proc/<pid>/limits: the soft limit.
+fn rt_limit(pid: u32) -> String {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max realtime timeout"))
+        .unwrap_or_else(|| panic!("{limits}"));
+    line.split_whitespace().nth(3).unwrap().to_string()
+}
+
+/// A thread's static priority (1 to 99 under SCHED_FIFO, 0 otherwise).
+fn priority(tid: u32) -> i32 {
+    let mut param = libc::sched_param { sched_priority: -1 };
+    // SAFETY: sched_getparam writes into the struct it is given.
+    assert_eq!(
+        unsafe { libc::sched_getparam(tid as libc::pid_t, &mut param) },
+        0
+    );
+    param.sched_priority
+}
+
+/// The master's policy while `master.realtime` is paused.
+fn other_paused() -> libc::c_int {
+    libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK
+}
+
+fn wait_for_policy(tid: u32, any_of: &[libc::c_int]) {
+    wait_until("the master's policy", Duration::from_secs(60), || {
+        let p = policy(tid);
+        if any_of.contains(&p) {
+            Ok(())
+        } else {
+            Err(format!("policy {p:#x}, want one of {any_of:x?}"))
+        }
+    });
+}
+
+/// Keeps every CPU busy from this process (bounded by `limit`) until the
+/// returned flag is set.
+fn saturate(
+    limit: Duration,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    Vec<thread::JoinHandle<()>>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let cpus = thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners = (0..cpus)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let began = Instant::now();
+                while !stop.load(Ordering::Relaxed) && began.elapsed() < limit {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    (stop, spinners)
+}
+
+/// herd with `global` lines and one pool of `n` workers, ready; `None`
+/// (skipped) when not root.
+fn realtime_herd(global: &str, n: u32) -> Option<(Herd, String)> {
+    if !support::is_root() {
+        support::skip("not root: SCHED_FIFO needs the privilege");
+        return None;
+    }
+    let a = addr();
+    let herd = Herd::start(&config(
+        global,
+        &[pool(
+            "a",
+            &a,
+            &format!("pm = static\npm.max_children = {n}\n"),
+            "",
+        )],
+    ));
+    herd.wait_ready(n as usize);
+    Some((herd, a))
+}
+
+#[test]
+fn the_master_leaves_sched_fifo_while_the_cpus_are_saturated_and_comes_back() {
+    let Some((herd, a)) = realtime_herd("log_level = debug\n", 1) else {
+        return;
+    };
+    let fifo = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
+    let master = herd.pid();
+    // Wait for spare CPU time (other tests may be busy), then take it all.
+    wait_for_policy(master, &[fifo]);
+    let (stop, spinners) = saturate(Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut paused = false;
+    while !paused && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        paused = policy(master) == other_paused();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    assert!(paused, "still {:#x} with every CPU busy", policy(master));
+    // With the CPUs free again, it is back.
+    wait_for_policy(master, &[fifo]);
+    assert_eq!(priority(master), 1);
+    let log = fs::read_to_string(herd.dir.join("herd.log")).unwrap();
+    assert!(log.contains("paused: the CPUs are saturated"), "{log}");
+    assert!(log.contains("master.realtime resumed"), "{log}");
+    // Serving all along.
+    let (r, _) = get_within(&a, "/after", LIMIT);
+    assert_eq!(r.status(), 200, "{}", r.text());
+}
+
+#[test]
+fn the_master_relays_under_sched_fifo_and_nothing_it_starts_inherits_it() {
+    let Some((herd, a)) = realtime_herd("", 2) else {
+        return;
+    };
+    let fifo = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
+    let master = herd.pid();
+    // By default under SCHED_FIFO, priority 1; under the ordinary policy
+    // while the CPUs are saturated (other tests may keep them so), but
+    // with the policy's reset-on-fork flag either way.
+    wait_for_policy(master, &[fifo, other_paused()]);
+    if policy(master) == fifo {
+        assert_eq!(priority(master), 1, "the lowest real-time priority");
+    }
+    assert_eq!(rt_limit(master), "1000000", "the run limit, in µs");
+    // The master's other threads, if any, and every worker: ordinary.
+    for task in fs::read_dir(format!("/proc/{master}/task")).unwrap() {
+        let tid: u32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        if tid != master {
+            assert_eq!(policy(tid), libc::SCHED_OTHER, "thread {tid}");
+        }
+    }
+    let workers = herd.worker_pids();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    for pid in workers {
+        assert_eq!(policy(pid), libc::SCHED_OTHER, "worker {pid}");
+        assert_eq!(
+            rt_limit(pid),
+            "unlimited",
+            "worker {pid} gets the limit back"
+        );
+    }
+    for i in 0..4 {
+        let (r, _) = get_within(&a, &format!("/r{i}"), LIMIT);
+        assert_eq!(r.status(), 200, "{}", r.text());
+    }
+    assert!(
+        fs::read_to_string(herd.dir.join("herd.log"))
+            .unwrap()
+            .contains("master runs under SCHED_FIFO"),
+        "it says so"
+    );
+    drop(herd);
+
+    // Turned off: the ordinary policy and limit.
+    let b = addr();
+    let herd = Herd::start(&config(
+        "master.realtime = no\n",
+        &[pool("b", &b, "pm = static\npm.max_children = 1\n", "")],
+    ));
+    herd.wait_ready(1);
+    assert_eq!(policy(herd.pid()), libc::SCHED_OTHER);
+    assert_eq!(rt_limit(herd.pid()), "unlimited");
+}
+
 #[test]
 fn a_new_worker_warms_up_behind_serving_ones_at_a_lower_priority() {
     if !support::is_root() {

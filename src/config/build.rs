@@ -443,6 +443,7 @@ fn build_global(f: &Fields, cx: &mut Context) -> Global {
         process_max: f.or(cx, "process.max", 0, value::whole),
         process_priority: f.get(cx, "process.priority", value::priority),
         master_threads: f.or(cx, "master.threads", 1, value::whole),
+        master_realtime: f.or(cx, "master.realtime", true, value::boolean),
         shutdown_depool_delay: f.or(cx, "shutdown.depool_delay", Duration::ZERO, dur),
         rlimit_files: f.get(cx, "rlimit_files", value::whole),
         rlimit_core: f.get(cx, "rlimit_core", value::rlimit),

@@ -105,6 +105,8 @@ pub struct Global {
     pub process_max: u32,
     /// `master.threads`: threads of the master's event loop.
     pub master_threads: u32,
+    /// `master.realtime`: the master's event loop under `SCHED_FIFO`.
+    pub master_realtime: bool,
     /// `process.priority`: the master's nice value.
     pub process_priority: Option<i32>,
     pub shutdown_depool_delay: Duration,

@@ -6,6 +6,7 @@ mod control;
 mod error;
 mod memory;
 mod pidfile;
+pub(crate) mod realtime;
 mod reload;
 mod stop;
 mod systemd;
@@ -144,12 +145,31 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     // the few cores a web host has, a second thread mostly adds wakeups
     // between threads; `master.threads` raises it for large hosts.
     let threads = config.global.master_threads;
+    let realtime = config.global.master_realtime;
     let runtime = if threads <= 1 {
+        if realtime {
+            report_realtime(realtime::start());
+        }
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        if realtime {
+            // The limit and its handler; the runtime's threads then enter
+            // the policy as they start, and this one leaves it again.
+            let started = realtime::start();
+            if started.is_ok() {
+                realtime::leave();
+            }
+            report_realtime(started);
+        }
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if realtime {
+            builder.on_thread_start(|| {
+                realtime::enter();
+            });
+        }
+        builder
             .worker_threads(threads as usize)
             .enable_all()
             .thread_name("herd")
@@ -159,7 +179,23 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     runtime.block_on(serve(config, opts))
 }
 
+/// One line on `master.realtime`: on, or why not.
+fn report_realtime(started: std::io::Result<()>) {
+    match started {
+        Ok(()) => tracing::info!(
+            "master runs under SCHED_FIFO while the CPUs have time to spare (master.realtime; gives it up for good after {:?} without sleeping)",
+            realtime::RUN_LIMIT
+        ),
+        Err(e) => tracing::info!(
+            "master.realtime: the kernel refused SCHED_FIFO ({e}): the master runs under the ordinary policy"
+        ),
+    }
+}
+
 async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    if realtime::enabled() {
+        tokio::spawn(realtime::govern());
+    }
     set_limits(&config.global)?;
     set_priority(config.global.process_priority)?;
     // What a master killed with SIGKILL left behind goes before anything

@@ -265,6 +265,9 @@ struct ChildSetup {
     passed: Vec<(libc::c_int, libc::c_int)>,
     /// The pool's `process.priority`, or the nice herd started with.
     nice: Option<i32>,
+    /// `RLIMIT_RTTIME` as herd found it, when `master.realtime` lowered
+    /// the master's.
+    rttime: Option<libc::rlimit>,
 }
 
 impl ChildSetup {
@@ -299,6 +302,7 @@ impl ChildSetup {
             }),
             passed: Vec::new(),
             nice: pool.process_priority.or(START_NICE.get().copied()),
+            rttime: crate::master::realtime::original_limit(),
         })
     }
 
@@ -339,6 +343,9 @@ impl ChildSetup {
             }
             if let Some(nice) = self.nice {
                 check(libc::setpriority(libc::PRIO_PROCESS, 0, nice))?;
+            }
+            if let Some(lim) = &self.rttime {
+                check(libc::setrlimit(libc::RLIMIT_RTTIME, lim))?;
             }
             for (resource, value) in &self.rlimits {
                 let lim = libc::rlimit {
