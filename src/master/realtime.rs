@@ -209,6 +209,12 @@ extern "C" fn on_run_limit(_: libc::c_int) {
 /// multi-threaded master's main thread, which only waits).
 pub fn leave() {
     normal(0);
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() };
+    // Out of the table, so the governor does not put it back.
+    for t in &THREADS {
+        let _ = t.compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
 }
 
 /// The master's governor, while [`enabled`]: samples the CPUs' idle time
