@@ -980,6 +980,26 @@ fn the_master_relays_under_sched_fifo_and_nothing_it_starts_inherits_it() {
     herd.wait_ready(1);
     assert_eq!(policy(herd.pid()), libc::SCHED_OTHER);
     assert_eq!(rt_limit(herd.pid()), "unlimited");
+    drop(herd);
+
+    // A multi-threaded master: its runtime's threads take the policy, the
+    // main thread (which only waits) does not.
+    let Some((herd, _)) = realtime_herd("master.threads = 2\n", 1) else {
+        return;
+    };
+    let master = herd.pid();
+    let mut runtime_threads = 0;
+    for task in fs::read_dir(format!("/proc/{master}/task")).unwrap() {
+        let tid: u32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        let comm = fs::read_to_string(format!("/proc/{master}/task/{tid}/comm")).unwrap();
+        if tid == master {
+            assert_eq!(policy(tid) & !libc::SCHED_RESET_ON_FORK, libc::SCHED_OTHER);
+        } else if comm.trim() == "herd" {
+            runtime_threads += 1;
+            wait_for_policy(tid, &[fifo, other_paused()]);
+        }
+    }
+    assert!(runtime_threads >= 2, "{runtime_threads} runtime threads");
 }
 
 #[test]
