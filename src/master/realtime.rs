@@ -110,11 +110,7 @@ pub fn enter() -> bool {
     if DEMOTED.load(Ordering::SeqCst) {
         return false;
     }
-    let param = libc::sched_param { sched_priority: 1 };
-    // SAFETY: gettid and sched_setscheduler act on the calling thread only.
-    let ok = unsafe {
-        libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) == 0
-    };
+    let ok = fifo(0);
     if ok {
         let i = COUNT.fetch_add(1, Ordering::SeqCst);
         if i < MAX_THREADS {
@@ -148,11 +144,7 @@ fn set_all(realtime: bool) {
             continue;
         }
         if realtime {
-            let param = libc::sched_param { sched_priority: 1 };
-            // SAFETY: a system call on a thread id; harmless if it is gone.
-            unsafe {
-                libc::sched_setscheduler(tid, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param);
-            }
+            fifo(tid);
         } else {
             normal(tid);
         }
@@ -164,6 +156,10 @@ fn pause(saturated: bool) {
     PAUSED.store(saturated, Ordering::SeqCst);
     if !demoted() {
         set_all(!saturated);
+        // The run limit's handler may have run in between.
+        if demoted() {
+            set_all(false);
+        }
     }
 }
 
@@ -178,6 +174,16 @@ pub fn original_limit() -> Option<libc::rlimit> {
     ORIGINAL_LIMIT.get().copied()
 }
 
+/// `tid` (0: the calling thread) under `SCHED_FIFO` priority 1, reset on
+/// fork; false when the kernel refuses.
+fn fifo(tid: libc::pid_t) -> bool {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: a system call on a thread id; harmless if the thread is gone.
+    unsafe {
+        libc::sched_setscheduler(tid, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) == 0
+    }
+}
+
 fn normal(tid: libc::pid_t) {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: a system call on a thread id; harmless if the thread is gone.
@@ -190,13 +196,8 @@ fn normal(tid: libc::pid_t) {
 /// ordinary policy; the limit is lifted so the signal does not come again.
 extern "C" fn on_run_limit(_: libc::c_int) {
     DEMOTED.store(true, Ordering::SeqCst);
-    let n = COUNT.load(Ordering::SeqCst).min(MAX_THREADS);
-    for t in &THREADS[..n] {
-        let tid = t.load(Ordering::SeqCst);
-        if tid != 0 {
-            normal(tid);
-        }
-    }
+    // Atomics and system calls only: safe in a signal handler.
+    set_all(false);
     if let Some(original) = ORIGINAL_LIMIT.get() {
         // SAFETY: setrlimit is a plain system call.
         unsafe {
