@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod hangups;
 mod histogram;
 mod scoreboard;
+mod slot_probe;
 pub mod usage;
 mod worker_conn;
 mod workers;
@@ -420,11 +421,15 @@ impl Pool {
             // Stuck: it goes now, whatever else it serves.
             (Outcome::Terminated, _) => Some(RetireReason::Terminated),
             (Outcome::Broken, _) | (_, None) if engine_heals && !entry.retiring => {
-                let conn = WorkerConn::new(entry.socket.clone(), None);
+                let socket = entry.sockets.get(slot as usize).or(entry.sockets.first());
+                let socket = socket
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(std::path::Path::new("")));
+                let conn = WorkerConn::new(socket, None);
                 if was_busy {
                     d.busy -= 1;
                 }
-                self.hand_over(&mut d, id, slot, conn);
+                self.slot_done(&mut d, id, slot, conn);
                 return;
             }
             (Outcome::Broken, _) | (_, None) => {
@@ -441,7 +446,7 @@ impl Pool {
                     if was_busy {
                         d.busy -= 1;
                     }
-                    self.hand_over(&mut d, id, slot, conn);
+                    self.slot_done(&mut d, id, slot, conn);
                     return;
                 }
             }
@@ -457,6 +462,32 @@ impl Pool {
         drop(d);
         if let Some(reason) = retire.filter(|_| stop_now) {
             let _ = self.events.send(PoolEvent::Retire { id, reason });
+        }
+    }
+
+    /// A slot whose request ended: free at once, or, where each of the
+    /// worker's processes has a socket of its own, once its process says it
+    /// is free (see [`slot_probe`]).
+    fn slot_done(&self, d: &mut Dispatch, id: WorkerId, slot: u32, conn: WorkerConn) {
+        let own = d.workers.get(&id).is_some_and(|e| e.own_sockets);
+        let runtime = tokio::runtime::Handle::try_current();
+        match (own, runtime, self.me.upgrade()) {
+            (true, Ok(runtime), Some(pool)) => {
+                runtime.spawn(async move {
+                    slot_probe::until_free(&conn.socket).await;
+                    pool.slot_free(id, slot, conn);
+                });
+            }
+            _ => self.hand_over(d, id, slot, conn),
+        }
+    }
+
+    /// The process behind a slot is free: the slot takes requests again,
+    /// unless its worker left or is leaving meanwhile.
+    fn slot_free(&self, id: WorkerId, slot: u32, conn: WorkerConn) {
+        let mut d = self.lock();
+        if d.workers.get(&id).is_some_and(|e| !e.retiring) {
+            self.hand_over(&mut d, id, slot, conn);
         }
     }
 
