@@ -6,7 +6,7 @@
 #
 #   contrib/bench/app.sh [--duration 10s] [--rounds 1] [--workers 8,32] [--per-worker 2] [--rate R|P%] [--out FILE]
 #                        [--contenders php-fpm,spawn-fcgi,herd-exec,herd-group,herd-groups,herd-fpm]
-#                        [--herd PATH] [--no-build] [--keep-tmp]
+#                        [--herd PATH] [--herd-b PATH] [--no-build] [--keep-tmp]
 #
 # The application: the dokuwiki package, copied with its config into the
 # run's private directory (so nothing global changes and every contender
@@ -31,6 +31,9 @@
 #   herd-fpm     herd running php-fpm as its engine (`command = php-fpm8.2`):
 #                one worker, a php-fpm master whose W children share one
 #                OPcache, php-fpm's SAPI.
+#   herd-fpm-b   the same with another herd binary (--herd-b PATH, e.g. a
+#                build of an earlier commit): two builds side by side in one
+#                run. Only when named in --contenders.
 #
 # Each W is measured with 2×W connections (--per-worker N: N×W; 1 gives
 # php-fpm's children one connection each, so none is left waiting), nginx →
@@ -71,8 +74,9 @@ RATE_SPEC=
 RATE_NOTE=
 BUILD=1
 KEEP_TMP=0
-ALL_CONTENDERS=(php-fpm spawn-fcgi herd-exec herd-group herd-groups herd-fpm)
-SERVERS=$(IFS=,; echo "${ALL_CONTENDERS[*]}")
+ALL_CONTENDERS=(php-fpm spawn-fcgi herd-exec herd-group herd-groups herd-fpm herd-fpm-b)
+SERVERS=php-fpm,spawn-fcgi,herd-exec,herd-group,herd-groups,herd-fpm
+HERD_B=
 
 READY_DEADLINE=30   # seconds a contender gets to answer through nginx
 STOP_DEADLINE=15    # seconds a manager gets to exit after SIGTERM
@@ -98,6 +102,7 @@ LABEL[herd-exec]='herd exec'
 LABEL[herd-group]='herd group'
 LABEL[herd-groups]='herd groups'
 LABEL[herd-fpm]='herd fpm'
+LABEL[herd-fpm-b]='herd fpm (B)'
 
 parse_args() {
     while (($#)); do
@@ -110,6 +115,7 @@ parse_args() {
             --contenders) SERVERS=${2:?}; shift ;;
             --out) OUT=${2:?}; shift ;;
             --herd) HERD=${2:?}; BUILD=0; shift ;;
+            --herd-b) HERD_B=${2:?}; shift ;;
             --no-build) BUILD=0 ;;
             --keep-tmp) KEEP_TMP=1 ;;
             -h|--help) usage; exit 0 ;;
@@ -121,6 +127,9 @@ parse_args() {
     for s in ${SERVERS//,/ }; do
         [[ " ${ALL_CONTENDERS[*]} " == *" $s "* ]] || die "unknown contender in --contenders: $s"
     done
+    if [[ ",$SERVERS," == *,herd-fpm-b,* ]]; then
+        [[ -x $HERD_B ]] || die "herd-fpm-b runs the herd binary given with --herd-b PATH"
+    fi
     for w in ${WORKERS_LIST//,/ }; do
         [[ $w =~ ^[1-9][0-9]*$ ]] || die "--workers must be positive integers separated by commas"
         if ((w > max)); then max=$w; fi
@@ -265,13 +274,17 @@ write_contender_conf() {
         herd-exec) write_herd_conf herd-exec "$WORKERS" "$PHP_CGI" 0 ;;
         herd-group) write_herd_conf herd-group "$WORKERS" "$PHP_CGI" 0 "php.group_size = $WORKERS" ;;
         herd-groups) write_herd_conf herd-groups "$WORKERS" "$PHP_CGI" 0 "php.group_size = $GROUP_SIZE" ;;
-        herd-fpm) write_herd_conf herd-fpm "$WORKERS" "$PHP_FPM" 0 "$(herd_fpm_lines)" ;;
+        herd-fpm | herd-fpm-b) write_herd_conf "$1" "$WORKERS" "$PHP_FPM" 0 "$(herd_fpm_lines)" ;;
     esac
 }
 
 start_herd() {
     write_contender_conf "$1"
-    start_herd_master "$HERD_CONF"
+    if [[ $1 == herd-fpm-b ]]; then
+        HERD=$HERD_B start_herd_master "$HERD_CONF"
+    else
+        start_herd_master "$HERD_CONF"
+    fi
 }
 
 # Called by bench() in lib.sh.
@@ -296,6 +309,7 @@ describe() {
         herd-group) echo "$label: one worker, php-cgi with PHP_FCGI_CHILDREN=$WORKERS (herd + parent + $WORKERS)." ;;
         herd-groups) echo "$label: $((WORKERS / GROUP_SIZE)) × a worker of php-cgi with PHP_FCGI_CHILDREN=$GROUP_SIZE (herd + $((WORKERS / GROUP_SIZE)) × (parent + $GROUP_SIZE))." ;;
         herd-fpm) echo "$label: herd running php-fpm as its engine: one worker, a php-fpm master with $WORKERS children sharing one OPcache (herd + master + $WORKERS)." ;;
+        herd-fpm-b) echo "$label: as herd fpm, run by $HERD_B ($("$HERD_B" --version))." ;;
     esac
 }
 
