@@ -470,12 +470,12 @@ fn behind_nginx_keepalive_no_request_waits_for_work_after_fastcgi_finish_request
 /// where on a socket the children share php-fpm's idle children take them
 /// in turn, every child once. (Two, as a child is free again only when it
 /// took a connection after its response, which may come after the next
-/// request.) A child still at work after its response
+/// request; on a busy machine more, but not all.) A child still at work after its response
 /// (`fastcgi_finish_request()`) is passed over until it takes connections
 /// again, and then serves first again.
 #[test]
 fn a_static_php_fpm_group_serves_from_its_lowest_free_child() {
-    const CHILDREN: usize = 6;
+    const CHILDREN: usize = 8;
     let dir = Dir::new();
     dir.write("status.php", STATUS);
     let release = dir.shared("out").join("release");
@@ -495,7 +495,7 @@ fn a_static_php_fpm_group_serves_from_its_lowest_free_child() {
     let first: Vec<u32> = (0..2 * CHILDREN).map(|_| served_by()).collect();
     let children: BTreeSet<u32> = first.iter().copied().collect();
     assert!(
-        children.len() < CHILDREN / 2,
+        children.len() <= CHILDREN / 2,
         "requests one after another went round the children: {first:?}"
     );
     let lingering: u32 = get(&addr, "/linger.php", &herd.dir).parse().unwrap();
