@@ -464,60 +464,6 @@ fn behind_nginx_keepalive_no_request_waits_for_work_after_fastcgi_finish_request
     assert!(herd.running());
 }
 
-/// With `pm = static` each php-fpm child of a group listens on a socket of
-/// its own, and herd sends each request to the lowest free one: requests
-/// one after another reach the first child or two, whose caches stay warm,
-/// where on a socket the children share php-fpm's idle children take them
-/// in turn, every child once. (Two, as a child is free again only when it
-/// took a connection after its response, which may come after the next
-/// request; on a busy machine more, but not all.) A child still at work after its response
-/// (`fastcgi_finish_request()`) is passed over until it takes connections
-/// again, and then serves first again.
-#[test]
-fn a_static_php_fpm_group_serves_from_its_lowest_free_child() {
-    const CHILDREN: usize = 8;
-    let dir = Dir::new();
-    dir.write("status.php", STATUS);
-    let release = dir.shared("out").join("release");
-    dir.write(
-        "linger.php",
-        &format!(
-            "<?php echo getmypid(); fastcgi_finish_request();\n\
-             $until = microtime(true) + 20;\n\
-             while (!file_exists('{release}') && microtime(true) < $until) {{ usleep(10000); clearstatcache(); }}",
-            release = release.display()
-        ),
-    );
-    let addr = format!("127.0.0.1:{}", support::free_port());
-    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), CHILDREN as u32, ""));
-    herd.wait_ready(1);
-    let served_by = || parse(&get(&addr, "/status.php", &herd.dir)).0;
-    let first: Vec<u32> = (0..2 * CHILDREN).map(|_| served_by()).collect();
-    let children: BTreeSet<u32> = first.iter().copied().collect();
-    assert!(
-        children.len() <= CHILDREN / 2,
-        "requests one after another went round the children: {first:?}"
-    );
-    let lingering: u32 = get(&addr, "/linger.php", &herd.dir).parse().unwrap();
-    assert!(
-        children.contains(&lingering),
-        "{lingering} not one of {children:?}"
-    );
-    let meanwhile: Vec<u32> = (0..4).map(|_| served_by()).collect();
-    assert!(
-        !meanwhile.contains(&lingering),
-        "child {lingering}, at work after its response, was sent a request: {meanwhile:?}"
-    );
-    std::fs::write(&release, "go").unwrap();
-    wait_until("the first child to serve again", LIMIT, || {
-        let pid = served_by();
-        (pid == lingering)
-            .then_some(())
-            .ok_or(format!("served by {pid}"))
-    });
-    assert!(herd.running());
-}
-
 /// A script that writes part of its page, flushes, and waits for the test
 /// to let it go on (`go`), telling it when it flushed (`flushed`).
 fn write_flushing_script(dir: &Dir) -> (std::path::PathBuf, std::path::PathBuf) {

@@ -14,7 +14,6 @@ pub mod dispatch;
 pub mod hangups;
 mod histogram;
 mod scoreboard;
-mod slot_probe;
 pub mod usage;
 mod worker_conn;
 mod workers;
@@ -312,13 +311,7 @@ impl Pool {
     ) -> Result<Result<Lease, oneshot::Receiver<Lease>>, AcquireError> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let mut d = self.lock();
-        while let Some((id, slot, mut conn)) = d.idle.take() {
-            // A slot whose process has not said it is free yet (see
-            // `slot_probe`) comes back when it has; the next one serves.
-            if let Some(probe) = conn.probe.take_if(|p| !slot_probe::answered(p)) {
-                self.await_probe(&mut d, id, slot, conn, probe);
-                continue;
-            }
+        if let Some((id, slot, conn)) = d.idle.take() {
             d.mark_busy(id, slot, info, &self.counters);
             return Ok(Ok(self.lease(&d, id, slot, conn)));
         }
@@ -427,15 +420,11 @@ impl Pool {
             // Stuck: it goes now, whatever else it serves.
             (Outcome::Terminated, _) => Some(RetireReason::Terminated),
             (Outcome::Broken, _) | (_, None) if engine_heals && !entry.retiring => {
-                let socket = entry.sockets.get(slot as usize).or(entry.sockets.first());
-                let socket = socket
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from(std::path::Path::new("")));
-                let conn = WorkerConn::new(socket, None);
+                let conn = WorkerConn::new(entry.socket.clone(), None);
                 if was_busy {
                     d.busy -= 1;
                 }
-                self.slot_done(&mut d, id, slot, conn);
+                self.hand_over(&mut d, id, slot, conn);
                 return;
             }
             (Outcome::Broken, _) | (_, None) => {
@@ -452,7 +441,7 @@ impl Pool {
                     if was_busy {
                         d.busy -= 1;
                     }
-                    self.slot_done(&mut d, id, slot, conn);
+                    self.hand_over(&mut d, id, slot, conn);
                     return;
                 }
             }
@@ -471,58 +460,9 @@ impl Pool {
         }
     }
 
-    /// A slot whose request ended. Where each of the worker's processes has
-    /// a socket of its own, its process is asked whether it is free (see
-    /// [`slot_probe`]): a request waiting gets the slot once it answered;
-    /// otherwise the slot goes back with the free ones, and dispatch looks
-    /// at the answer when it comes to it.
-    fn slot_done(&self, d: &mut Dispatch, id: WorkerId, slot: u32, mut conn: WorkerConn) {
-        if d.workers.get(&id).is_some_and(|e| e.own_sockets) {
-            conn.probe = slot_probe::ask(&conn.socket);
-        }
-        self.hand_over(d, id, slot, conn);
-    }
-
-    /// Keeps a slot out until its process answers `probe`, then frees it.
-    fn await_probe(
-        &self,
-        d: &mut Dispatch,
-        id: WorkerId,
-        slot: u32,
-        conn: WorkerConn,
-        probe: std::os::unix::net::UnixStream,
-    ) {
-        match (tokio::runtime::Handle::try_current(), self.me.upgrade()) {
-            (Ok(runtime), Some(pool)) => {
-                runtime.spawn(async move {
-                    slot_probe::answer(probe).await;
-                    pool.slot_free(id, slot, conn);
-                });
-            }
-            // Nothing could wake it: free now, as without asking.
-            _ => self.hand_over(d, id, slot, conn),
-        }
-    }
-
-    /// The process behind a slot is free: the slot takes requests again,
-    /// unless its worker left or is leaving meanwhile.
-    fn slot_free(&self, id: WorkerId, slot: u32, conn: WorkerConn) {
-        let mut d = self.lock();
-        if d.workers.get(&id).is_some_and(|e| !e.retiring) {
-            self.hand_over(&mut d, id, slot, conn);
-        }
-    }
-
     /// Gives a free slot to the first live waiter, or puts it with the
     /// free slots.
     fn hand_over(&self, d: &mut Dispatch, id: WorkerId, slot: u32, mut conn: WorkerConn) {
-        if !d.queue.is_empty() {
-            if let Some(probe) = conn.probe.take_if(|p| !slot_probe::answered(p)) {
-                self.await_probe(d, id, slot, conn, probe);
-                return;
-            }
-            conn.probe = None;
-        }
         while let Some(waiter) = d.queue.pop_front() {
             d.mark_busy(id, slot, waiter.info, &self.counters);
             match waiter.tx.send(self.lease(d, id, slot, conn)) {

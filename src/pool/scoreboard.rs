@@ -79,11 +79,8 @@ pub struct WorkerEntry {
     pub ready: bool,
     /// Requests it serves at once (its connections); known once ready.
     pub slots: u32,
-    /// Where each of its slots connects.
-    pub sockets: Vec<Arc<Path>>,
-    /// Each slot has a process and a socket of its own (a php-fpm group
-    /// with `pm = static`): a slot is free again when its process says so.
-    pub own_sockets: bool,
+    /// Where its slots connect.
+    pub socket: Arc<Path>,
     /// What its busy slots serve, by slot, oldest request first.
     pub busy: Vec<(u32, BusyInfo)>,
     pub requests: u64,
@@ -102,8 +99,7 @@ impl WorkerEntry {
             idle_since: Instant::now(),
             ready: false,
             slots: 1,
-            sockets: Vec::new(),
-            own_sockets: false,
+            socket: Arc::from(Path::new("")),
             busy: Vec::new(),
             requests: 0,
             retiring: false,

@@ -13,9 +13,6 @@ pub struct WorkerConn {
     pub socket: Arc<Path>,
     stream: Option<Quiet>,
     pub buf: BytesMut,
-    /// Asking the slot's process whether it is free again (see
-    /// `pool::slot_probe`), until dispatch looks at the answer.
-    pub probe: Option<std::os::unix::net::UnixStream>,
 }
 
 impl WorkerConn {
@@ -24,7 +21,6 @@ impl WorkerConn {
             socket,
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
-            probe: None,
         }
     }
 

@@ -22,8 +22,9 @@ impl Pool {
         };
         entry.ready = true;
         entry.slots = conns.len() as u32;
-        entry.sockets = conns.iter().map(|c| c.socket.clone()).collect();
-        entry.own_sockets = entry.sockets.windows(2).any(|w| w[0] != w[1]);
+        if let Some(c) = conns.first() {
+            entry.socket = c.socket.clone();
+        }
         entry.idle_since = Instant::now();
         for (slot, conn) in conns.into_iter().enumerate() {
             self.hand_over(&mut d, id, slot as u32, conn);

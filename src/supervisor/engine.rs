@@ -19,16 +19,13 @@
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::{PmMode, PoolConfig};
 
-/// Where php-fpm finds the sockets herd passes it (the first one at
-/// [`FPM_SOCKET_FD`], the others of a socket per child from
-/// [`FPM_MORE_SOCKETS_FD`] on), and its config.
+/// Where php-fpm finds the socket herd passes it, and its config.
 pub const FPM_SOCKET_FD: i32 = 3;
 pub const FPM_CONFIG_FD: i32 = 4;
-pub const FPM_MORE_SOCKETS_FD: i32 = 5;
 
 /// php-fpm's command line after the pool's own `args`: in the foreground,
 /// logging to stderr (which herd reads), its config on [`FPM_CONFIG_FD`],
@@ -54,74 +51,17 @@ pub fn fpm_args(cfg: &PoolConfig, as_root: bool) -> Vec<String> {
     args
 }
 
-/// Whether each child of a php-fpm group gets a socket of its own (see
-/// [`slot_sockets`]): with `pm = static`, where every child is always
-/// there to take its socket. Under `dynamic` and `ondemand` php-fpm starts
-/// and stops children as requests come, and they share one socket.
-pub fn own_socket_per_child(cfg: &PoolConfig) -> bool {
-    cfg.runs_php_fpm() && cfg.php_group.as_ref().map(|g| g.pm) == Some(PmMode::Static)
-}
-
-/// Where each of a worker's `slots` connects: the worker's `socket` for
-/// every slot, or, where each php-fpm child has its own
-/// ([`own_socket_per_child`]), `socket` for slot 0 and `socket.N` for
-/// slot N.
-///
-/// On one socket shared by its children, php-fpm's idle children take
-/// connections in turn (the kernel wakes the one that has waited longest),
-/// so at light load every request lands on the child whose CPU caches went
-/// coldest. A socket per child lets herd send each request to the lowest
-/// free slot, as nginx's kept connections reuse the child that just
-/// finished, and lets it tell when a child is free again (see
-/// `pool::slot_probe`).
-pub fn slot_sockets(cfg: &PoolConfig, socket: &Path, slots: u32) -> Vec<PathBuf> {
-    let own = own_socket_per_child(cfg);
-    (0..slots.max(1))
-        .map(|slot| match slot {
-            0 => socket.to_path_buf(),
-            _ if !own => socket.to_path_buf(),
-            _ => {
-                let mut name = socket.as_os_str().to_owned();
-                name.push(format!(".{slot}"));
-                PathBuf::from(name)
-            }
-        })
-        .collect()
-}
-
-/// The sockets a group of `size` listens on: one, or one per child.
-pub fn group_sockets(cfg: &PoolConfig, socket: &Path, size: u32) -> Vec<PathBuf> {
-    match own_socket_per_child(cfg) {
-        true => slot_sockets(cfg, socket, size),
-        false => vec![socket.to_path_buf()],
-    }
-}
-
-/// The config of one php-fpm group of `size` processes: one pool on one
-/// socket, or, with a socket per child, one pool of one child on each
-/// socket (the first named as herd's pool, the others `name-N`), all in
-/// the one master that loads PHP and its OPcache before it forks them.
-pub fn fpm_config(cfg: &PoolConfig, sockets: &[PathBuf], size: u32) -> String {
+/// The config of one php-fpm group listening on `socket`.
+pub fn fpm_config(cfg: &PoolConfig, socket: &Path, size: u32) -> String {
     // Logs go to stderr (--force-stderr), which herd reads line by line;
     // the file php-fpm insists on is nothing.
-    let mut out = "[global]\nerror_log = /dev/null\ndaemonize = no\nlog_limit = 8192\n".to_string();
-    let children = if sockets.len() > 1 { 1 } else { size };
-    for (n, socket) in sockets.iter().enumerate() {
-        match n {
-            0 => out.push_str(&format!("[{}]\n", cfg.name)),
-            n => out.push_str(&format!("[{}-{n}]\n", cfg.name)),
-        }
-        pool_section(&mut out, cfg, socket, children);
-    }
-    out
-}
-
-/// One php-fpm pool of `children` processes listening on `socket`, with
-/// the herd pool's settings.
-fn pool_section(out: &mut String, cfg: &PoolConfig, socket: &Path, children: u32) {
+    let mut out = format!(
+        "[global]\nerror_log = /dev/null\ndaemonize = no\nlog_limit = 8192\n[{}]\n",
+        cfg.name
+    );
     let mut line = |k: &str, v: &str| out.push_str(&format!("{k} = {}\n", quote(v)));
     line("listen", &socket.display().to_string());
-    for (name, value) in process_manager(cfg, children) {
+    for (name, value) in process_manager(cfg, size) {
         line(name, &value);
     }
     line("pm.max_requests", &cfg.max_requests.to_string());
@@ -167,6 +107,7 @@ fn pool_section(out: &mut String, cfg: &PoolConfig, socket: &Path, children: u32
         };
         line(&format!("{kind}[{}]", d.name), &d.value);
     }
+    out
 }
 
 /// php-fpm's process manager within one group of at most `size` children:
@@ -282,7 +223,7 @@ mod tests {
              security.limit_extensions = .php .php7\n\
              process.dumpable = yes\nrequest_slowlog_trace_depth = 5\n",
         );
-        let text = fpm_config(&cfg, &["/run/herd/w-1-3.sock".into()], 8);
+        let text = fpm_config(&cfg, Path::new("/run/herd/w-1-3.sock"), 8);
         for want in [
             "[global]\n",
             "daemonize = no\n",
@@ -303,44 +244,6 @@ mod tests {
         }
         // No user or group: php-fpm already runs as the pool's user.
         assert!(!text.contains("\nuser"), "{text}");
-    }
-
-    #[test]
-    fn a_static_fpm_group_gives_each_child_a_pool_and_a_socket_of_its_own() {
-        let cfg = pool("php_admin_value[memory_limit] = 256M\n");
-        let base = Path::new("/run/herd/w-1-3.sock");
-        let slots = slot_sockets(&cfg, base, 3);
-        let want: [PathBuf; 3] = [
-            base.into(),
-            "/run/herd/w-1-3.sock.1".into(),
-            "/run/herd/w-1-3.sock.2".into(),
-        ];
-        assert_eq!(slots, want);
-        assert_eq!(group_sockets(&cfg, base, 3), want);
-        let text = fpm_config(&cfg, &slots, 3);
-        for (n, name) in ["[www]", "[www-1]", "[www-2]"].iter().enumerate() {
-            let section = text
-                .split(name)
-                .nth(1)
-                .unwrap_or_else(|| panic!("{name} in {text}"));
-            let section = format!("{}\n", section.split("\n[").next().unwrap());
-            for want in [
-                format!("listen = {}\n", slots[n].display()),
-                "pm = static\n".into(),
-                "pm.max_children = 1\n".into(),
-                "php_admin_value[memory_limit] = 256M\n".into(),
-            ] {
-                assert!(section.contains(&want), "{want:?} not in {name}:{section}");
-            }
-        }
-        assert_eq!(text.matches("[global]").count(), 1);
-        // A dynamic group's children come and go: they share one socket.
-        let dynamic = pool(
-            "pm = dynamic\npm.start_servers = 2\npm.min_spare_servers = 1\npm.max_spare_servers = 3\n",
-        );
-        assert!(!own_socket_per_child(&dynamic));
-        assert_eq!(slot_sockets(&dynamic, base, 3), [base, base, base]);
-        assert_eq!(group_sockets(&dynamic, base, 3), [base]);
     }
 
     #[test]

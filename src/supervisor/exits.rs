@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::workers::Life;
 use super::{Report, Supervisor};
-use super::{output, process, spawn};
+use super::{output, process};
 use crate::pool::{Counters, WorkerId};
 
 /// What is known about a worker when its exit is reaped.
@@ -102,7 +102,7 @@ impl Supervisor {
             return;
         };
         self.budget.give_back();
-        spawn::remove_worker_sockets(&self.gens[&p.generation].cfg, &p.socket);
+        let _ = std::fs::remove_file(&p.socket);
         let entry = self.pool.remove_worker(id);
         let served = entry.as_ref().map_or(0, |e| e.requests);
         let lived = p.started.elapsed();

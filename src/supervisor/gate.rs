@@ -11,7 +11,6 @@ use std::sync::Arc;
 use tokio::net::UnixStream;
 use tokio::time::timeout;
 
-use super::engine;
 use crate::client;
 use crate::config::{PoolConfig, WorkerProbe};
 use crate::pool::WorkerConn;
@@ -59,11 +58,9 @@ pub async fn pass(
         .unwrap_or_else(|| slots_in(&answer))
         .clamp(1, MAX_SLOTS);
     // The others connect at their first request: a connection opened now
-    // could sit idle long enough for the worker to drop it. Each to its
-    // own socket where each php-fpm child has one.
-    let mut conns: Vec<WorkerConn> = engine::slot_sockets(pool, &socket, slots)
-        .into_iter()
-        .map(|path| WorkerConn::new(path.into(), None))
+    // could sit idle long enough for the worker to drop it.
+    let mut conns: Vec<WorkerConn> = (0..slots)
+        .map(|_| WorkerConn::new(socket.clone(), None))
         .collect();
     let warmup = warmup || pool.worker_probe == WorkerProbe::Request;
     if !warmup || pool.warmup_requests.is_empty() {

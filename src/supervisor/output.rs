@@ -80,12 +80,6 @@ pub fn forward(read: OwnedFd, pool: String, pid: u32, decorate: bool) -> LastWor
                         continue;
                     }
                     let text = cut(text, LINE_LIMIT.load(Ordering::Relaxed));
-                    // php-fpm naming each socket herd passed it (one per
-                    // child of a static group) says nothing herd did not.
-                    if text.contains("] NOTICE: using inherited socket ") {
-                        tracing::debug!(pool = %pool, pid, "worker said: {text}");
-                        continue;
-                    }
                     kept.push(text);
                     // php-fpm's notices (started, ready) are not warnings.
                     let notice = text.contains("] NOTICE: ");

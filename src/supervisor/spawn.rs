@@ -167,20 +167,13 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
                 .as_pathname()
                 .context("the worker socket has no path")?
                 .to_path_buf();
-            let paths = engine::group_sockets(pool, &path, size);
-            let text = engine::fpm_config(pool, &paths, size);
+            let text = engine::fpm_config(pool, &path, size);
             let config = engine::memfd("herd-php-fpm.conf", &text)
                 .context("failed to write php-fpm's config")?;
             cmd.args(engine::fpm_args(pool, spec.identity.runs_as_root()));
+            fpm_sockets = Some(format!("{}={}", path.display(), engine::FPM_SOCKET_FD));
             passed.push((OwnedFd::from(socket), engine::FPM_SOCKET_FD));
             passed.push((config, engine::FPM_CONFIG_FD));
-            let mut sockets = vec![format!("{}={}", path.display(), engine::FPM_SOCKET_FD)];
-            for (n, more) in paths.iter().skip(1).enumerate() {
-                let at = engine::FPM_MORE_SOCKETS_FD + n as i32;
-                passed.push((OwnedFd::from(bind_worker_socket(more)?), at));
-                sockets.push(format!("{}={at}", more.display()));
-            }
-            fpm_sockets = Some(sockets.join(","));
         }
         _ => {
             for d in &pool.php_defines {
@@ -234,13 +227,6 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     }
     cmd.kill_on_drop(false);
 
-    // Every descriptor passed moves above every number it is passed at, so
-    // that placing one in the child never closes another still to place.
-    let above = passed.iter().map(|(_, at)| *at).max().unwrap_or(2) + 1;
-    let passed = passed
-        .into_iter()
-        .map(|(fd, at)| Ok((dup_above(&fd, above)?, at)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut child_setup = ChildSetup::new(pool, spec.dir, spec.identity)?;
     child_setup.passed = passed
         .iter()
@@ -257,26 +243,6 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     // The child has its copies now.
     drop(passed);
     child
-}
-
-/// A copy of `fd` at `floor` or above, closed on exec.
-fn dup_above(fd: &OwnedFd, floor: i32) -> anyhow::Result<OwnedFd> {
-    // SAFETY: fcntl on an open descriptor; a new one is owned at once.
-    let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
-    if high < 0 {
-        return Err(std::io::Error::last_os_error()).context("failed to pass a descriptor");
-    }
-    // SAFETY: the kernel just returned this descriptor to us.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) })
-}
-
-/// Removes a worker's sockets: its own and, where each php-fpm child has
-/// one, theirs.
-pub fn remove_worker_sockets(pool: &PoolConfig, socket: &Path) {
-    let size = pool.php_group.as_ref().map_or(1, |g| g.size);
-    for path in engine::group_sockets(pool, socket, size) {
-        let _ = std::fs::remove_file(path);
-    }
 }
 
 /// This master's `HERD_MASTER` value, read once.
@@ -365,13 +331,15 @@ impl ChildSetup {
             // meaningless beside the others. In one session herd weighs
             // what php-fpm does.
             check(libc::setpgid(0, 0))?;
-            // Each descriptor sits above every target (see `spawn`), so
-            // placing one never closes another; dup2 leaves the copy
-            // without FD_CLOEXEC.
+            // Each descriptor first moves above every target, so placing one
+            // never closes another that happens to sit on its number; dup2
+            // leaves the copy without FD_CLOEXEC.
             for (fd, at) in &self.passed {
-                if libc::dup2(*fd, *at) < 0 {
+                let high = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
+                if high < 0 || libc::dup2(high, *at) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                libc::close(high);
             }
             if let Some(nice) = self.nice {
                 check(libc::setpriority(libc::PRIO_PROCESS, 0, nice))?;

@@ -141,7 +141,9 @@ impl Supervisor {
             control: None,
             output: out_write,
         })
-        .inspect_err(|_| spawn::remove_worker_sockets(&g.cfg, &socket))?;
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&socket);
+        })?;
         let events = self.events_tx.clone();
         let handle = process::watch(child, move |status| {
             let _ = events.send(Event::Exited { id, status });
