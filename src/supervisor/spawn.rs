@@ -227,6 +227,13 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     }
     cmd.kill_on_drop(false);
 
+    // Every descriptor passed moves above every number it is passed at, so
+    // that placing one in the child never closes another still to place.
+    let above = passed.iter().map(|(_, at)| *at).max().unwrap_or(2) + 1;
+    let passed = passed
+        .into_iter()
+        .map(|(fd, at)| Ok((dup_above(&fd, above)?, at)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut child_setup = ChildSetup::new(pool, spec.dir, spec.identity)?;
     child_setup.passed = passed
         .iter()
@@ -243,6 +250,17 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     // The child has its copies now.
     drop(passed);
     child
+}
+
+/// A copy of `fd` at `floor` or above, closed on exec.
+fn dup_above(fd: &OwnedFd, floor: i32) -> anyhow::Result<OwnedFd> {
+    // SAFETY: fcntl on an open descriptor; a new one is owned at once.
+    let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
+    if high < 0 {
+        return Err(std::io::Error::last_os_error()).context("failed to pass a descriptor");
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) })
 }
 
 /// This master's `HERD_MASTER` value, read once.
@@ -331,15 +349,13 @@ impl ChildSetup {
             // meaningless beside the others. In one session herd weighs
             // what php-fpm does.
             check(libc::setpgid(0, 0))?;
-            // Each descriptor first moves above every target, so placing one
-            // never closes another that happens to sit on its number; dup2
-            // leaves the copy without FD_CLOEXEC.
+            // Each descriptor sits above every target (see `spawn`), so
+            // placing one never closes another; dup2 leaves the copy
+            // without FD_CLOEXEC.
             for (fd, at) in &self.passed {
-                let high = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
-                if high < 0 || libc::dup2(high, *at) < 0 {
+                if libc::dup2(*fd, *at) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                libc::close(high);
             }
             if let Some(nice) = self.nice {
                 check(libc::setpriority(libc::PRIO_PROCESS, 0, nice))?;
