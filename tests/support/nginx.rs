@@ -5,9 +5,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::{free_port, wait_for};
+use super::free_port;
+
+/// Tries at starting nginx on fresh ports.
+const ATTEMPTS: usize = 3;
 
 pub struct Nginx {
     child: Child,
@@ -32,24 +35,40 @@ impl Nginx {
 
     /// Starts nginx with one server per entry of `servers` (the text inside
     /// its `server {}`), each on a port of its own, all with `dir` as root.
+    /// A port another process took between [`free_port`] and nginx's bind
+    /// (tests run in parallel) means new ports and another try.
     pub fn start_servers(dir: &Path, upstreams: &str, servers: &[&str]) -> Nginx {
-        let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
-        let servers: String = servers
-            .iter()
-            .zip(&ports)
-            .map(|(locations, port)| {
-                format!(
-                    "server {{\n listen 127.0.0.1:{port};\n root {dir};\n {locations}\n}}\n",
-                    dir = dir.display()
-                )
-            })
-            .collect();
-        Nginx::start_http(dir, &format!("{upstreams}\n{servers}"), ports)
+        let mut why = String::new();
+        for _ in 0..ATTEMPTS {
+            let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
+            let text: String = servers
+                .iter()
+                .zip(&ports)
+                .map(|(locations, port)| {
+                    format!(
+                        "server {{\n listen 127.0.0.1:{port};\n root {dir};\n {locations}\n}}\n",
+                        dir = dir.display()
+                    )
+                })
+                .collect();
+            match Nginx::try_start_http(dir, &format!("{upstreams}\n{text}"), ports) {
+                Ok(nginx) => return nginx,
+                Err(e) => why = e,
+            }
+        }
+        panic!("nginx did not start in {ATTEMPTS} tries: {why}");
     }
 
     /// Starts nginx with `http`, the inside of its `http {}` (servers
     /// included), whose servers listen on `ports` of 127.0.0.1.
     pub fn start_http(dir: &Path, http: &str, ports: Vec<u16>) -> Nginx {
+        Nginx::try_start_http(dir, http, ports).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Nginx::start_http`], or why not: nginx did not come up holding
+    /// every one of its ports (one of them taken by another process, whose
+    /// answers would otherwise pass for nginx's).
+    fn try_start_http(dir: &Path, http: &str, ports: Vec<u16>) -> Result<Nginx, String> {
         let error_log = dir.join("nginx-error.log");
         let conf = format!(
             "worker_processes 1;\n\
@@ -82,17 +101,28 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx");
-        for port in &ports {
-            wait_for("nginx to listen", Duration::from_secs(10), || {
-                TcpStream::connect(("127.0.0.1", *port)).ok()
-            });
-        }
-        Nginx {
+        let mut nginx = Nginx {
             child,
             port: ports[0],
             ports,
             error_log,
+        };
+        let pid = nginx.child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !nginx.ports.iter().all(|port| holds_listener(pid, *port)) {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                let log = std::fs::read_to_string(&nginx.error_log).unwrap_or_default();
+                return Err(format!("nginx exited ({status}): {log}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "nginx did not listen on {:?} within 10 s",
+                    nginx.ports
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+        Ok(nginx)
     }
 
     /// One HTTP/1.0 GET (so the body is never chunked); returns (status, body).
@@ -143,4 +173,31 @@ impl Drop for Nginx {
             eprintln!("--- nginx error log ---\n{log}");
         }
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`:
+/// the inode `/proc/net/tcp` gives for that listener is one of its
+/// descriptors.
+fn holds_listener(pid: u32, port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Fields: sl, local, remote, state (0A: listening), ..., inode.
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
 }
