@@ -14,12 +14,16 @@
 //! such sockets are registered for hangup only (`EPOLLRDHUP`): the kernel
 //! wakes it when the peer shuts down or closes, and not for the data before
 //! (a socket's "readable" wakeup carries `EPOLLIN`, which no entry asks
-//! for). A task drains it and tells each waiter. Every [`CHECK`] while
-//! anything is held, it also asks the kernel how much each older socket
-//! holds (`FIONREAD`), and tells a waiter to stream instead when its
-//! response has passed [`STREAM_AT`] (the child is about to block on a full
-//! socket) or has had bytes waiting past its hold (a script that flushed
-//! early and works on: its output goes out as it comes from then on).
+//! for). A task drains it and tells each waiter. A socket held for
+//! [`CHECK`], and every [`CHECK`] after that, it also asks the kernel how
+//! much the socket holds (`FIONREAD`), and tells its waiter to stream
+//! instead when its response has passed [`STREAM_AT`] (the child is about
+//! to block on a full socket) or has had bytes waiting past its hold (a
+//! script that flushed early and works on: its output goes out as it comes
+//! from then on). The task wakes for that only when a socket is due: most
+//! responses hang up first, and a master woken every [`CHECK`] while
+//! anything is held would preempt a PHP process for nothing up to a
+//! hundred times a second.
 
 use std::collections::HashMap;
 use std::io;
@@ -30,7 +34,6 @@ use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, oneshot};
-use tokio::time::MissedTickBehavior;
 
 /// How often held sockets are looked at while any is held.
 pub const CHECK: Duration = Duration::from_millis(10);
@@ -69,6 +72,8 @@ struct Held {
 struct Entry {
     fd: RawFd,
     since: Instant,
+    /// When the socket is next looked at.
+    due: Instant,
     hold: Duration,
     tell: oneshot::Sender<Wake>,
 }
@@ -125,6 +130,7 @@ impl Hangups {
             Entry {
                 fd,
                 since: Instant::now(),
+                due: Instant::now() + CHECK,
                 hold,
                 tell,
             },
@@ -214,26 +220,31 @@ impl Shared {
         }
     }
 
-    /// Tells the waiters whose responses should stream. Under the lock, so
-    /// no descriptor looked at here is closed meanwhile.
+    /// Tells the waiters whose responses should stream, of the sockets due
+    /// a look. Under the lock, so no descriptor looked at here is closed
+    /// meanwhile.
     fn check(&self) {
         let mut held = self.lock();
         let now = Instant::now();
-        let streams: Vec<u64> = held
-            .by_token
-            .iter()
-            .filter(|(_, e)| now.duration_since(e.since) >= CHECK)
-            .filter(|(_, e)| {
-                let waiting = queued(e.fd);
-                waiting >= STREAM_AT || (waiting > 0 && now.duration_since(e.since) >= e.hold)
-            })
-            .map(|(token, _)| *token)
-            .collect();
+        let mut streams = Vec::new();
+        for (token, e) in held.by_token.iter_mut().filter(|(_, e)| e.due <= now) {
+            let waiting = queued(e.fd);
+            if waiting >= STREAM_AT || (waiting > 0 && now.duration_since(e.since) >= e.hold) {
+                streams.push(*token);
+            } else {
+                e.due = now + CHECK;
+            }
+        }
         for token in streams {
             if let Some(entry) = held.by_token.remove(&token) {
                 let _ = entry.tell.send(Wake::Stream);
             }
         }
+    }
+
+    /// When the next held socket is due a look, if any is held.
+    fn next_due(&self) -> Option<Instant> {
+        self.lock().by_token.values().map(|e| e.due).min()
     }
 }
 
@@ -248,11 +259,17 @@ fn queued(fd: RawFd) -> usize {
 }
 
 async fn run(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(CHECK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
     loop {
-        let holding = !shared.lock().by_token.is_empty();
+        // A socket held later is due later: only the first one held
+        // changes what the task waits for.
+        let due = shared.next_due();
+        let sleep = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             ready = shared.epoll.readable() => {
                 let Ok(mut ready) = ready else { return };
@@ -266,8 +283,8 @@ async fn run(shared: Arc<Shared>) {
                     ready.clear_ready();
                 }
             }
-            _ = tick.tick(), if holding => shared.check(),
-            _ = shared.first.notified(), if !holding => {}
+            _ = sleep => shared.check(),
+            _ = shared.first.notified(), if due.is_none() => {}
         }
     }
 }
