@@ -35,7 +35,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, oneshot};
 
-/// How often held sockets are looked at while any is held.
+/// How long a socket is held before it is first looked at, and how often
+/// after that.
 pub const CHECK: Duration = Duration::from_millis(10);
 /// A response this large streams: the child's socket buffer (about 200 KiB
 /// of it by default) would soon be full and the child would wait for us.
