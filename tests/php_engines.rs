@@ -373,6 +373,84 @@ fn fastcgi_finish_request_answers_before_the_work_after_it() {
     );
 }
 
+/// php-fpm's own figures for each child, read from the group's status
+/// page: a child still at work after `fastcgi_finish_request()` (nothing
+/// herd routed is in flight on it) shows as busy with that script, the
+/// other as idle, each with the requests it served; the child php-fpm keeps
+/// to answer that page is not counted among the group's processes.
+#[test]
+fn status_shows_what_php_fpm_says_each_child_does() {
+    let dir = Dir::new();
+    let (release, done) = write_finishing_scripts(&dir);
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(
+        dir,
+        &config(&addr, &php_fpm(), 2, "pm.status_path = /status\n"),
+    );
+    herd.wait_ready(1);
+    assert_eq!(get(&addr, "/fast.php", &herd.dir), "fast");
+    assert_eq!(get(&addr, "/finish.php", &herd.dir), "sent early");
+    let members = wait_for("php-fpm to say a child is at work", LIMIT, || {
+        let status = support::fcgi::status_json(&addr, "/status");
+        let procs = status["processes"].as_array()?.clone();
+        let members = procs.first()?["group processes"].as_array()?.clone();
+        members
+            .iter()
+            .any(|m| m["engine"]["state"] != "Idle" && !m["engine"].is_null())
+            .then_some(members)
+    });
+    assert_eq!(
+        members.len(),
+        2,
+        "the status child is not one of the group: {members:?}"
+    );
+    let busy: Vec<_> = members
+        .iter()
+        .filter(|m| m["engine"]["state"] != "Idle")
+        .collect();
+    assert_eq!(busy.len(), 1, "{members:?}");
+    let e = &busy[0]["engine"];
+    assert_eq!(e["request uri"], "/finish.php", "{members:?}");
+    assert!(
+        e["script"].as_str().unwrap().ends_with("/finish.php"),
+        "{members:?}"
+    );
+    let idle = members
+        .iter()
+        .find(|m| m["engine"]["state"] == "Idle")
+        .expect("an idle child");
+    let served: u64 = members
+        .iter()
+        .map(|m| m["engine"]["requests"].as_u64().unwrap())
+        .sum();
+    assert!(served >= 1, "{members:?}");
+    assert!(idle["rss"].as_u64().unwrap() > 0, "{members:?}");
+    // herd ctl status names the busy child and its request.
+    let (code, out, err) = herd.ctl(&herd.dir.join("ctl.sock"), &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 PHP processes (1 "), "{out}");
+    let line = format!("{} {}", busy[0]["pid"], e["state"].as_str().unwrap());
+    assert!(
+        out.contains(&line) && out.contains("GET /finish.php"),
+        "{line:?} in:\n{out}"
+    );
+    std::fs::write(&release, "go").unwrap();
+    wait_for("the work after the response", LIMIT, || {
+        done.exists().then_some(())
+    });
+    // Once it ends, php-fpm says the child is idle again.
+    wait_for("both children idle", LIMIT, || {
+        let status = support::fcgi::status_json(&addr, "/status");
+        let members = status["processes"][0]["group processes"]
+            .as_array()?
+            .clone();
+        members
+            .iter()
+            .all(|m| m["engine"]["state"] == "Idle")
+            .then_some(())
+    });
+}
+
 /// A script that answers, calls `fastcgi_finish_request()` and works on
 /// until the test writes `out/release` (at most 20 s), then writes
 /// `out/done`; and a fast one. Returns (release, done).

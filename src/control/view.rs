@@ -253,14 +253,53 @@ fn worker_lines(out: &mut String, w: &Value, style: Style) {
             .sum();
         let pids: Vec<String> = members.iter().map(|m| s(&m["pid"])).collect();
         let line = format!(
-            "    {} PHP process{}, {} resident, {cpu:.1}s CPU: {}",
+            "    {} PHP process{}{}, {} resident, {cpu:.1}s CPU: {}",
             members.len(),
             if members.len() == 1 { "" } else { "es" },
+            engine_states(members),
             mib(rss),
             pids.join(" ")
         );
         let _ = writeln!(out, "{}", style.paint(Tone::Dim, &line));
+        // What php-fpm says its busy children do: a request, or the work
+        // a script goes on with after `fastcgi_finish_request()`.
+        for m in members {
+            let e = &m["engine"];
+            if e.is_null() || e["state"] == "Idle" {
+                continue;
+            }
+            let line = format!(
+                "      {} {} {} {} ({:.1}s), {} served",
+                s(&m["pid"]),
+                s(&e["state"]),
+                s(&e["request method"]),
+                s(&e["request uri"]),
+                e["request duration"].as_f64().unwrap_or(0.0) / 1e6,
+                s(&e["requests"]),
+            );
+            let _ = writeln!(out, "{}", style.paint(Tone::Dim, &line));
+        }
     }
+}
+
+/// ` (2 Running, 6 Idle)` from php-fpm's own figures, and nothing when it
+/// gave none.
+fn engine_states(members: &[Value]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for m in members {
+        let Some(state) = m["engine"]["state"].as_str() else {
+            continue;
+        };
+        match counts.iter_mut().find(|(s, _)| s == state) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((state.to_string(), 1)),
+        }
+    }
+    if counts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!(" ({})", parts.join(", "))
 }
 
 /// `GET /slow?ms=2000 for 1.2s`.

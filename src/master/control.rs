@@ -120,26 +120,31 @@ impl Master {
         match request {
             Request::Status => {
                 let phase = *self.phase.borrow();
-                let pools: Vec<Value> = self
-                    .pools
-                    .iter()
-                    .map(|p| pool_json(&p.pool, phase))
-                    .collect();
+                let pools: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.pool.clone()).collect();
                 let now = tokio::time::Instant::now();
                 let phase_ends_in = self
                     .phase_ends
                     .get()
                     .filter(|_| phase.stopping())
                     .map(|t| t.saturating_duration_since(now).as_secs_f64());
-                let _ = reply.send(Line::Done(Done {
-                    done: true,
-                    ok: true,
-                    pid: Some(std::process::id()),
-                    phase: Some(phase.as_str().into()),
-                    phase_ends_in,
-                    pools: Some(pools),
-                    ..Done::default()
-                }));
+                // php-fpm groups are asked for their own figures first: a
+                // task, so the master goes on meanwhile.
+                tokio::spawn(async move {
+                    let mut json = Vec::with_capacity(pools.len());
+                    for pool in &pools {
+                        let engine = status::engine::collect(pool).await;
+                        json.push(pool_json(pool, phase, &engine));
+                    }
+                    let _ = reply.send(Line::Done(Done {
+                        done: true,
+                        ok: true,
+                        pid: Some(std::process::id()),
+                        phase: Some(phase.as_str().into()),
+                        phase_ends_in,
+                        pools: Some(json),
+                        ..Done::default()
+                    }));
+                });
             }
             Request::Metrics => {
                 let text = status::openmetrics(&self.pool_list(), *self.phase.borrow());
@@ -209,10 +214,10 @@ async fn wait_rollouts(done: Vec<Reloaded>, reply: Reply) {
 
 /// A pool's status for `herd ctl status`: php-fpm's fields (full), the
 /// deploy state and per-worker CPU, memory and idle time.
-fn pool_json(pool: &Arc<Pool>, phase: Phase) -> Value {
+fn pool_json(pool: &Arc<Pool>, phase: Phase, engine: &status::engine::Figures) -> Value {
     pool.watch_usage();
     let started = SystemTime::now() - pool.started.elapsed();
-    let snap = status::snapshot(pool, started, phase);
+    let snap = status::snapshot(pool, started, phase, engine);
     let (_, body) = status::render(&snap, status::Format::Json, true);
     let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     v["listen"] = json!(pool.config().listen.to_string());

@@ -25,6 +25,7 @@ use crate::fastcgi::record::{self, BeginRequest, EndRequest};
 use crate::fastcgi::{self, Frame, ProtocolError, pairs};
 use crate::phase::{Phase, PhaseRx};
 use crate::pool::{BusyInfo, Pool};
+use crate::status;
 
 /// Requests one connection may have in flight at once.
 pub const MAX_REQUESTS_PER_CONN: usize = 32;
@@ -255,7 +256,13 @@ impl<'a> State<'a> {
                 }
                 req.started = true;
                 self.clock.params_done(&mut req.owed, Instant::now());
-                match local::answer(&req.params, id, ctx.pool, ctx.cfg, self.phase) {
+                if local::needs_engine(&req.params, ctx.cfg) {
+                    let task = engine_status_task(req, id, ctx, self.phase);
+                    self.tasks.push(task);
+                    return Ok(());
+                }
+                let none = status::engine::Figures::new();
+                match local::answer(&req.params, id, ctx.pool, ctx.cfg, self.phase, &none) {
                     Some(out) => self.reply(ctx, out, id),
                     None if ctx.serves == Serves::StatusOnly => {
                         let out = local::not_served(&req.params, id);
@@ -385,6 +392,29 @@ where
         request,
         ctx.writer,
     ))
+}
+
+/// A full status page of a pool of php-fpm groups, answered once the
+/// groups have said what their processes do (at most a second).
+fn engine_status_task<'a, W>(
+    req: &mut Incoming,
+    id: u16,
+    ctx: &Ctx<'a, W>,
+    phase: Phase,
+) -> Task<'a>
+where
+    W: AsyncWrite + Unpin + Send,
+{
+    let params = std::mem::take(&mut req.params);
+    let pool = ctx.pool.clone();
+    let cfg = ctx.cfg.clone();
+    let writer = ctx.writer;
+    Box::pin(async move {
+        let engine = status::engine::collect(&pool).await;
+        let out = local::answer(&params, id, &pool, &cfg, phase, &engine)
+            .unwrap_or_else(|| local::not_served(&params, id));
+        write_task(writer, out.freeze(), id, cfg.request_read_timeout).await
+    })
 }
 
 fn busy_info(params: &[u8]) -> BusyInfo {

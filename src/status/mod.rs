@@ -5,6 +5,7 @@
 //! herd's own fields after them. herd's OpenMetrics families are in
 //! [`metrics`].
 
+pub mod engine;
 pub mod metrics;
 mod render;
 mod time;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use self::engine::EngineProcess;
 use crate::phase::Phase;
 use crate::pool::usage::Cpu;
 use crate::pool::{Pool, WorkerState};
@@ -121,6 +123,11 @@ pub struct GroupMember {
     pub cpu_seconds: f64,
     #[serde(rename = "start since")]
     pub start_since: u64,
+    /// What a php-fpm group's own status page says of it (state, requests,
+    /// the request it serves or served last); `None` for php-cgi's
+    /// children, or when the page did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineProcess>,
 }
 
 /// A request a worker is serving now.
@@ -133,7 +140,14 @@ pub struct InFlight {
 }
 
 /// Takes a snapshot of `pool`, in the master's `phase`.
-pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> PoolStatus {
+/// `engine`: what the pool's php-fpm groups' own status pages said, if
+/// they were asked (see [`engine::collect`]).
+pub fn snapshot(
+    pool: &Arc<Pool>,
+    master_start: SystemTime,
+    phase: Phase,
+    engine: &engine::Figures,
+) -> PoolStatus {
     let cfg = pool.config();
     let snap = pool.snapshot();
     let metrics = Metrics::collect(pool, &snap);
@@ -203,7 +217,7 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
                     })
                     .collect(),
                 group: if cfg.php_group.is_some() {
-                    group_members(w.pid)
+                    group_members(w.pid, &pool.name, engine.get(&w.pid))
                 } else {
                     Vec::new()
                 },
@@ -248,8 +262,11 @@ pub fn snapshot(pool: &Arc<Pool>, master_start: SystemTime, phase: Phase) -> Poo
 }
 
 /// The children of a group's leader (the php-fpm master, or the php-cgi
-/// that forked `PHP_FCGI_CHILDREN`): the processes that run its PHP.
-fn group_members(leader: u32) -> Vec<GroupMember> {
+/// that forked `PHP_FCGI_CHILDREN`): the processes that run its PHP, with
+/// what the engine said of each. A php-fpm master's other child, the one
+/// that answers its status page (`pm.status_listen`, php-fpm's pool
+/// `<pool>_status`), serves none of the pool's requests and is left out.
+fn group_members(leader: u32, pool: &str, engine: Option<&Vec<EngineProcess>>) -> Vec<GroupMember> {
     let Ok(children) = std::fs::read_to_string(format!("/proc/{leader}/task/{leader}/children"))
     else {
         return Vec::new();
@@ -262,6 +279,7 @@ fn group_members(leader: u32) -> Vec<GroupMember> {
     children
         .split_whitespace()
         .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|pid| !serves_status_only(*pid, pool))
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             // After the command's last ')': state is field 3, starttime 22.
@@ -273,9 +291,18 @@ fn group_members(leader: u32) -> Vec<GroupMember> {
                 rss: rss_of(pid),
                 cpu_seconds: cpu_of(pid),
                 start_since: (uptime - started).max(0.0) as u64,
+                engine: engine.and_then(|e| e.iter().find(|p| p.pid == pid).cloned()),
             })
         })
         .collect()
+}
+
+/// Whether `pid` is php-fpm's status-only child of `pool`'s group.
+fn serves_status_only(pid: u32, pool: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let title = String::from_utf8_lossy(&c);
+        title.trim_end_matches(['\0', ' ']) == format!("php-fpm: pool {pool}_status")
+    })
 }
 
 /// Resident set size from `/proc/<pid>/statm`, in bytes.
@@ -343,7 +370,10 @@ pub fn parse_query(query: &str) -> (Format, bool) {
 pub fn openmetrics(pools: &[Arc<Pool>], phase: Phase) -> String {
     let snaps: Vec<PoolStatus> = pools
         .iter()
-        .map(|pool| snapshot(pool, SystemTime::now() - pool.started.elapsed(), phase))
+        .map(|pool| {
+            let started = SystemTime::now() - pool.started.elapsed();
+            snapshot(pool, started, phase, &engine::Figures::new())
+        })
         .collect();
     let mut out = String::new();
     metrics::write(&mut out, &snaps.iter().collect::<Vec<_>>());
@@ -419,6 +449,16 @@ mod tests {
                     rss: 2048,
                     cpu_seconds: 0.25,
                     start_since: 4,
+                    engine: Some(EngineProcess {
+                        pid: 43,
+                        state: "Running".into(),
+                        requests: 7,
+                        request_duration: 2500,
+                        request_method: "GET".into(),
+                        request_uri: "/a?b=<c>".into(),
+                        script: "/srv/a.php".into(),
+                        ..EngineProcess::default()
+                    }),
                 }],
             }],
         }

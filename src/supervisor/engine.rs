@@ -19,13 +19,49 @@
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::{PmMode, PoolConfig};
 
-/// Where php-fpm finds the socket herd passes it, and its config.
+/// Where php-fpm finds the socket herd passes it, its config, and the
+/// socket its status page answers on.
 pub const FPM_SOCKET_FD: i32 = 3;
 pub const FPM_CONFIG_FD: i32 = 4;
+pub const FPM_STATUS_FD: i32 = 5;
+
+/// The socket a php-fpm group answers its status page on
+/// (`pm.status_listen`): php-fpm serves it from a pool of its own, so herd
+/// reads a group's per-process figures while every child is busy, and no
+/// request of the pool's ever waits behind it.
+pub fn status_socket(worker_socket: &Path) -> PathBuf {
+    let mut s = worker_socket.as_os_str().to_owned();
+    s.push(".status");
+    PathBuf::from(s)
+}
+
+/// The path php-fpm's status page answers to in a group herd starts. It
+/// must be set in the group's own pool for `pm.status_listen` to serve it,
+/// so that pool answers it too: the path is new in every master (a client
+/// cannot guess it), and the router refuses it besides (see
+/// `router::local`).
+pub fn status_path() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let mut token = [0u8; 8];
+        let read = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut token));
+        if read.is_err() {
+            // No randomness: still private to this master, and refused by
+            // the router all the same.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            token = (now.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        format!("/.herd-engine-status-{hex}")
+    })
+}
 
 /// php-fpm's command line after the pool's own `args`: in the foreground,
 /// logging to stderr (which herd reads), its config on [`FPM_CONFIG_FD`],
@@ -61,6 +97,11 @@ pub fn fpm_config(cfg: &PoolConfig, socket: &Path, size: u32) -> String {
     );
     let mut line = |k: &str, v: &str| out.push_str(&format!("{k} = {}\n", quote(v)));
     line("listen", &socket.display().to_string());
+    line("pm.status_path", status_path());
+    line(
+        "pm.status_listen",
+        &status_socket(socket).display().to_string(),
+    );
     for (name, value) in process_manager(cfg, size) {
         line(name, &value);
     }
@@ -239,6 +280,8 @@ mod tests {
             "clear_env = no\n",
             "process.dumpable = yes\n",
             "request_slowlog_trace_depth = 5\n",
+            "pm.status_listen = /run/herd/w-1-3.sock.status\n",
+            &format!("pm.status_path = {}\n", status_path()),
         ] {
             assert!(text.contains(want), "{want:?} not in:\n{text}");
         }

@@ -103,6 +103,7 @@ impl Supervisor {
         };
         self.budget.give_back();
         let _ = std::fs::remove_file(&p.socket);
+        let _ = std::fs::remove_file(super::engine::status_socket(&p.socket));
         let entry = self.pool.remove_worker(id);
         let served = entry.as_ref().map_or(0, |e| e.requests);
         let lived = p.started.elapsed();

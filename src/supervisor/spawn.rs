@@ -170,10 +170,19 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
             let text = engine::fpm_config(pool, &path, size);
             let config = engine::memfd("herd-php-fpm.conf", &text)
                 .context("failed to write php-fpm's config")?;
+            let status_path = engine::status_socket(&path);
+            let status = bind_worker_socket(&status_path)?;
             cmd.args(engine::fpm_args(pool, spec.identity.runs_as_root()));
-            fpm_sockets = Some(format!("{}={}", path.display(), engine::FPM_SOCKET_FD));
+            fpm_sockets = Some(format!(
+                "{}={},{}={}",
+                path.display(),
+                engine::FPM_SOCKET_FD,
+                status_path.display(),
+                engine::FPM_STATUS_FD
+            ));
             passed.push((OwnedFd::from(socket), engine::FPM_SOCKET_FD));
             passed.push((config, engine::FPM_CONFIG_FD));
+            passed.push((OwnedFd::from(status), engine::FPM_STATUS_FD));
         }
         _ => {
             for d in &pool.php_defines {

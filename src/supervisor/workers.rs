@@ -143,6 +143,7 @@ impl Supervisor {
         })
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&socket);
+            let _ = std::fs::remove_file(super::engine::status_socket(&socket));
         })?;
         let events = self.events_tx.clone();
         let handle = process::watch(child, move |status| {
