@@ -330,12 +330,15 @@ can_run() {
 # herd's view of contender $1: every PHP process a slot. Waits for the
 # static pool to fill, and fails when herd took a group for one slot (it
 # reads FCGI_MAX_CONNS from php-cgi), which would measure something else.
+# Read from the metrics, not `herd ctl status`: status asks a php-fpm
+# group's own status page, whose extra child php-fpm keeps ~10 s and the
+# PSS sum would count.
 check_slots() {
     local conf=$TMP/$1-w$WORKERS/herd.conf slots i
     for ((i = 0; i < READY_DEADLINE * 10; i++)); do
-        slots=$("$HERD" ctl -c "$conf" --json status 2>/dev/null | python3 -c '
-import json, sys
-print(sum(p.get("slots", 1) for pool in json.load(sys.stdin)["pools"] for p in pool["processes"]))' 2>/dev/null) || slots='?'
+        slots=$("$HERD" ctl -c "$conf" metrics 2>/dev/null | python3 -c '
+import sys
+print(sum(int(float(l.split()[-1])) for l in sys.stdin if l.startswith("herd_slots{")))' 2>/dev/null) || slots='?'
         [[ $slots == "$WORKERS" ]] && return 0
         sleep 0.1
     done
