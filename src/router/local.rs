@@ -88,7 +88,10 @@ pub fn answer(
 /// groups, which shows what each group's own status page says: they are
 /// asked first (see `status::engine`).
 pub fn needs_engine(params: &[u8], cfg: &PoolConfig) -> bool {
-    if !is_fpm(cfg) || cfg.status_path.as_deref() != Some(request_path(params)) {
+    let Some(status_path) = cfg.status_path.as_deref() else {
+        return false;
+    };
+    if !is_fpm(cfg) || status_path != request_path(params) {
         return false;
     }
     let query = String::from_utf8_lossy(pairs::find(params, b"QUERY_STRING").unwrap_or_default());
