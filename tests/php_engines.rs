@@ -603,6 +603,34 @@ fn held_until_the_child_hangs_up(command: &str, extra: &str) {
     assert!(reply.body().ends_with("first second"), "{}", reply.text());
 }
 
+/// Responses held until the child hangs up arrive whole and in order at
+/// every size around the reads herd makes of them (16 KiB and up) and past
+/// the size from which they stream instead.
+#[test]
+fn held_responses_arrive_whole_at_every_size() {
+    let dir = Dir::new();
+    dir.write(
+        "size.php",
+        "<?php $n = (int)$_GET['n']; \
+         echo substr(str_repeat('abcdefghijklmnopqrstuvwxyz0123456789', intdiv($n, 36) + 1), 0, $n);",
+    );
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 2, ""));
+    herd.wait_ready(1);
+    let pattern = "abcdefghijklmnopqrstuvwxyz0123456789";
+    for n in [
+        0, 1, 8191, 8192, 16383, 16384, 16385, 27440, 32768, 40000, 65535, 65536, 70000, 200_000,
+    ] {
+        let body = get(&addr, &format!("/size.php?n={n}"), &herd.dir);
+        let want: String = pattern.chars().cycle().take(n).collect();
+        assert_eq!(body.len(), n, "size {n}");
+        assert!(
+            body == want,
+            "size {n}: the body differs from what the script wrote"
+        );
+    }
+}
+
 #[test]
 fn a_php_fpm_response_is_held_until_the_child_hangs_up() {
     held_until_the_child_hangs_up(&php_fpm(), "");

@@ -59,6 +59,7 @@ impl Holding<'_> {
         loop {
             buf.reserve(super::exchange::READ_ROOM);
             let spare = buf.spare_capacity_mut();
+            let room = spare.len();
             // SAFETY: recv writes at most `spare.len()` bytes into `spare`.
             let n = unsafe {
                 libc::recv(
@@ -73,6 +74,12 @@ impl Holding<'_> {
                 n if n > 0 => {
                     // SAFETY: the kernel initialised the `n` bytes it wrote.
                     unsafe { buf.set_len(buf.len() + n as usize) };
+                    // Less than asked for: the socket is empty, and a peer
+                    // that hung up sends nothing more. (A read to learn it
+                    // again would cost a system call a request.)
+                    if (n as usize) < room {
+                        return Ok(());
+                    }
                 }
                 _ => {
                     let e = io::Error::last_os_error();
