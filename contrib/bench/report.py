@@ -266,6 +266,7 @@ def merge_rounds(rows, clk_tck):
                 "wrk": runs[0]["wrk"] if len(runs) == 1 else Rounds([r["wrk"] for r in runs]),
                 "wrk_file": runs[0]["wrk_file"],
                 "runs": [r["wrk"].rps if r["wrk"].ok else None for r in runs],
+                "p99s": [r["wrk"].p99 if r["wrk"].ok else None for r in runs],
                 "cpu_us": statistics.median(cpu) if cpu else None,
                 "rss_kb": statistics.median(rss) if rss else None,
                 "pss_kb": statistics.median(pss) if pss else None,
@@ -275,11 +276,12 @@ def merge_rounds(rows, clk_tck):
     return merged
 
 
-def ratio_cell(row, base):
-    """The req/s ratio to the baseline's row in the same mode, round by
-    round; with several rounds, the median and the range."""
+def ratio_cell(row, base, key="runs"):
+    """The ratio of a figure (`runs`: req/s, `p99s`: p99) to the baseline's
+    row in the same mode, round by round; with several rounds, the median
+    and the range."""
     pairs = [
-        a / b for a, b in zip(row["runs"], base["runs"]) if a is not None and b
+        a / b for a, b in zip(row[key], base[key]) if a is not None and b
     ]
     if not pairs:
         return "—"
@@ -296,10 +298,10 @@ def table(rows, baseline, clk_tck):
     }
     with_pss = any(r["pss_kb"] is not None for r in rows)
     head = (
-        f"| server | keep-alive | req/s | ×{baseline} | p50 | p99 | max | unanswered | errors "
-        "| master CPU/req | master RSS |"
+        f"| server | keep-alive | req/s | ×{baseline} | p50 | p99 | p99 ×{baseline} | max "
+        "| unanswered | errors | master CPU/req | master RSS |"
     )
-    rule = "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    rule = "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     if with_pss:
         head += f" total PSS | PSS ×{baseline} | processes |"
         rule += "--:|--:|--:|"
@@ -309,16 +311,17 @@ def table(rows, baseline, clk_tck):
         if not w.ok:
             out.append(
                 f"| {r['server']} | {r['mode']} | (wrk output unreadable: "
-                f"{r['wrk_file']}) | | | | | | | | |" + (" | | |" if with_pss else "")
+                f"{r['wrk_file']}) | | | | | | | | | |" + (" | | |" if with_pss else "")
             )
             continue
         base = base_rows.get(r["mode"])
         ratio = ratio_cell(r, base) if base else "—"
+        p99_ratio = ratio_cell(r, base, "p99s") if base else "—"
         cpu = f"{r['cpu_us']:.1f} µs" if r["cpu_us"] is not None else "—"
         rss = f"{r['rss_kb'] / 1024:.1f} MiB" if r["rss_kb"] is not None else "—"
         line = (
             f"| {r['server']} | {r['mode']} | {w.rps:,.0f} | {ratio} "
-            f"| {fmt_duration(w.p50)} | {fmt_duration(w.p99)} | {fmt_duration(w.max)} "
+            f"| {fmt_duration(w.p50)} | {fmt_duration(w.p99)} | {p99_ratio} | {fmt_duration(w.max)} "
             f"| {fmt_unanswered(w)} | {fmt_errors(w)} | {cpu} | {rss} |"
         )
         if with_pss:
@@ -366,7 +369,8 @@ def main():
         rate_note +
         "keep-alive: nginx → FastCGI server connections (`keepalive` + `fastcgi_keep_conn on`); "
         "wrk → nginx is keep-alive in every row. "
-        f"×{args.baseline}: req/s divided by {args.baseline}'s req/s in the same keep-alive mode. "
+        f"×{args.baseline}: req/s divided by {args.baseline}'s req/s in the same keep-alive mode; "
+        f"p99 ×{args.baseline}: p99 divided by {args.baseline}'s (under 1: lower). "
         "errors: wrk's status ≥ 400 count plus socket errors (connect/read/write/timeout). "
         "Latencies count every request that completed within the run (wrk --timeout 120s; "
         "with wrk's default of 2 s, slower requests would silently drop out of them). "
@@ -378,7 +382,7 @@ def main():
         "master RSS: its VmRSS after the run." + pss_note
         + (
             f" Each row is the median of {rounds} rounds, run one after another "
-            "with every contender in each, every other round in reverse order; ×baseline is taken round by round: "
+            "with every contender in each, every other round in reverse order; the ratios are taken round by round: "
             "median (lowest–highest)."
             if rounds > 1
             else ""
