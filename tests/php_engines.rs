@@ -434,6 +434,25 @@ fn status_shows_what_php_fpm_says_each_child_does() {
         out.contains(&line) && out.contains("GET /finish.php"),
         "{line:?} in:\n{out}"
     );
+    // OpenMetrics counts the children by php-fpm's state, on the status
+    // page and in `herd ctl metrics`.
+    let busy_line = format!(
+        "herd_php_engine_processes{{pool=\"www\",generation=\"1\",state=\"{}\"}} 1\n",
+        e["state"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .replace(' ', "_")
+    );
+    let idle_line = "herd_php_engine_processes{pool=\"www\",generation=\"1\",state=\"idle\"} 1\n";
+    let page = support::fcgi::get(&addr, "/status?openmetrics").body();
+    assert!(
+        page.contains(&busy_line) && page.contains(idle_line),
+        "{busy_line} in:\n{page}"
+    );
+    let (code, metrics, err) = herd.ctl(&herd.dir.join("ctl.sock"), &["metrics"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(metrics.contains(&busy_line), "{busy_line} in:\n{metrics}");
     std::fs::write(&release, "go").unwrap();
     wait_for("the work after the response", LIMIT, || {
         done.exists().then_some(())

@@ -147,13 +147,20 @@ impl Master {
                 });
             }
             Request::Metrics => {
-                let text = status::openmetrics(&self.pool_list(), *self.phase.borrow());
-                let _ = reply.send(Line::Done(Done {
-                    done: true,
-                    ok: true,
-                    metrics: Some(text),
-                    ..Done::default()
-                }));
+                let pools = self.pool_list();
+                let phase = *self.phase.borrow();
+                // As for status: php-fpm groups are asked first, on a task.
+                tokio::spawn(async move {
+                    let asks = pools.iter().map(status::engine::collect);
+                    let engine = futures_util::future::join_all(asks).await;
+                    let text = status::openmetrics(&pools, phase, &engine);
+                    let _ = reply.send(Line::Done(Done {
+                        done: true,
+                        ok: true,
+                        metrics: Some(text),
+                        ..Done::default()
+                    }));
+                });
             }
             other => done_err(&reply, format!("not a read request: {other:?}")),
         }

@@ -84,8 +84,8 @@ pub fn answer(
     None
 }
 
-/// Whether `params` ask for the full JSON status page of a pool of php-fpm
-/// groups, which shows what each group's own status page says: they are
+/// Whether `params` ask for the full JSON or the OpenMetrics status page of
+/// a pool of php-fpm groups, which show what each group's own status page says: they are
 /// asked first (see `status::engine`).
 pub fn needs_engine(params: &[u8], cfg: &PoolConfig) -> bool {
     let Some(status_path) = cfg.status_path.as_deref() else {
@@ -95,8 +95,12 @@ pub fn needs_engine(params: &[u8], cfg: &PoolConfig) -> bool {
         return false;
     }
     let query = String::from_utf8_lossy(pairs::find(params, b"QUERY_STRING").unwrap_or_default());
-    // Only the JSON page lists a group's processes field by field.
-    matches!(status::parse_query(&query), (status::Format::Json, true))
+    // The JSON page lists a group's processes field by field; OpenMetrics
+    // counts them by state.
+    matches!(
+        status::parse_query(&query),
+        (status::Format::Json, true) | (status::Format::OpenMetrics, _)
+    )
 }
 
 fn is_fpm(cfg: &PoolConfig) -> bool {

@@ -20,6 +20,7 @@
 //! | `herd_slots` | gauge | pool, state | requests the ready workers can take at once, `idle` or `busy` (a php-cgi with N children, a php-fpm group of N, or an FCGI::ProcManager script of N is N slots) |
 //! | `herd_php_processes` | gauge | pool, generation | PHP processes behind the pool's groups (a php-fpm engine's children, a php-cgi's `PHP_FCGI_CHILDREN`); no sample for a pool without groups |
 //! | `herd_php_resident_bytes` | gauge | pool, generation | their resident memory, summed (pages they share counted in each) |
+//! | `herd_php_engine_processes` | gauge | pool, generation, state | a php-fpm engine's children by the state its own status page gives them: `idle`, `running`, `finishing` (a script at work after `fastcgi_finish_request()`), `reading_headers`, ...; only when the engine was asked (the pool's status page, `herd ctl metrics`) and answered |
 //! | `herd_workers_limit` | gauge | pool | `pm.max_children` in force: the config file's, or what `herd ctl scale` (or SIGTTIN/SIGTTOU) set at run time |
 //! | `herd_workers_limit_config` | gauge | pool | `pm.max_children` as the config file says |
 //! | `herd_max_children_reached_total` | counter | pool | times the pool wanted another worker and `pm.max_children` said no |
@@ -230,6 +231,36 @@ fn php_groups(out: &mut Out, pools: &[&PoolStatus]) {
         for (generation, _, rss) in gens {
             let labels = format!("{pool},generation=\"{generation}\"");
             out.sample("herd_php_resident_bytes", &labels, rss);
+        }
+    }
+    engine_states(out, pools);
+}
+
+/// A php-fpm engine's children by the state php-fpm gives them, by pool
+/// and generation; samples only where the engine was asked and answered.
+fn engine_states(out: &mut Out, pools: &[&PoolStatus]) {
+    out.family(
+        "herd_php_engine_processes",
+        "gauge",
+        None,
+        "A php-fpm engine's children by the state its own status page gives them.",
+    );
+    for s in pools {
+        let pool = pool_label(s);
+        // (generation, state) -> children, in a stable order.
+        let mut counts: std::collections::BTreeMap<(u32, String), u64> = Default::default();
+        for p in &s.processes {
+            for e in p.group.iter().filter_map(|m| m.engine.as_ref()) {
+                let state = e.state.to_lowercase().replace(' ', "_");
+                *counts.entry((p.generation, state)).or_default() += 1;
+            }
+        }
+        for ((generation, state), n) in &counts {
+            let labels = format!(
+                "{pool},generation=\"{generation}\",state=\"{}\"",
+                escape(state)
+            );
+            out.sample("herd_php_engine_processes", &labels, n);
         }
     }
 }

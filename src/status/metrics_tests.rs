@@ -73,6 +73,7 @@ fn one_pool_has_every_family_with_its_samples() {
         "herd_generation_info{pool=\"www\",generation=\"1\",state=\"stable\"} 1",
         "herd_php_processes{pool=\"www\",generation=\"1\"} 1",
         "herd_php_resident_bytes{pool=\"www\",generation=\"1\"} 2048",
+        "herd_php_engine_processes{pool=\"www\",generation=\"1\",state=\"running\"} 1",
     ] {
         assert!(samples.contains(&line), "missing {line}:\n{text}");
     }

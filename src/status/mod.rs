@@ -367,12 +367,15 @@ pub fn parse_query(query: &str) -> (Format, bool) {
 /// herd's labelled families only, each once with a sample per pool.
 /// php-fpm's families are unlabelled, so they cannot be repeated per pool
 /// in one document; each pool's status page (`?openmetrics`) has them.
-pub fn openmetrics(pools: &[Arc<Pool>], phase: Phase) -> String {
+/// `engine`: what each pool's php-fpm groups said, by pool, where asked.
+pub fn openmetrics(pools: &[Arc<Pool>], phase: Phase, engine: &[engine::Figures]) -> String {
+    let none = engine::Figures::new();
     let snaps: Vec<PoolStatus> = pools
         .iter()
-        .map(|pool| {
+        .enumerate()
+        .map(|(i, pool)| {
             let started = SystemTime::now() - pool.started.elapsed();
-            snapshot(pool, started, phase, &engine::Figures::new())
+            snapshot(pool, started, phase, engine.get(i).unwrap_or(&none))
         })
         .collect();
     let mut out = String::new();
