@@ -250,6 +250,7 @@ pm = static
 pm.max_children = $procs
 command = $command
 env[PHP_FCGI_MAX_REQUESTS] = 0
+pm.status_path = /herd-bench-status
 EOF
         ((children)) && echo "env[PHP_FCGI_CHILDREN] = $children"
         for d in $(php_defines); do echo "php_admin_value[${d%%=*}] = ${d#*=}"; done
@@ -330,19 +331,21 @@ can_run() {
 # herd's view of contender $1: every PHP process a slot. Waits for the
 # static pool to fill, and fails when herd took a group for one slot (it
 # reads FCGI_MAX_CONNS from php-cgi), which would measure something else.
-# Read from the metrics, not `herd ctl status`: status asks a php-fpm
-# group's own status page, whose extra child php-fpm keeps ~10 s and the
-# PSS sum would count.
+# Read from herd's short status page (its idle and active processes count
+# the slots of ready workers): `herd ctl status`, `herd ctl metrics` and
+# the full pages ask a php-fpm group's own status page, whose extra child
+# php-fpm keeps ~10 s and the PSS sum would count.
 check_slots() {
-    local conf=$TMP/$1-w$WORKERS/herd.conf slots i
+    local slots i
     for ((i = 0; i < READY_DEADLINE * 10; i++)); do
-        slots=$("$HERD" ctl -c "$conf" metrics 2>/dev/null | python3 -c '
-import sys
-print(sum(int(float(l.split()[-1])) for l in sys.stdin if l.startswith("herd_slots{")))' 2>/dev/null) || slots='?'
+        slots=$("$HERD" call "${ADDR[$1]}" '/herd-bench-status?json' 2>/dev/null | tail -n 1 | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(s["idle processes"] + s["active processes"])' 2>/dev/null) || slots='?'
         [[ $slots == "$WORKERS" ]] && return 0
         sleep 0.1
     done
-    die "$1: herd counts $slots slots, not $WORKERS (herd ctl status)"
+    die "$1: herd counts $slots slots, not $WORKERS (its status page)"
 }
 
 # Called by bench() in lib.sh once contender $1 answers.
