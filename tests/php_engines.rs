@@ -148,6 +148,22 @@ fn php_fpm_as_the_engine_shares_one_opcache_and_keeps_its_sapi() {
     assert!(out.contains("4 PHP processes"), "{out}");
 }
 
+/// One request at a time goes to the php-fpm child that served the last
+/// one, its caches warm, as nginx's kept connections give php-fpm; the
+/// engine's shared socket alone would hand each to the child idle longest,
+/// in turn.
+#[test]
+fn one_request_at_a_time_goes_to_the_child_that_served_the_last() {
+    let dir = Dir::new();
+    dir.write("pid.php", "<?php echo getmypid();");
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 4, ""));
+    herd.wait_ready(1);
+    let pids: Vec<String> = (0..12).map(|_| get(&addr, "/pid.php", &herd.dir)).collect();
+    let after_first: BTreeSet<&String> = pids[1..].iter().collect();
+    assert_eq!(after_first.len(), 1, "served in turn: {pids:?}");
+}
+
 #[test]
 fn a_php_cgi_group_shares_one_opcache() {
     let dir = Dir::new();

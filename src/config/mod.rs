@@ -439,6 +439,22 @@ impl PoolConfig {
         matches!(&self.php_group, Some(g) if g.engine == PhpEngine::Fpm)
     }
 
+    /// Whether the master opens the connection for a free slot's next
+    /// request as soon as the slot is free (see `pool::dispatch`): for a
+    /// static php-fpm group, whose idle children each take one and wait on
+    /// it, so the next request goes to the child that finished last.
+    /// php-fpm closes such a connection after 5 s without a request and
+    /// counts a child waiting on one as busy: not under `pm = dynamic` or
+    /// `ondemand`, which would start children for it, nor with a
+    /// `request_terminate_timeout` under 10 s, which would stop a child
+    /// waiting on one.
+    pub fn opens_ahead(&self) -> bool {
+        let static_fpm = matches!(&self.php_group,
+            Some(g) if g.engine == PhpEngine::Fpm && g.pm == PmMode::Static);
+        let timeout = self.request_terminate_timeout;
+        static_fpm && (timeout.is_zero() || timeout >= Duration::from_secs(10))
+    }
+
     /// `request_terminate_timeout` as herd enforces it: php-fpm stops its
     /// own stuck process, where herd would stop the whole group.
     pub fn herd_terminate_timeout(&self) -> Duration {

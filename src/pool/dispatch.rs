@@ -12,8 +12,10 @@
 //!    the code it rolls back from);
 //! 2. within a rank, the longest-running worker (the smallest id: warm
 //!    caches, and the youngest idle workers are the ones scaling reaps);
-//! 3. within a worker, its lowest free slot, so requests pack onto busy
-//!    workers and leave whole ones idle.
+//! 3. within a worker, the free slot whose connection was opened ahead
+//!    last (a static php-fpm group: the child that finished last, see
+//!    [`IdleSlots::take_taken`]), then its lowest free slot, so requests
+//!    pack onto busy workers and leave whole ones idle.
 //!
 //! The set is generic over what a slot carries (the master's connection to
 //! the worker), so it is tested with plain values.
@@ -30,6 +32,9 @@ pub type WorkerId = u64;
 struct Key {
     rank: Reverse<u64>,
     worker: WorkerId,
+    /// Within a worker, the slot whose connection was opened last first
+    /// (0: none opened ahead).
+    fresh: Reverse<u64>,
     slot: u32,
 }
 
@@ -50,9 +55,16 @@ impl<C> Default for IdleSlots<C> {
 impl<C> IdleSlots<C> {
     /// Offers `slot` of `worker`, whose generation ranks `rank`.
     pub fn put(&mut self, worker: WorkerId, slot: u32, rank: u64, conn: C) {
+        self.put_fresh(worker, slot, rank, 0, conn);
+    }
+
+    /// Offers `slot` with a connection opened ahead as the `fresh`-th (a
+    /// pool-wide count): within its worker, the newest goes first.
+    pub fn put_fresh(&mut self, worker: WorkerId, slot: u32, rank: u64, fresh: u64, conn: C) {
         let key = Key {
             rank: Reverse(rank),
             worker,
+            fresh: Reverse(fresh),
             slot,
         };
         self.set.insert(key, conn);
@@ -64,14 +76,39 @@ impl<C> IdleSlots<C> {
         Some((key.worker, key.slot, conn))
     }
 
+    /// Takes the slot the next request should go to, unless its connection
+    /// opened ahead may not have been taken by the worker yet (`pending`
+    /// of the slot's worker says some connection to it waits): then the
+    /// worker's slot whose connection was opened first, the one most surely
+    /// taken.
+    pub fn take_taken(
+        &mut self,
+        pending: impl FnOnce(WorkerId) -> bool,
+    ) -> Option<(WorkerId, u32, C)> {
+        let first = *self.set.first_key_value()?.0;
+        if first.fresh.0 == 0 || !pending(first.worker) {
+            return self.take();
+        }
+        let last = Key {
+            fresh: Reverse(1),
+            slot: u32::MAX,
+            ..first
+        };
+        let oldest = *self.set.range(first..=last).next_back()?.0;
+        let conn = self.set.remove(&oldest)?;
+        Some((oldest.worker, oldest.slot, conn))
+    }
+
     /// Takes every free slot of `worker` (ranked `rank`) out of service.
     pub fn remove_worker(&mut self, worker: WorkerId, rank: u64) -> Vec<C> {
         let first = Key {
             rank: Reverse(rank),
             worker,
+            fresh: Reverse(u64::MAX),
             slot: 0,
         };
         let last = Key {
+            fresh: Reverse(0),
             slot: u32::MAX,
             ..first
         };
@@ -84,7 +121,7 @@ impl<C> IdleSlots<C> {
         let old = std::mem::take(&mut self.set);
         for (key, conn) in old {
             let rank = rank_of(key.worker);
-            self.put(key.worker, key.slot, rank, conn);
+            self.put_fresh(key.worker, key.slot, rank, key.fresh.0, conn);
         }
     }
 
@@ -159,6 +196,23 @@ mod tests {
             ]
         );
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn the_newest_connection_opened_ahead_goes_first_unless_it_may_wait() {
+        let mut s = IdleSlots::default();
+        s.put_fresh(1, 0, 3, 10, "1/0 opened 10th");
+        s.put_fresh(1, 1, 3, 12, "1/1 opened 12th");
+        s.put_fresh(1, 2, 3, 11, "1/2 opened 11th");
+        s.put(1, 3, 3, "1/3 none");
+        // Nothing waits at the worker: the newest.
+        assert_eq!(s.take_taken(|_| false).unwrap().2, "1/1 opened 12th");
+        // Something waits: the newest may be it, so the oldest.
+        assert_eq!(s.take_taken(|w| w == 1).unwrap().2, "1/0 opened 10th");
+        assert_eq!(s.take_taken(|_| true).unwrap().2, "1/2 opened 11th");
+        // Slots with nothing opened ahead, by number.
+        assert_eq!(s.take_taken(|_| true).unwrap().2, "1/3 none");
+        assert!(s.take_taken(|_| true).is_none());
     }
 
     #[test]

@@ -310,10 +310,18 @@ impl Pool {
         max_queue: usize,
     ) -> Result<Result<Lease, oneshot::Receiver<Lease>>, AcquireError> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let mut d = self.lock();
-        if let Some((id, slot, conn)) = d.idle.take() {
+        let mut guard = self.lock();
+        let d = &mut *guard;
+        let workers = &d.workers;
+        let taken = d.idle.take_taken(|id| {
+            workers
+                .get(&id)
+                .and_then(|e| e.listener.as_ref())
+                .is_some_and(|l| connections_wait(l))
+        });
+        if let Some((id, slot, conn)) = taken {
             d.mark_busy(id, slot, info, &self.counters);
-            return Ok(Ok(self.lease(&d, id, slot, conn)));
+            return Ok(Ok(self.lease(d, id, slot, conn)));
         }
         if d.unavailable.is_some() {
             return Err(AcquireError::NoWorkers);
@@ -474,8 +482,25 @@ impl Pool {
             }
         }
         let rank = d.workers[&id].rank;
-        d.idle.put(id, slot, rank, conn);
+        if conn.spare_order().is_none() && self.config().opens_ahead() {
+            conn.open_spare();
+        }
+        let fresh = conn.spare_order().unwrap_or(0);
+        d.idle.put_fresh(id, slot, rank, fresh, conn);
     }
+}
+
+/// Whether connections wait in `listener`'s queue, not yet accepted.
+fn connections_wait(listener: &std::os::unix::net::UnixListener) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call; a zero timeout never blocks.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & libc::POLLIN != 0
 }
 
 impl Drop for Lease {

@@ -87,6 +87,9 @@ pub struct WorkerEntry {
     /// Gets no new request; stopped when its last one ends.
     pub retiring: bool,
     pub last: Option<LastRequest>,
+    /// A copy of the socket a php-fpm group listens on, kept to see
+    /// whether connections wait in its queue (see `IdleSlots::take_taken`).
+    pub listener: Option<Arc<std::os::unix::net::UnixListener>>,
 }
 
 impl WorkerEntry {
@@ -104,6 +107,7 @@ impl WorkerEntry {
             requests: 0,
             retiring: false,
             last: None,
+            listener: None,
         }
     }
 

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::quiet::Quiet;
 use bytes::BytesMut;
@@ -13,7 +15,13 @@ pub struct WorkerConn {
     pub socket: Arc<Path>,
     stream: Option<Quiet>,
     pub buf: BytesMut,
+    /// A connection opened ahead of the next request, when it was opened,
+    /// and its place in the pool-wide order of such connections.
+    spare: Option<(socket2::Socket, Instant, u64)>,
 }
+
+/// Counts the connections opened ahead, pool-wide order.
+static SPARES: AtomicU64 = AtomicU64::new(1);
 
 impl WorkerConn {
     pub fn new(socket: Arc<Path>, stream: Option<Quiet>) -> WorkerConn {
@@ -21,7 +29,42 @@ impl WorkerConn {
             socket,
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
+            spare: None,
         }
+    }
+
+    /// Opens the connection for the slot's next request now, while the
+    /// slot is free (`PoolConfig::opens_ahead`): an idle php-fpm child takes
+    /// it at once and waits on it, so connecting and accepting are done
+    /// before the request comes, and, with every idle child waiting on a
+    /// slot's connection, the one opened last is taken by the child that
+    /// finished last. A connection nobody takes yet waits in the group's
+    /// queue as a new one would.
+    pub fn open_spare(&mut self) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::UNIX,
+            socket2::Type::STREAM.nonblocking().cloexec(),
+            None,
+        );
+        let Ok(socket) = socket else { return };
+        let Ok(addr) = socket2::SockAddr::unix(&*self.socket) else {
+            return;
+        };
+        if socket.connect(&addr).is_ok() {
+            let order = SPARES.fetch_add(1, Ordering::Relaxed);
+            self.spare = Some((socket, Instant::now(), order));
+        }
+    }
+
+    /// The connection opened ahead, unless it is older than `max_age`.
+    pub fn take_spare(&mut self, max_age: Duration) -> Option<socket2::Socket> {
+        let (socket, opened, _) = self.spare.take()?;
+        (opened.elapsed() < max_age).then_some(socket)
+    }
+
+    /// The place of the connection opened ahead in the pool-wide order.
+    pub fn spare_order(&self) -> Option<u64> {
+        self.spare.as_ref().map(|s| s.2)
     }
 
     /// The open stream, unless the worker closed it while it was idle

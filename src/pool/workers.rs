@@ -13,6 +13,14 @@ impl Pool {
         self.lock().workers.insert(id, entry);
     }
 
+    /// Keeps a copy of the socket a php-fpm group listens on (see
+    /// `WorkerEntry::listener`).
+    pub fn watch_listener(&self, id: WorkerId, listener: std::os::unix::net::UnixListener) {
+        if let Some(e) = self.lock().workers.get_mut(&id) {
+            e.listener = Some(std::sync::Arc::new(listener));
+        }
+    }
+
     /// A worker passed its readiness gate: each of its slots (one
     /// connection each) takes traffic from now on.
     pub fn worker_ready(&self, id: WorkerId, conns: Vec<WorkerConn>) {

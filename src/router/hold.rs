@@ -15,6 +15,10 @@ use crate::pool::WorkerConn;
 use crate::pool::hangups::{Hangups, Watch};
 use crate::quiet::Quiet;
 
+/// How long a connection opened ahead may wait for its request: php-fpm
+/// closes one that brings nothing for 5 s.
+const SPARE_AGE: Duration = Duration::from_secs(4);
+
 /// A request sent, its response held until the worker hangs up.
 pub(super) struct Holding<'a> {
     // Dropped first: the watch is forgotten before the socket closes.
@@ -22,26 +26,39 @@ pub(super) struct Holding<'a> {
     socket: socket2::Socket,
 }
 
-/// Connects to the worker and sends `head` without the reactor. `None`
+/// Sends `head` to the worker without the reactor, on the connection the
+/// slot opened ahead (see `WorkerConn::open_spare`) while it is young
+/// enough and takes it, else on a new one. `None`
 /// when nothing was sent (the usual path then tries, and reports, itself).
 /// A head the socket took only part of is finished on the usual path:
 /// `Err` carries the connection, registered, and what is left to send.
 pub(super) fn send<'a>(
-    conn: &WorkerConn,
+    conn: &mut WorkerConn,
     hangups: &'a Hangups,
     head: &[u8],
     hold: Duration,
 ) -> Option<Result<Holding<'a>, (Quiet, usize)>> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::UNIX,
-        socket2::Type::STREAM.nonblocking().cloexec(),
-        None,
-    )
-    .ok()?;
-    socket
-        .connect(&socket2::SockAddr::unix(&*conn.socket).ok()?)
-        .ok()?;
-    let sent = socket.send_with_flags(head, libc::MSG_NOSIGNAL).ok()?;
+    let spare = conn
+        .take_spare(SPARE_AGE)
+        .and_then(|s| Some((s.send_with_flags(head, libc::MSG_NOSIGNAL).ok()?, s)));
+    let (sent, socket) = match spare {
+        Some((sent, socket)) => (sent, socket),
+        None => {
+            let socket = socket2::Socket::new(
+                socket2::Domain::UNIX,
+                socket2::Type::STREAM.nonblocking().cloexec(),
+                None,
+            )
+            .ok()?;
+            socket
+                .connect(&socket2::SockAddr::unix(&*conn.socket).ok()?)
+                .ok()?;
+            (
+                socket.send_with_flags(head, libc::MSG_NOSIGNAL).ok()?,
+                socket,
+            )
+        }
+    };
     if sent < head.len() {
         return Some(Err((Quiet::new(socket).ok()?, sent)));
     }

@@ -129,6 +129,12 @@ impl Supervisor {
         self.next_id += 1;
         let socket = self.sockets.worker_socket(self.index, id);
         let listener = spawn::bind_worker_socket(&socket)?;
+        // A php-fpm group's queue is watched (see `pool::dispatch`).
+        let watch = g
+            .cfg
+            .runs_php_fpm()
+            .then(|| listener.try_clone().ok())
+            .flatten();
         let (out_read, out_write) = output_pipe(&g.cfg)?;
         let child = spawn::spawn(spawn::SpawnSpec {
             pool: &g.cfg,
@@ -158,6 +164,9 @@ impl Supervisor {
             )
         });
         self.register_worker(id, generation, handle, socket, hard);
+        if let Some(listener) = watch {
+            self.pool.watch_listener(id, listener);
+        }
         if let Some(p) = self.procs.get_mut(&id) {
             p.last_words = words;
         }
