@@ -442,17 +442,16 @@ impl PoolConfig {
     /// Whether the master opens the connection for a free slot's next
     /// request as soon as the slot is free (see `pool::dispatch`): for a
     /// static php-fpm group, whose idle children each take one and wait on
-    /// it, so the next request goes to the child that finished last.
-    /// php-fpm closes such a connection after 5 s without a request and
-    /// counts a child waiting on one as busy: not under `pm = dynamic` or
-    /// `ondemand`, which would start children for it, nor with a
-    /// `request_terminate_timeout` under 10 s, which would stop a child
-    /// waiting on one.
+    /// it, so the next request goes to the child that finished last. A
+    /// child waiting on one is idle to php-fpm (its request, and
+    /// `request_terminate_timeout`, start when data comes), and php-fpm
+    /// closes one that brings nothing for 5 s. Not under `pm = ondemand`,
+    /// whose master starts a child for every connection that waits, nor
+    /// `dynamic`, where fewer children than slots may run and the rest
+    /// would only wait in the queue.
     pub fn opens_ahead(&self) -> bool {
-        let static_fpm = matches!(&self.php_group,
-            Some(g) if g.engine == PhpEngine::Fpm && g.pm == PmMode::Static);
-        let timeout = self.request_terminate_timeout;
-        static_fpm && (timeout.is_zero() || timeout >= Duration::from_secs(10))
+        matches!(&self.php_group,
+            Some(g) if g.engine == PhpEngine::Fpm && g.pm == PmMode::Static)
     }
 
     /// `request_terminate_timeout` as herd enforces it: php-fpm stops its
