@@ -481,8 +481,10 @@ impl Pool {
                 }
             }
         }
-        let rank = d.workers[&id].rank;
-        if conn.spare_order().is_none() && self.config().opens_ahead() {
+        let entry = &d.workers[&id];
+        let rank = entry.rank;
+        // A worker whose queue herd watches opens connections ahead.
+        if entry.listener.is_some() && conn.spare_order().is_none() {
             conn.open_spare();
         }
         let fresh = conn.spare_order().unwrap_or(0);

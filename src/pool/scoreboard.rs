@@ -87,8 +87,10 @@ pub struct WorkerEntry {
     /// Gets no new request; stopped when its last one ends.
     pub retiring: bool,
     pub last: Option<LastRequest>,
-    /// A copy of the socket a php-fpm group listens on, kept to see
-    /// whether connections wait in its queue (see `IdleSlots::take_taken`).
+    /// A copy of the socket a static php-fpm group listens on
+    /// (`PoolConfig::opens_ahead`): its free slots open their connections
+    /// ahead, and the copy shows whether any waits in its queue (see
+    /// `IdleSlots::take_taken`).
     pub listener: Option<Arc<std::os::unix::net::UnixListener>>,
 }
 

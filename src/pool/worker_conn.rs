@@ -16,11 +16,11 @@ pub struct WorkerConn {
     stream: Option<Quiet>,
     pub buf: BytesMut,
     /// A connection opened ahead of the next request, when it was opened,
-    /// and its place in the pool-wide order of such connections.
+    /// and its place in the order such connections were opened.
     spare: Option<(socket2::Socket, Instant, u64)>,
 }
 
-/// Counts the connections opened ahead, pool-wide order.
+/// Counts the connections opened ahead: their order.
 static SPARES: AtomicU64 = AtomicU64::new(1);
 
 impl WorkerConn {
@@ -41,19 +41,22 @@ impl WorkerConn {
     /// finished last. A connection nobody takes yet waits in the group's
     /// queue as a new one would.
     pub fn open_spare(&mut self) {
+        if let Ok(socket) = self.connect_raw() {
+            let order = SPARES.fetch_add(1, Ordering::Relaxed);
+            self.spare = Some((socket, Instant::now(), order));
+        }
+    }
+
+    /// A new non-blocking connection to the worker that the reactor does
+    /// not watch (see the router's `hold`).
+    pub fn connect_raw(&self) -> std::io::Result<socket2::Socket> {
         let socket = socket2::Socket::new(
             socket2::Domain::UNIX,
             socket2::Type::STREAM.nonblocking().cloexec(),
             None,
-        );
-        let Ok(socket) = socket else { return };
-        let Ok(addr) = socket2::SockAddr::unix(&*self.socket) else {
-            return;
-        };
-        if socket.connect(&addr).is_ok() {
-            let order = SPARES.fetch_add(1, Ordering::Relaxed);
-            self.spare = Some((socket, Instant::now(), order));
-        }
+        )?;
+        socket.connect(&socket2::SockAddr::unix(&*self.socket)?)?;
+        Ok(socket)
     }
 
     /// The connection opened ahead, unless it is older than `max_age`.
@@ -62,7 +65,8 @@ impl WorkerConn {
         (opened.elapsed() < max_age).then_some(socket)
     }
 
-    /// The place of the connection opened ahead in the pool-wide order.
+    /// The place of the connection opened ahead in the order they were
+    /// opened.
     pub fn spare_order(&self) -> Option<u64> {
         self.spare.as_ref().map(|s| s.2)
     }

@@ -13,7 +13,8 @@ impl Pool {
         self.lock().workers.insert(id, entry);
     }
 
-    /// Keeps a copy of the socket a php-fpm group listens on (see
+    /// Keeps a copy of the socket a static php-fpm group listens on; its
+    /// free slots open their connections ahead from then on (see
     /// `WorkerEntry::listener`).
     pub fn watch_listener(&self, id: WorkerId, listener: std::os::unix::net::UnixListener) {
         if let Some(e) = self.lock().workers.get_mut(&id) {

@@ -44,15 +44,7 @@ pub(super) fn send<'a>(
     let (sent, socket) = match spare {
         Some((sent, socket)) => (sent, socket),
         None => {
-            let socket = socket2::Socket::new(
-                socket2::Domain::UNIX,
-                socket2::Type::STREAM.nonblocking().cloexec(),
-                None,
-            )
-            .ok()?;
-            socket
-                .connect(&socket2::SockAddr::unix(&*conn.socket).ok()?)
-                .ok()?;
+            let socket = conn.connect_raw().ok()?;
             (
                 socket.send_with_flags(head, libc::MSG_NOSIGNAL).ok()?,
                 socket,

@@ -129,10 +129,11 @@ impl Supervisor {
         self.next_id += 1;
         let socket = self.sockets.worker_socket(self.index, id);
         let listener = spawn::bind_worker_socket(&socket)?;
-        // A php-fpm group's queue is watched (see `pool::dispatch`).
+        // A static php-fpm group's queue is watched, and its free slots
+        // open their connections ahead (see `pool::dispatch`).
         let watch = g
             .cfg
-            .runs_php_fpm()
+            .opens_ahead()
             .then(|| listener.try_clone().ok())
             .flatten();
         let (out_read, out_write) = output_pipe(&g.cfg)?;
