@@ -130,11 +130,13 @@ impl Master {
                 // php-fpm groups are asked for their own figures first: a
                 // task, so the master goes on meanwhile.
                 tokio::spawn(async move {
-                    let mut json = Vec::with_capacity(pools.len());
-                    for pool in &pools {
-                        let engine = status::engine::collect(pool).await;
-                        json.push(pool_json(pool, phase, &engine));
-                    }
+                    let asks = pools.iter().map(status::engine::collect);
+                    let engine = futures_util::future::join_all(asks).await;
+                    let json: Vec<Value> = pools
+                        .iter()
+                        .zip(&engine)
+                        .map(|(pool, engine)| pool_json(pool, phase, engine))
+                        .collect();
                     let _ = reply.send(Line::Done(Done {
                         done: true,
                         ok: true,
