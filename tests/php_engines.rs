@@ -164,6 +164,60 @@ fn one_request_at_a_time_goes_to_the_child_that_served_the_last() {
     assert_eq!(after_first.len(), 1, "served in turn: {pids:?}");
 }
 
+/// Bytes waiting unread on the client's side of a unix connection.
+fn stalled_bytes(conn: &std::os::unix::net::UnixStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer.
+    unsafe { libc::ioctl(conn.as_raw_fd(), libc::FIONREAD, &mut n) };
+    n as usize
+}
+
+/// A client that reads none of its responses keeps no PHP process: once
+/// the client's socket is full, the held response waits for it with the
+/// slot already free, and the one child serves another client at once.
+#[test]
+fn a_client_that_reads_nothing_does_not_keep_the_child() {
+    let dir = Dir::new();
+    dir.write("big.php", "<?php echo str_repeat('x', 50000);");
+    dir.write("pid.php", "<?php echo getmypid();");
+    let sock = dir.join("herd.sock");
+    let addr = sock.to_str().unwrap().to_string();
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 1, ""));
+    herd.wait_ready(1);
+    let big = herd.dir.join("big.php");
+    let raw = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let watch = raw.try_clone().unwrap();
+    let mut stalled = fcgi::Conn::from_stream(Box::new(raw));
+    // 16 responses of 50 KB: more than a unix socket takes unread.
+    const SENT: u16 = 16;
+    for id in 1..=SENT {
+        stalled.send(&fcgi::request_bytes(
+            id,
+            "/big.php",
+            true,
+            &[("SCRIPT_FILENAME", big.to_str().unwrap())],
+            b"",
+        ));
+    }
+    // Once the client's socket is full (its replies unread)...
+    wait_for("the stalled client's socket to fill", LIMIT, || {
+        (stalled_bytes(&watch) > 150_000).then_some(())
+    });
+    // ...another client is answered at once: request.read_timeout is 30 s,
+    // and a slot held for the stalled client would show here.
+    let asked = Instant::now();
+    let pid = get(&addr, "/pid.php", &herd.dir);
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert!(pid.parse::<u32>().is_ok(), "{pid}");
+    // The stalled client loses nothing.
+    for id in 1..=SENT {
+        let r = stalled.reply(id).expect("every reply");
+        assert_eq!(r.body().len(), 50000, "reply {id}");
+    }
+}
+
 #[test]
 fn a_php_cgi_group_shares_one_opcache() {
     let dir = Dir::new();

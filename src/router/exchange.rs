@@ -5,6 +5,7 @@
 //! exchange came to for the lease.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -152,7 +153,11 @@ where
         }
     };
     match end {
-        RelayEnd::Ended { client_ok, tail } => {
+        RelayEnd::Ended {
+            client_ok,
+            tail,
+            engine,
+        } => {
             let clean = lease.conn.as_ref().is_some_and(|c| c.buf_is_empty());
             // The worker may not have read our FCGI_ABORT_REQUEST yet;
             // php-cgi, reading it as the next request, would drop the
@@ -166,6 +171,17 @@ where
             log.status = response::status_of(&log.head).unwrap_or(200);
             lease.usage = measured.and_then(usage::finish);
             log.usage = lease.usage;
+            // The response goes to the client before the worker's connection
+            // is closed and the slot's next one opened (`release`): those
+            // system calls wait, not the client. Only as far as the client's
+            // socket takes it at once: a slow client never holds the slot.
+            let mut write = std::pin::pin!(write_client(client, &tail, cfg.request_read_timeout));
+            let written = if client_ok {
+                std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await
+            } else {
+                Poll::Ready(false)
+            };
+            drop(engine);
             pool.release(
                 lease,
                 if clean {
@@ -174,8 +190,10 @@ where
                     Outcome::Broken
                 },
             );
-            let client_ok =
-                client_ok && write_client(client, &tail, cfg.request_read_timeout).await;
+            let client_ok = match written {
+                Poll::Ready(ok) => ok,
+                Poll::Pending => write.await,
+            };
             Attempt::Answered { client_ok }
         }
         RelayEnd::WorkerLost { sent_any } => {
@@ -205,9 +223,9 @@ fn whole(
 ) -> RelayEnd {
     let lost = RelayEnd::WorkerLost { sent_any: false };
     let buf = &mut conn.buf;
-    if holding.read_all(buf).is_err() {
+    let Ok(engine) = holding.read_all(buf) else {
         return lost;
-    }
+    };
     match scan(buf, id) {
         Ok((complete, true)) => {
             let tail = buf.split_to(complete);
@@ -217,6 +235,7 @@ fn whole(
             RelayEnd::Ended {
                 client_ok: true,
                 tail,
+                engine: Some(engine),
             }
         }
         // It hung up before its response ended.
@@ -315,9 +334,12 @@ pub(super) async fn aborted(abort: &mut watch::Receiver<bool>) {
 enum RelayEnd {
     /// `tail` holds the last records, up to `FCGI_END_REQUEST`, still to be
     /// written to the client.
+    /// `engine`: a held response's connection, closed once the client has
+    /// the response.
     Ended {
         client_ok: bool,
         tail: BytesMut,
+        engine: Option<socket2::Socket>,
     },
     WorkerLost {
         sent_any: bool,
@@ -360,6 +382,7 @@ where
                 return RelayEnd::Ended {
                     client_ok,
                     tail: chunk,
+                    engine: None,
                 };
             }
             if client_ok {

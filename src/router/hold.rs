@@ -61,9 +61,13 @@ pub(super) fn send<'a>(
 }
 
 impl Holding<'_> {
-    /// After the hangup: everything the worker sent, read into `buf`.
-    pub fn read_all(self, buf: &mut BytesMut) -> io::Result<()> {
-        let fd = self.socket.as_raw_fd();
+    /// After the hangup: everything the worker sent, read into `buf`. The
+    /// socket is handed back, to be closed when the caller is done.
+    pub fn read_all(self, buf: &mut BytesMut) -> io::Result<socket2::Socket> {
+        let Holding { watch, socket } = self;
+        // Forgotten before the socket can close.
+        drop(watch);
+        let fd = socket.as_raw_fd();
         buf.clear();
         loop {
             buf.reserve(super::exchange::READ_ROOM);
@@ -79,7 +83,7 @@ impl Holding<'_> {
                 )
             };
             match n {
-                0 => return Ok(()),
+                0 => return Ok(socket),
                 n if n > 0 => {
                     // SAFETY: the kernel initialised the `n` bytes it wrote.
                     unsafe { buf.set_len(buf.len() + n as usize) };
@@ -87,7 +91,7 @@ impl Holding<'_> {
                     // that hung up sends nothing more. (A read to learn it
                     // again would cost a system call a request.)
                     if (n as usize) < room {
-                        return Ok(());
+                        return Ok(socket);
                     }
                 }
                 _ => {
@@ -95,7 +99,7 @@ impl Holding<'_> {
                     // A peer that shut down its side only (php-fpm, which
                     // reads on until we close) leaves no EOF to read.
                     return match e.kind() {
-                        io::ErrorKind::WouldBlock => Ok(()),
+                        io::ErrorKind::WouldBlock => Ok(socket),
                         io::ErrorKind::Interrupted => continue,
                         _ => Err(e),
                     };
