@@ -164,6 +164,36 @@ fn one_request_at_a_time_goes_to_the_child_that_served_the_last() {
     assert_eq!(after_first.len(), 1, "served in turn: {pids:?}");
 }
 
+/// The child that served the last request keeps getting the next one
+/// past php-fpm's own limit: php-fpm closes a connection that brings no
+/// request for 5 s and its child goes back to accepting, where it would take
+/// the next connection herd opens ahead for any slot (the child waiting
+/// longest first) and requests would go round the children. Requests come
+/// every 100 ms for 9 s, so the three other children pass that limit.
+#[test]
+fn the_warm_child_keeps_the_requests_past_php_fpm_s_idle_limit() {
+    let dir = Dir::new();
+    dir.write("pid.php", "<?php echo getmypid();");
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 4, ""));
+    herd.wait_ready(1);
+    let started = Instant::now();
+    let mut pids = Vec::new();
+    while started.elapsed() < Duration::from_secs(9) && pids.len() < 200 {
+        pids.push(get(&addr, "/pid.php", &herd.dir));
+        thread::sleep(Duration::from_millis(100));
+    }
+    let last = pids.last().unwrap().clone();
+    let by_last = pids[1..].iter().filter(|p| **p == last).count();
+    // Without the connections renewed, from the 5th second on the
+    // requests go round the children: 83% by the last child in one run.
+    assert!(
+        by_last * 20 >= (pids.len() - 1) * 19,
+        "{by_last} of {} requests after the first by {last}: {pids:?}",
+        pids.len() - 1
+    );
+}
+
 /// Bytes waiting unread on the client's side of a unix connection.
 fn stalled_bytes(conn: &std::os::unix::net::UnixStream) -> usize {
     use std::os::fd::AsRawFd;

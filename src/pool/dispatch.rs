@@ -99,6 +99,11 @@ impl<C> IdleSlots<C> {
         Some((oldest.worker, oldest.slot, conn))
     }
 
+    /// Every free slot's connection.
+    pub fn conns_mut(&mut self) -> impl Iterator<Item = &mut C> {
+        self.set.values_mut()
+    }
+
     /// Takes every free slot of `worker` (ranked `rank`) out of service.
     pub fn remove_worker(&mut self, worker: WorkerId, rank: u64) -> Vec<C> {
         let first = Key {

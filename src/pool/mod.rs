@@ -15,7 +15,7 @@ pub mod hangups;
 mod histogram;
 mod scoreboard;
 pub mod usage;
-mod worker_conn;
+pub mod worker_conn;
 mod workers;
 
 use std::collections::{BTreeMap, VecDeque};

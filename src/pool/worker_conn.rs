@@ -20,6 +20,13 @@ pub struct WorkerConn {
     spare: Option<(socket2::Socket, Instant, u64)>,
 }
 
+/// How long a connection opened ahead may wait for its request: php-fpm
+/// closes one that brings nothing for 5 s.
+pub const SPARE_AGE: Duration = Duration::from_secs(4);
+/// When one is replaced (see [`WorkerConn::renew_spare`]); the supervisor
+/// looks once a second, so none reaches [`SPARE_AGE`].
+pub const SPARE_RENEW: Duration = Duration::from_millis(2500);
+
 /// Counts the connections opened ahead: their order.
 static SPARES: AtomicU64 = AtomicU64::new(1);
 
@@ -43,6 +50,26 @@ impl WorkerConn {
     pub fn open_spare(&mut self) {
         if let Ok(socket) = self.connect_raw() {
             let order = SPARES.fetch_add(1, Ordering::Relaxed);
+            self.spare = Some((socket, Instant::now(), order));
+        }
+    }
+
+    /// Replaces the connection opened ahead once it is `after` old, keeping
+    /// its place in the order. php-fpm gives a connection 5 s to bring a
+    /// request, then closes it and its child goes back to accepting; a child
+    /// back in accept takes the next connection opened ahead for any slot,
+    /// before the child that finished last, and the newest connection no
+    /// longer leads to the warmest child. The new one is opened before the
+    /// old one closes, so the child that held the old one takes it.
+    pub fn renew_spare(&mut self, after: Duration) {
+        let Some((_, opened, order)) = &self.spare else {
+            return;
+        };
+        if opened.elapsed() < after {
+            return;
+        }
+        let order = *order;
+        if let Ok(socket) = self.connect_raw() {
             self.spare = Some((socket, Instant::now(), order));
         }
     }
@@ -115,4 +142,39 @@ impl WorkerConn {
 /// (or misbehaves). Costs no system call while the reactor has seen nothing.
 fn closed_while_idle(stream: &Quiet) -> bool {
     !matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn a_renewed_connection_keeps_its_place_and_the_old_one_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let mut conn = WorkerConn::new(Arc::from(path.as_path()), None);
+        conn.open_spare();
+        let order = conn.spare_order().expect("opened ahead");
+        let (mut first, _) = listener.accept().unwrap();
+
+        // Young: left alone.
+        conn.renew_spare(Duration::from_secs(3600));
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "nothing new while it is young");
+
+        conn.renew_spare(Duration::ZERO);
+        assert_eq!(conn.spare_order(), Some(order), "same place in the order");
+        let (mut second, _) = listener.accept().expect("a new connection");
+        // The old one is closed: its reader sees the end.
+        assert_eq!(first.read(&mut [0u8; 1]).unwrap(), 0);
+        // The new one is the one a request goes out on.
+        let spare = conn.take_spare(SPARE_AGE).expect("young enough");
+        spare.send(b"x").unwrap();
+        let mut got = [0u8; 1];
+        second.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"x");
+    }
 }

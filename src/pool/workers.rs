@@ -22,6 +22,14 @@ impl Pool {
         }
     }
 
+    /// Replaces the connections opened ahead that near php-fpm's limit
+    /// (see `WorkerConn::renew_spare`); called once a second.
+    pub fn renew_spares(&self) {
+        for conn in self.lock().idle.conns_mut() {
+            conn.renew_spare(super::worker_conn::SPARE_RENEW);
+        }
+    }
+
     /// A worker passed its readiness gate: each of its slots (one
     /// connection each) takes traffic from now on.
     pub fn worker_ready(&self, id: WorkerId, conns: Vec<WorkerConn>) {

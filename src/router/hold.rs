@@ -13,11 +13,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::pool::WorkerConn;
 use crate::pool::hangups::{Hangups, Watch};
+use crate::pool::worker_conn::SPARE_AGE;
 use crate::quiet::Quiet;
-
-/// How long a connection opened ahead may wait for its request: php-fpm
-/// closes one that brings nothing for 5 s.
-const SPARE_AGE: Duration = Duration::from_secs(4);
 
 /// A request sent, its response held until the worker hangs up.
 pub(super) struct Holding<'a> {

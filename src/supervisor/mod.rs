@@ -219,6 +219,7 @@ impl Supervisor {
         let due = now >= self.next_tick;
         if due {
             self.next_tick = now + scaling::TICK;
+            self.pool.renew_spares();
         }
         self.forgive_failures(now);
         self.enforce_finish_by(now);
