@@ -148,10 +148,20 @@ fn php_fpm_as_the_engine_shares_one_opcache_and_keeps_its_sapi() {
     assert!(out.contains("4 PHP processes"), "{out}");
 }
 
+/// How often a request went to another child than the request before it,
+/// the first request aside.
+fn switches(pids: &[String]) -> usize {
+    pids.windows(2).skip(1).filter(|w| w[0] != w[1]).count()
+}
+
 /// One request at a time goes to the php-fpm child that served the last
 /// one, its caches warm, as nginx's kept connections give php-fpm; the
 /// engine's shared socket alone would hand each to the child idle longest,
-/// in turn.
+/// in turn, switching every time. The requests are 20 ms apart: one sent
+/// the moment the last is answered may find that child not back at its
+/// socket yet and go to one that is (see `IdleSlots::take_taken`); a busy
+/// machine makes that likelier (6 to 21 switches in 39 back to back with
+/// both CPUs kept busy besides).
 #[test]
 fn one_request_at_a_time_goes_to_the_child_that_served_the_last() {
     let dir = Dir::new();
@@ -159,9 +169,14 @@ fn one_request_at_a_time_goes_to_the_child_that_served_the_last() {
     let addr = format!("127.0.0.1:{}", support::free_port());
     let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 4, ""));
     herd.wait_ready(1);
-    let pids: Vec<String> = (0..12).map(|_| get(&addr, "/pid.php", &herd.dir)).collect();
-    let after_first: BTreeSet<&String> = pids[1..].iter().collect();
-    assert_eq!(after_first.len(), 1, "served in turn: {pids:?}");
+    let pids: Vec<String> = (0..40)
+        .map(|_| {
+            thread::sleep(Duration::from_millis(20));
+            get(&addr, "/pid.php", &herd.dir)
+        })
+        .collect();
+    let switched = switches(&pids);
+    assert!(switched <= 4, "{switched} switches in 39: {pids:?}");
 }
 
 /// The child that served the last request keeps getting the next one
@@ -183,13 +198,12 @@ fn the_warm_child_keeps_the_requests_past_php_fpm_s_idle_limit() {
         pids.push(get(&addr, "/pid.php", &herd.dir));
         thread::sleep(Duration::from_millis(100));
     }
-    let last = pids.last().unwrap().clone();
-    let by_last = pids[1..].iter().filter(|p| **p == last).count();
     // Without the connections renewed, from the 5th second on the
-    // requests go round the children: 83% by the last child in one run.
+    // requests go round the children: 9 switches in 87 in one run.
+    let switched = switches(&pids);
     assert!(
-        by_last * 20 >= (pids.len() - 1) * 19,
-        "{by_last} of {} requests after the first by {last}: {pids:?}",
+        switched <= 2,
+        "{switched} switches in {}: {pids:?}",
         pids.len() - 1
     );
 }
