@@ -51,6 +51,12 @@ pub(super) fn send<'a>(
     if sent < head.len() {
         return Some(Err((Quiet::new(socket).ok()?, sent)));
     }
+    // The whole request is out, so our side shuts down. PHP's FastCGI layer
+    // ends a response on a connection it does not keep by shutting its own
+    // side down and reading until the other end closes (`fcgi_close`):
+    // finding ours already shut, it closes at once and goes on to its next
+    // request, instead of sleeping until the master wakes and closes.
+    let _ = socket.shutdown(std::net::Shutdown::Write);
     match hangups.watch(&socket, hold) {
         Ok(watch) => Some(Ok(Holding { watch, socket })),
         Err(_) => Some(Err((Quiet::new(socket).ok()?, sent))),
@@ -93,8 +99,8 @@ impl Holding<'_> {
                 }
                 _ => {
                     let e = io::Error::last_os_error();
-                    // A peer that shut down its side only (php-fpm, which
-                    // reads on until we close) leaves no EOF to read.
+                    // A peer that shut down its side but has not closed it
+                    // yet leaves no EOF to read.
                     return match e.kind() {
                         io::ErrorKind::WouldBlock => Ok(socket),
                         io::ErrorKind::Interrupted => continue,
@@ -121,4 +127,50 @@ pub(super) async fn finish_send(conn: &mut WorkerConn, rest: &[u8]) -> io::Resul
     let stream = stream.ok_or(io::ErrorKind::NotConnected)?;
     let (_, mut to_worker) = stream.split();
     to_worker.write_all(rest).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use crate::pool::hangups::Wake;
+
+    /// The worker's side of a held request ends as PHP's `fcgi_close` ends a
+    /// connection it does not keep: it writes its response, shuts its side
+    /// down and reads until the master's side is done. It reads the end at
+    /// once, while the master still holds the socket.
+    #[tokio::test]
+    async fn a_held_request_s_worker_reads_its_end_without_waiting_for_the_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let hangups = Hangups::start().unwrap();
+        let mut conn = WorkerConn::new(Arc::<Path>::from(path.as_path()), None);
+        let Some(Ok(mut holding)) = send(&mut conn, &hangups, b"request", Duration::from_secs(5))
+        else {
+            panic!("sent whole and held");
+        };
+        let (mut worker, _) = listener.accept().unwrap();
+        let mut got = [0u8; 7];
+        worker.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"request");
+        worker.write_all(b"response").unwrap();
+        worker.shutdown(std::net::Shutdown::Write).unwrap();
+        worker
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let n = worker
+            .read(&mut [0u8; 8])
+            .expect("the end, not a wait for the master's close");
+        assert_eq!(n, 0);
+        assert_eq!(holding.watch.wait().await, Wake::HungUp);
+        let mut buf = BytesMut::new();
+        let socket = holding.read_all(&mut buf).unwrap();
+        assert_eq!(&buf[..], b"response");
+        drop(socket);
+    }
 }
