@@ -34,6 +34,10 @@
 #   herd-fpm-b   the same with another herd binary (--herd-b PATH, e.g. a
 #                build of an earlier commit): two builds side by side in one
 #                run. Only when named in --contenders.
+#   php-fpm-b    a second php-fpm, the same in every way: the control. Its
+#                ratios to php-fpm show how far two identical servers differ
+#                on this machine in this run, the spread every other ratio is
+#                to be read against. Only when named in --contenders.
 #
 # Each W is measured with 2×W connections (--per-worker N: N×W; 1 gives
 # php-fpm's children one connection each, so none is left waiting), nginx →
@@ -74,7 +78,7 @@ RATE_SPEC=
 RATE_NOTE=
 BUILD=1
 KEEP_TMP=0
-ALL_CONTENDERS=(php-fpm spawn-fcgi herd-exec herd-group herd-groups herd-fpm herd-fpm-b)
+ALL_CONTENDERS=(php-fpm spawn-fcgi herd-exec herd-group herd-groups herd-fpm herd-fpm-b php-fpm-b)
 SERVERS=php-fpm,spawn-fcgi,herd-exec,herd-group,herd-groups,herd-fpm
 HERD_B=
 
@@ -103,6 +107,7 @@ LABEL[herd-group]='herd group'
 LABEL[herd-groups]='herd groups'
 LABEL[herd-fpm]='herd fpm'
 LABEL[herd-fpm-b]='herd fpm (B)'
+LABEL[php-fpm-b]='php-fpm (control)'
 
 parse_args() {
     while (($#)); do
@@ -193,8 +198,9 @@ php_defines() {
 
 # --- contenders --------------------------------------------------------------
 
+# php-fpm as contender $1 (php-fpm or its control, php-fpm-b).
 start_php_fpm() {
-    local dir=$TMP/php-fpm-w$WORKERS defs=() d
+    local name=$1 dir=$TMP/$1-w$WORKERS defs=() d
     mkdir -p "$dir"
     cat >"$dir/php-fpm.conf" <<EOF
 [global]
@@ -202,7 +208,7 @@ error_log = $dir/error.log
 pid = $dir/php-fpm.pid
 
 [wiki]
-listen = ${ADDR[php-fpm]}
+listen = ${ADDR[$name]}
 listen.mode = 0666
 listen.backlog = $BACKLOG
 $(run_as_lines)
@@ -294,7 +300,7 @@ start_contender() {
     # Each W starts the contender again on the same path.
     rm -f "${ADDR[$1]}"
     case $1 in
-        php-fpm) start_php_fpm ;;
+        php-fpm | php-fpm-b) start_php_fpm "$1" ;;
         spawn-fcgi) start_spawn_fcgi_group ;;
         herd-*) start_herd "$1" ;;
     esac
@@ -305,6 +311,7 @@ describe() {
     local label=${LABEL[$1]:-$1}
     case $1 in
         php-fpm) echo "$label: pm = static, $WORKERS children (master + $WORKERS processes)." ;;
+        php-fpm-b) echo "$label: a second php-fpm, the same in every way: its ratios are the noise between two identical servers." ;;
         spawn-fcgi) echo "$label: one php-cgi with PHP_FCGI_CHILDREN=$WORKERS, one OPcache, no manager in the request path (parent + $WORKERS)." ;;
         herd-exec) echo "$label: $WORKERS php-cgi workers, one OPcache each (herd + $WORKERS)." ;;
         herd-group) echo "$label: one worker, php-cgi with PHP_FCGI_CHILDREN=$WORKERS (herd + parent + $WORKERS)." ;;
