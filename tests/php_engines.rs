@@ -179,6 +179,40 @@ fn one_request_at_a_time_goes_to_the_child_that_served_the_last() {
     assert!(switched <= 4, "{switched} switches in 39: {pids:?}");
 }
 
+/// While the child that served the last request is still finishing (here
+/// its script works on after `fastcgi_finish_request()`), the next request
+/// goes to the child that served the one before, not to the child idle
+/// longest: herd asks the kernel which of the connections it opened ahead a
+/// child has taken (`pool::accepted`). Each script works 90 ms after its
+/// response and the next request comes about 60 ms after that response, so
+/// the last child is always still at work and the one before always free
+/// again, with 30 ms to spare either way: two children take turns. Sending
+/// such a request to the child idle longest went round all eight.
+#[test]
+fn while_the_last_child_finishes_the_one_before_takes_the_request() {
+    let dir = Dir::new();
+    dir.write(
+        "late.php",
+        "<?php echo getmypid(); fastcgi_finish_request(); usleep(90000);",
+    );
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 8, ""));
+    herd.wait_ready(1);
+    let pids: Vec<String> = (0..24)
+        .map(|_| {
+            let pid = get(&addr, "/late.php", &herd.dir);
+            thread::sleep(Duration::from_millis(55));
+            pid
+        })
+        .collect();
+    let children: BTreeSet<&String> = pids.iter().collect();
+    assert!(
+        children.len() <= 3,
+        "{} children served 24 requests: {pids:?}",
+        children.len()
+    );
+}
+
 /// The child that served the last request keeps getting the next one
 /// past php-fpm's own limit: php-fpm closes a connection that brings no
 /// request for 5 s and its child goes back to accepting, where it would take

@@ -27,6 +27,12 @@ use std::collections::BTreeMap;
 /// older process.
 pub type WorkerId = u64;
 
+/// How many of a worker's newest connections opened ahead
+/// [`IdleSlots::take_taken`] asks about before it settles for the oldest:
+/// more than a few children finishing at the same moment is rare, and
+/// each question is a round trip to the kernel.
+pub const TAKEN_LOOKS: usize = 4;
+
 /// A free slot's place in the order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
@@ -79,11 +85,14 @@ impl<C> IdleSlots<C> {
     /// Takes the slot the next request should go to, unless its connection
     /// opened ahead may not have been taken by the worker yet (`pending`
     /// of the slot's worker says some connection to it waits): then the
-    /// worker's slot whose connection was opened first, the one most surely
-    /// taken.
+    /// worker's slot with the newest connection that `taken` says a
+    /// process holds, among the first [`TAKEN_LOOKS`] newest; when `taken`
+    /// cannot tell (`None`) or none is held, the slot whose connection was
+    /// opened first, the one most surely taken.
     pub fn take_taken(
         &mut self,
         pending: impl FnOnce(WorkerId) -> bool,
+        mut taken: impl FnMut(&C) -> Option<bool>,
     ) -> Option<(WorkerId, u32, C)> {
         let first = *self.set.first_key_value()?.0;
         if first.fresh.0 == 0 || !pending(first.worker) {
@@ -94,9 +103,23 @@ impl<C> IdleSlots<C> {
             slot: u32::MAX,
             ..first
         };
-        let oldest = *self.set.range(first..=last).next_back()?.0;
-        let conn = self.set.remove(&oldest)?;
-        Some((oldest.worker, oldest.slot, conn))
+        let mut held = None;
+        for (key, conn) in self.set.range(first..=last).take(TAKEN_LOOKS) {
+            match taken(conn) {
+                Some(true) => {
+                    held = Some(*key);
+                    break;
+                }
+                Some(false) => {}
+                None => break,
+            }
+        }
+        let key = match held {
+            Some(key) => key,
+            None => *self.set.range(first..=last).next_back()?.0,
+        };
+        let conn = self.set.remove(&key)?;
+        Some((key.worker, key.slot, conn))
     }
 
     /// Every free slot's connection.
@@ -210,14 +233,69 @@ mod tests {
         s.put_fresh(1, 1, 3, 12, "1/1 opened 12th");
         s.put_fresh(1, 2, 3, 11, "1/2 opened 11th");
         s.put(1, 3, 3, "1/3 none");
+        let unknown = |_: &&str| None;
         // Nothing waits at the worker: the newest.
-        assert_eq!(s.take_taken(|_| false).unwrap().2, "1/1 opened 12th");
-        // Something waits: the newest may be it, so the oldest.
-        assert_eq!(s.take_taken(|w| w == 1).unwrap().2, "1/0 opened 10th");
-        assert_eq!(s.take_taken(|_| true).unwrap().2, "1/2 opened 11th");
+        assert_eq!(
+            s.take_taken(|_| false, unknown).unwrap().2,
+            "1/1 opened 12th"
+        );
+        // Something waits and which one cannot be told: the newest may be
+        // it, so the oldest.
+        assert_eq!(
+            s.take_taken(|w| w == 1, unknown).unwrap().2,
+            "1/0 opened 10th"
+        );
+        assert_eq!(
+            s.take_taken(|_| true, unknown).unwrap().2,
+            "1/2 opened 11th"
+        );
         // Slots with nothing opened ahead, by number.
-        assert_eq!(s.take_taken(|_| true).unwrap().2, "1/3 none");
-        assert!(s.take_taken(|_| true).is_none());
+        assert_eq!(s.take_taken(|_| true, unknown).unwrap().2, "1/3 none");
+        assert!(s.take_taken(|_| true, unknown).is_none());
+    }
+
+    #[test]
+    fn while_a_connection_waits_the_newest_one_a_child_holds_goes_first() {
+        let mut s = IdleSlots::default();
+        for (slot, order) in [(0, 10), (1, 13), (2, 11), (3, 12)] {
+            s.put_fresh(1, slot, 3, order, order);
+        }
+        // The 13th waits for its child (still finishing), the 12th is held:
+        // the child that finished before the last one.
+        let mut asked = Vec::new();
+        let held = |c: &u64| {
+            asked.push(*c);
+            Some(*c != 13)
+        };
+        assert_eq!(s.take_taken(|_| true, held).unwrap().2, 12);
+        assert_eq!(asked, [13, 12]);
+        // None held among the newest asked about: the oldest.
+        assert_eq!(s.take_taken(|_| true, |_| Some(false)).unwrap().2, 10);
+        // Cannot tell part-way: the oldest, and no more questions.
+        s.put_fresh(1, 0, 3, 14, 14);
+        let mut asked = 0;
+        let answer = |c: &u64| {
+            asked += 1;
+            (*c == 14).then_some(false)
+        };
+        assert_eq!(s.take_taken(|_| true, answer).unwrap().2, 11);
+        assert_eq!(asked, 2);
+    }
+
+    #[test]
+    fn no_more_than_a_few_connections_are_asked_about() {
+        let mut s = IdleSlots::default();
+        for order in 1..=10u64 {
+            s.put_fresh(1, order as u32, 3, order, order);
+        }
+        let mut asked = 0;
+        let held = |c: &u64| {
+            asked += 1;
+            Some(*c == 1)
+        };
+        // The only one held is the oldest, past the looks: the oldest all the same.
+        assert_eq!(s.take_taken(|_| true, held).unwrap().2, 1);
+        assert_eq!(asked, TAKEN_LOOKS);
     }
 
     #[test]

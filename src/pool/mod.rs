@@ -8,6 +8,7 @@
 //! is synchronous and behind one short-held lock; the supervisor learns what
 //! it must act on (a worker to retire) through [`PoolEvent`]s.
 
+mod accepted;
 mod counters;
 mod deploy;
 pub mod dispatch;
@@ -129,6 +130,8 @@ struct Dispatch {
     workers: BTreeMap<WorkerId, WorkerEntry>,
     /// Every free slot of a ready worker, with its connection, best first.
     idle: IdleSlots<WorkerConn>,
+    /// Asks which connections opened ahead a php-fpm child holds.
+    diag: accepted::Diag,
     queue: VecDeque<Waiter>,
     /// When set, requests fail at once instead of queueing: no worker of
     /// this pool can start (crash loop).
@@ -313,12 +316,16 @@ impl Pool {
         let mut guard = self.lock();
         let d = &mut *guard;
         let workers = &d.workers;
-        let taken = d.idle.take_taken(|id| {
-            workers
-                .get(&id)
-                .and_then(|e| e.listener.as_ref())
-                .is_some_and(|l| connections_wait(l))
-        });
+        let diag = &mut d.diag;
+        let taken = d.idle.take_taken(
+            |id| {
+                workers
+                    .get(&id)
+                    .and_then(|e| e.listener.as_ref())
+                    .is_some_and(|l| connections_wait(l))
+            },
+            |conn| conn.spare_held(diag),
+        );
         if let Some((id, slot, conn)) = taken {
             d.mark_busy(id, slot, info, &self.counters);
             return Ok(Ok(self.lease(d, id, slot, conn)));

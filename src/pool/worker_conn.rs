@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::accepted::Diag;
 use crate::quiet::Quiet;
 use bytes::BytesMut;
 
@@ -90,6 +91,13 @@ impl WorkerConn {
     pub fn take_spare(&mut self, max_age: Duration) -> Option<socket2::Socket> {
         let (socket, opened, _) = self.spare.take()?;
         (opened.elapsed() < max_age).then_some(socket)
+    }
+
+    /// Whether a process holds the connection opened ahead (has accepted
+    /// it); `None` when there is none or the kernel cannot tell.
+    pub fn spare_held(&self, diag: &mut Diag) -> Option<bool> {
+        let (socket, _, _) = self.spare.as_ref()?;
+        diag.check(socket)
     }
 
     /// The place of the connection opened ahead in the order they were
