@@ -712,6 +712,108 @@ fn behind_nginx_keepalive_no_request_waits_for_work_after_fastcgi_finish_request
     assert!(herd.running());
 }
 
+/// A script that says it started (`out/started`) and answers once the test
+/// writes `out/go` (at most 20 s later); and a fast one. Returns (started,
+/// go).
+fn write_holding_scripts(dir: &Dir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = dir.shared("out");
+    let (started, go) = (out.join("started"), out.join("go"));
+    dir.write(
+        "hold.php",
+        &format!(
+            "<?php file_put_contents('{started}', 'x');\n\
+             $until = microtime(true) + 20;\n\
+             while (!file_exists('{go}') && microtime(true) < $until) {{ usleep(10000); clearstatcache(); }}\n\
+             echo 'held';",
+            started = started.display(),
+            go = go.display()
+        ),
+    );
+    dir.write("fast.php", "<?php echo 'fast';");
+    (started, go)
+}
+
+type Answer = Result<(u16, String), String>;
+
+/// Through `nginx`: `/hold.php` until it started, then `/fast.php` (given
+/// `second_within` to answer) until `queued` says where it waits, then lets
+/// the first go on. Returns both answers.
+fn hold_one_send_another(
+    nginx: &Nginx,
+    (started, go): (&std::path::Path, &std::path::Path),
+    second_within: Duration,
+    (waits, queued): (&str, &(dyn Fn() -> bool + Sync)),
+) -> (Answer, Answer) {
+    thread::scope(|s| {
+        let held = s.spawn(|| nginx.try_get("/hold.php", LIMIT));
+        wait_for("hold.php to start", LIMIT, || {
+            started.exists().then_some(())
+        });
+        let second = s.spawn(|| nginx.try_get("/fast.php", second_within));
+        wait_for(waits, LIMIT, || queued().then_some(()));
+        std::fs::write(go, "go").unwrap();
+        (held.join().unwrap(), second.join().unwrap())
+    })
+}
+
+#[test]
+fn behind_nginx_keepalive_a_request_past_the_kept_connections_is_answered() {
+    // php-fpm with one child behind nginx keeping connections, side by
+    // side: while the child serves a request on the connection nginx kept,
+    // a second request comes on a second connection and waits in php-fpm's
+    // accept queue; the child, done, goes back to reading the kept
+    // connection, and the second request waits until nginx closes that one
+    // (keepalive_timeout, or fastcgi_read_timeout's 504: a minute by
+    // default). The same with more connections than children, under load.
+    let fpm_root = Dir::new();
+    let (started, go) = write_holding_scripts(&fpm_root);
+    let fpm = support::php_fpm::PhpFpm::start(fpm_root.path(), 1, "");
+    let port: u16 = fpm.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let nginx = nginx_keeping_connections(fpm_root.path(), &fpm.addr);
+    assert_eq!(nginx.get_within("/fast.php", LIMIT), (200, "fast".into()));
+    let (held, second) = hold_one_send_another(
+        &nginx,
+        (&started, &go),
+        Duration::from_secs(3),
+        ("a second connection in php-fpm's queue", &|| {
+            support::tcp_accept_queue(port) > 0
+        }),
+    );
+    assert_eq!(held, Ok((200, "held".into())));
+    assert!(
+        second.is_err(),
+        "php-fpm answered a request on nginx's second connection while its \
+         only child had gone back to the first: {second:?}"
+    );
+    drop(nginx);
+    drop(fpm);
+
+    // herd with php-fpm as its engine, one child, the same nginx in front:
+    // the second request waits in herd's queue and is answered as soon as
+    // the child is free, whichever connection of nginx's it came on.
+    let dir = Dir::new();
+    let (started, go) = write_holding_scripts(&dir);
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(
+        dir,
+        &config(&addr, &php_fpm(), 1, "pm.status_path = /status\n"),
+    );
+    herd.wait_ready(1);
+    let nginx = nginx_keeping_connections(herd.dir.path(), &addr);
+    assert_eq!(nginx.get_within("/fast.php", LIMIT), (200, "fast".into()));
+    let (held, second) = hold_one_send_another(
+        &nginx,
+        (&started, &go),
+        LIMIT,
+        ("the second request in herd's queue", &|| {
+            support::fcgi::status_json(&addr, "/status")["listen queue"] == 1
+        }),
+    );
+    assert_eq!(held, Ok((200, "held".into())));
+    assert_eq!(second, Ok((200, "fast".into())));
+    assert!(herd.running());
+}
+
 /// A script that writes part of its page, flushes, and waits for the test
 /// to let it go on (`go`), telling it when it flushed (`flushed`).
 fn write_flushing_script(dir: &Dir) -> (std::path::PathBuf, std::path::PathBuf) {

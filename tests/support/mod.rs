@@ -486,28 +486,48 @@ pub fn in_sleep_syscall(pid: u32) -> Option<bool> {
 /// included (10). A connection the peer closed but the local process has
 /// not is in close-wait (8).
 pub fn tcp_states(port: u16) -> Vec<u8> {
-    let mut states = Vec::new();
+    tcp_sockets(port).map(|(state, _)| state).collect()
+}
+
+/// How many connections wait in the accept queue of the socket listening
+/// on loopback `port` (a listener's `rx_queue` in `/proc/net/tcp`).
+pub fn tcp_accept_queue(port: u16) -> usize {
+    tcp_sockets(port)
+        .filter(|&(state, _)| state == TCP_LISTEN)
+        .map(|(_, rx_queue)| rx_queue)
+        .sum()
+}
+
+/// (state, rx_queue) of each TCP socket whose local port is `port`, from
+/// `/proc/net/tcp` and `/proc/net/tcp6`.
+fn tcp_sockets(port: u16) -> impl Iterator<Item = (u8, usize)> {
+    let mut sockets = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = fs::read_to_string(table) else {
             continue;
         };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
+            let (Some(local), Some(state), Some(queues)) = (cols.get(1), cols.get(3), cols.get(4))
+            else {
                 continue;
             };
             let local_port = local
                 .rsplit(':')
                 .next()
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
+            let rx_queue = queues
+                .split(':')
+                .nth(1)
+                .and_then(|rx| usize::from_str_radix(rx, 16).ok());
             if local_port == Some(port)
                 && let Ok(st) = u8::from_str_radix(state, 16)
             {
-                states.push(st);
+                sockets.push((st, rx_queue.unwrap_or(0)));
             }
         }
     }
-    states
+    sockets.into_iter()
 }
 
 pub const TCP_ESTABLISHED: u8 = 1;
