@@ -363,7 +363,11 @@ def main():
             "Fixed rate (app.sh --rate): oha sent the requests at the rate above, on as many "
             "connections as the run has, and timed each from when it was due "
             "(--latency-correction), so waiting for a free connection counts; req/s is what "
-            "each contender answered, errors oha's errors plus status ≥ 400. "
+            "each contender answered, errors oha's errors plus status ≥ 400. oha waits for "
+            "the requests still out at the end of a run (--wait-ongoing-requests-after-deadline), "
+            "so a request the server never took (a connection left in its accept queue) ends "
+            "with nginx's 504 after its 60 s fastcgi_read_timeout: that round's max is past a "
+            "minute and its req/s counts the wait. "
         )
     print(
         rate_note +
