@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::fastcgi::record::{self, BeginRequest, EndRequest};
+use crate::fastcgi::record::{self, EndRequest};
 use crate::fastcgi::{self, ProtocolError, pairs, response};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,19 +142,7 @@ where
 {
     let id = 1;
     let mut out = BytesMut::new();
-    let flags = if keep_conn { record::KEEP_CONN } else { 0 };
-    record::put_begin_request(
-        &mut out,
-        id,
-        BeginRequest {
-            role: record::ROLE_RESPONDER,
-            flags,
-        },
-    );
-    record::put_stream(&mut out, record::PARAMS, id, &req.encode_params());
-    record::put_stream_end(&mut out, record::PARAMS, id);
-    record::put_stream(&mut out, record::STDIN, id, &req.body);
-    record::put_stream_end(&mut out, record::STDIN, id);
+    record::put_request(&mut out, id, keep_conn, &req.encode_params(), &req.body);
     stream.write_all(&out).await?;
 
     let mut resp = Response::default();

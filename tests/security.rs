@@ -159,14 +159,7 @@ fn request_with_script(id: u16, script: &[u8]) -> BytesMut {
         pairs::put_pair(&mut params, k, v);
     }
     let mut out = BytesMut::new();
-    let begin = record::BeginRequest {
-        role: record::ROLE_RESPONDER,
-        flags: record::KEEP_CONN,
-    };
-    record::put_begin_request(&mut out, id, begin);
-    record::put_stream(&mut out, record::PARAMS, id, &params);
-    record::put_stream_end(&mut out, record::PARAMS, id);
-    record::put_stream_end(&mut out, record::STDIN, id);
+    record::put_request(&mut out, id, true, &params, b"");
     out
 }
 

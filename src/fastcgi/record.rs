@@ -170,6 +170,21 @@ pub fn put_begin_request(buf: &mut BytesMut, request_id: u16, begin: BeginReques
     );
 }
 
+/// A whole responder request: `BEGIN_REQUEST` (with `KEEP_CONN` if
+/// `keep_conn`), the encoded `params` and `stdin`, each stream ended.
+pub fn put_request(buf: &mut BytesMut, id: u16, keep_conn: bool, params: &[u8], stdin: &[u8]) {
+    let flags = if keep_conn { KEEP_CONN } else { 0 };
+    let begin = BeginRequest {
+        role: ROLE_RESPONDER,
+        flags,
+    };
+    put_begin_request(buf, id, begin);
+    put_stream(buf, PARAMS, id, params);
+    put_stream_end(buf, PARAMS, id);
+    put_stream(buf, STDIN, id, stdin);
+    put_stream_end(buf, STDIN, id);
+}
+
 pub fn put_end_request(buf: &mut BytesMut, request_id: u16, end: EndRequest) {
     let s = end.app_status.to_be_bytes();
     put_record(
@@ -214,6 +229,20 @@ pub fn serial_worker_value(name: &[u8]) -> Option<&'static [u8]> {
         b"FCGI_MPXS_CONNS" => Some(b"0"),
         _ => None,
     }
+}
+
+/// Test input for a worker: each chunk one `STDIN` record of request 1,
+/// then the stream's empty end record if `end`.
+#[cfg(test)]
+pub fn stdin_records(chunks: &[&[u8]], end: bool) -> BytesMut {
+    let mut b = BytesMut::new();
+    for c in chunks {
+        put_record(&mut b, STDIN, 1, c);
+    }
+    if end {
+        put_stream_end(&mut b, STDIN, 1);
+    }
+    b
 }
 
 #[cfg(test)]

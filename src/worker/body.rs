@@ -192,25 +192,14 @@ mod tests {
         (f(&mut body), peer)
     }
 
-    fn stdin(chunks: &[&[u8]], end: bool) -> BytesMut {
-        let mut b = BytesMut::new();
-        for c in chunks {
-            record::put_record(&mut b, record::STDIN, 1, c);
-        }
-        if end {
-            record::put_stream_end(&mut b, record::STDIN, 1);
-        }
-        b
-    }
-
     #[test]
     fn drain_reads_to_the_end_within_its_bound() {
-        let records = stdin(&[&[b'x'; 1000], &[b'y'; 1000]], true);
+        let records = record::stdin_records(&[&[b'x'; 1000], &[b'y'; 1000]], true);
         let (done, _) = with_body(&records, |r| r.drain(10_000, Duration::from_secs(5)));
         assert_eq!(done, Drained::Done);
         let (gave_up, _) = with_body(&records, |r| r.drain(500, Duration::from_secs(5)));
         assert_eq!(gave_up, Drained::GaveUp);
-        let unfinished = stdin(&[b"x"], false);
+        let unfinished = record::stdin_records(&[b"x"], false);
         let (slow, _peer) = with_body(&unfinished, |r| r.drain(10_000, Duration::from_millis(50)));
         assert_eq!(
             slow,

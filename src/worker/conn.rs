@@ -213,7 +213,7 @@ fn run_request<A: App>(sock: &Socket, buf: &mut BytesMut, begun: Begun, app: &A)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fastcgi::record::{self, BeginRequest, EndRequest};
+    use crate::fastcgi::record::{self, EndRequest};
     use crate::fastcgi::{pairs, response};
     use crate::worker::Error;
     use std::os::unix::net::UnixStream;
@@ -251,16 +251,7 @@ mod tests {
             pairs::put_pair(&mut p, k.as_bytes(), v.as_bytes());
         }
         let mut out = BytesMut::new();
-        let flags = if keep { record::KEEP_CONN } else { 0 };
-        let begin = BeginRequest {
-            role: record::ROLE_RESPONDER,
-            flags,
-        };
-        record::put_begin_request(&mut out, id, begin);
-        record::put_stream(&mut out, record::PARAMS, id, &p);
-        record::put_stream_end(&mut out, record::PARAMS, id);
-        record::put_stream(&mut out, record::STDIN, id, body);
-        record::put_stream_end(&mut out, record::STDIN, id);
+        record::put_request(&mut out, id, keep, &p, body);
         out
     }
 

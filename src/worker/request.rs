@@ -231,17 +231,6 @@ mod tests {
         (f(&mut req), peer)
     }
 
-    fn stdin(chunks: &[&[u8]], end: bool) -> BytesMut {
-        let mut b = BytesMut::new();
-        for c in chunks {
-            record::put_record(&mut b, record::STDIN, 1, c);
-        }
-        if end {
-            record::put_stream_end(&mut b, record::STDIN, 1);
-        }
-        b
-    }
-
     #[test]
     fn params_and_the_uri_parts() {
         let list = [
@@ -267,7 +256,7 @@ mod tests {
 
     #[test]
     fn the_body_streams_record_by_record() {
-        let records = stdin(&[b"hello ", b"world"], true);
+        let records = record::stdin_records(&[b"hello ", b"world"], true);
         let (body, _) = with_request(&[], &records, |r| {
             let mut first = [0u8; 3];
             r.read_exact(&mut first).unwrap();
@@ -281,7 +270,7 @@ mod tests {
 
     #[test]
     fn read_body_refuses_what_is_over_the_limit() {
-        let records = stdin(&[b"0123456789"], true);
+        let records = record::stdin_records(&[b"0123456789"], true);
         let (err, _) = with_request(&[], &records, |r| r.read_body(4).unwrap_err());
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         let (err, _) = with_request(&[("CONTENT_LENGTH", "999")], b"", |r| {
@@ -296,7 +285,7 @@ mod tests {
 
     #[test]
     fn an_abort_in_the_body_is_an_error_for_the_handler() {
-        let mut records = stdin(&[b"part"], false);
+        let mut records = record::stdin_records(&[b"part"], false);
         record::put_record(&mut records, record::ABORT_REQUEST, 1, b"");
         let (err, _) = with_request(&[], &records, |r| {
             let mut s = Vec::new();
@@ -307,9 +296,9 @@ mod tests {
 
     #[test]
     fn get_values_in_the_middle_of_the_body_is_answered() {
-        let mut records = stdin(&[b"a"], false);
+        let mut records = record::stdin_records(&[b"a"], false);
         record::put_record(&mut records, record::GET_VALUES, 0, b"");
-        records.extend_from_slice(&stdin(&[b"b"], true));
+        records.extend_from_slice(&record::stdin_records(&[b"b"], true));
         let (body, mut peer) = with_request(&[], &records, |r| r.read_body(100).unwrap());
         assert_eq!(body, b"ab");
         let mut answer = [0u8; 8];

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use herd::fastcgi::record::{self, BeginRequest, EndRequest};
+use herd::fastcgi::record::{self, EndRequest};
 use herd::fastcgi::{self, Frame, pairs, response};
 
 /// A TCP or unix stream; the socket options tests need on either.
@@ -101,19 +101,7 @@ pub fn request_bytes(
         pairs::put_pair(&mut params, k.as_bytes(), v.as_bytes());
     }
     let mut out = BytesMut::new();
-    let flags = if keep_conn { record::KEEP_CONN } else { 0 };
-    record::put_begin_request(
-        &mut out,
-        id,
-        BeginRequest {
-            role: record::ROLE_RESPONDER,
-            flags,
-        },
-    );
-    record::put_stream(&mut out, record::PARAMS, id, &params);
-    record::put_stream_end(&mut out, record::PARAMS, id);
-    record::put_stream(&mut out, record::STDIN, id, body);
-    record::put_stream_end(&mut out, record::STDIN, id);
+    record::put_request(&mut out, id, keep_conn, &params, body);
     out
 }
 
