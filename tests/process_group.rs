@@ -60,6 +60,15 @@ fn config(dir: &Dir, listen: &str, extra: &str) -> String {
     )
 }
 
+/// herd with one worker, the forking script, `extra` in its pool; and
+/// the pool's address.
+fn start(extra: &str) -> (Herd, String) {
+    let dir = Dir::new();
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let conf = config(&dir, &addr, extra);
+    (Herd::start_in(dir, &conf), addr)
+}
+
 fn gone(what: &str, pid: u32) {
     wait_for(what, Duration::from_secs(10), || {
         (!alive(pid)).then_some(())
@@ -68,10 +77,7 @@ fn gone(what: &str, pid: u32) {
 
 #[test]
 fn stopping_herd_stops_what_its_workers_started() {
-    let dir = Dir::new();
-    let addr = format!("127.0.0.1:{}", support::free_port());
-    let conf = config(&dir, &addr, "");
-    let mut herd = Herd::start_in(dir, &conf);
+    let (mut herd, addr) = start("");
     let worker = herd.wait_ready(1)[0];
     let helper = helper_of(&herd.dir, worker);
     assert!(alive(helper));
@@ -85,10 +91,7 @@ fn stopping_herd_stops_what_its_workers_started() {
 
 #[test]
 fn a_crashed_or_stuck_worker_takes_its_helpers_along() {
-    let dir = Dir::new();
-    let addr = format!("127.0.0.1:{}", support::free_port());
-    let conf = config(&dir, &addr, "request_terminate_timeout = 1s\n");
-    let mut herd = Herd::start_in(dir, &conf);
+    let (mut herd, addr) = start("request_terminate_timeout = 1s\n");
     let first = herd.wait_ready(1)[0];
     let helper = helper_of(&herd.dir, first);
 
@@ -107,10 +110,7 @@ fn a_crashed_or_stuck_worker_takes_its_helpers_along() {
 
 #[test]
 fn the_next_master_clears_what_a_killed_master_left() {
-    let dir = Dir::new();
-    let addr = format!("127.0.0.1:{}", support::free_port());
-    let conf = config(&dir, &addr, "");
-    let mut herd = Herd::start_in(dir, &conf);
+    let (mut herd, _) = start("");
     let worker = herd.wait_ready(1)[0];
     let helper = helper_of(&herd.dir, worker);
     let bare = bare_helper_of(&herd.dir, worker);
@@ -146,10 +146,7 @@ fn group_and_session(pid: u32) -> (u32, u32) {
 
 #[test]
 fn a_worker_leads_its_own_process_group_in_the_masters_session() {
-    let dir = Dir::new();
-    let addr = format!("127.0.0.1:{}", support::free_port());
-    let conf = config(&dir, &addr, "");
-    let mut herd = Herd::start_in(dir, &conf);
+    let (mut herd, _) = start("");
     let worker = herd.wait_ready(1)[0];
     let helper = helper_of(&herd.dir, worker);
     let (_, master_session) = group_and_session(herd.pid());

@@ -41,6 +41,12 @@ fn config(global: &str, pools: &[String]) -> String {
     )
 }
 
+/// herd with one pool, `app`, on `addr` and nothing in `[global]` but
+/// the log.
+fn app_pool(addr: &str, pm: &str, extra: &str) -> Herd {
+    Herd::start(&config("", &[pool("app", addr, pm, extra)]))
+}
+
 fn status(addr: &str) -> Value {
     status_json(addr, "/status")
 }
@@ -109,7 +115,7 @@ const DYNAMIC: &str = "pm = dynamic\npm.max_children = 8\npm.start_servers = 2\n
 #[test]
 fn dynamic_pool_starts_pm_start_servers_workers() {
     let addr = addr();
-    let herd = Herd::start(&config("", &[pool("app", &addr, DYNAMIC, "")]));
+    let herd = app_pool(&addr, DYNAMIC, "");
     herd.wait_log("started:", 1, LIMIT);
     // php-fpm starts pm.start_servers (2) workers at once: not
     // min_spare_servers (1), not max_spare_servers (3).
@@ -155,7 +161,7 @@ fn a_rollout_of_a_dynamic_pool_replaces_its_workers_and_grows_no_more() {
 #[test]
 fn dynamic_pool_grows_for_a_burst_then_reaps_its_youngest_idle_workers() {
     let addr = addr();
-    let herd = Herd::start(&config("", &[pool("app", &addr, DYNAMIC, "")]));
+    let herd = app_pool(&addr, DYNAMIC, "");
     herd.wait_ready(1);
     let (id, oldest) = herd.spawned_workers()[0];
     assert_eq!(id, 1);
@@ -221,15 +227,11 @@ fn dynamic_pool_grows_for_a_burst_then_reaps_its_youngest_idle_workers() {
 #[test]
 fn ondemand_pool_starts_empty_spawns_one_worker_per_waiting_request_and_reaps_idle_ones() {
     let addr = addr();
-    let herd = Herd::start(&config(
+    let herd = app_pool(
+        &addr,
+        "pm = ondemand\npm.max_children = 4\npm.process_idle_timeout = 1s\n",
         "",
-        &[pool(
-            "app",
-            &addr,
-            "pm = ondemand\npm.max_children = 4\npm.process_idle_timeout = 1s\n",
-            "",
-        )],
-    ));
+    );
     herd.wait_log("started:", 1, LIMIT);
     let v = status(&addr);
     assert_eq!(count(&v, "total processes"), 0, "{v}");
@@ -281,15 +283,11 @@ fn ondemand_pool_starts_empty_spawns_one_worker_per_waiting_request_and_reaps_id
 #[test]
 fn reaching_pm_max_children_is_counted_and_logged_once_per_episode() {
     let addr = addr();
-    let herd = Herd::start(&config(
+    let herd = app_pool(
+        &addr,
+        "pm = ondemand\npm.max_children = 2\npm.process_idle_timeout = 10s\n",
         "",
-        &[pool(
-            "app",
-            &addr,
-            "pm = ondemand\npm.max_children = 2\npm.process_idle_timeout = 10s\n",
-            "",
-        )],
-    ));
+    );
     herd.wait_log("started:", 1, LIMIT);
     // Five slow requests for at most two workers: three wait in the queue.
     let uris: Vec<String> = (0..5).map(|i| format!("/q{i}?ms=1000")).collect();
@@ -326,10 +324,7 @@ fn reaching_pm_max_children_is_counted_and_logged_once_per_episode() {
 #[test]
 fn sigttin_adds_a_worker_and_sigttou_removes_idle_ones() {
     let addr = addr();
-    let mut herd = Herd::start(&config(
-        "",
-        &[pool("app", &addr, "pm = static\npm.max_children = 2\n", "")],
-    ));
+    let mut herd = app_pool(&addr, "pm = static\npm.max_children = 2\n", "");
     herd.wait_ready(2);
     herd.signal(libc::SIGTTIN);
     herd.wait_log("pm.max_children is now 3 (was 2)", 1, LIMIT);
@@ -539,15 +534,11 @@ fn scale_sets_pm_max_children_which_every_status_shows_and_a_reload_keeps_until_
 #[test]
 fn worker_max_memory_replaces_workers_that_grow_past_it() {
     let addr = addr();
-    let herd = Herd::start(&config(
-        "",
-        &[pool(
-            "app",
-            &addr,
-            "pm = static\npm.max_children = 1\n",
-            "worker.max_memory = 1M\n",
-        )],
-    ));
+    let herd = app_pool(
+        &addr,
+        "pm = static\npm.max_children = 1\n",
+        "worker.max_memory = 1M\n",
+    );
     let first = herd.wait_ready(1)[0];
     let over = herd.wait_log("past worker.max_memory", 1, Duration::from_secs(5));
     assert!(over[0].contains(&format!("pid={first}")), "{over:?}");
@@ -576,15 +567,11 @@ fn worker_max_memory_replaces_workers_that_grow_past_it() {
 #[test]
 fn sigusr1_reopens_the_error_log_and_the_access_log() {
     let addr = addr();
-    let herd = Herd::start(&config(
-        "",
-        &[pool(
-            "app",
-            &addr,
-            "pm = static\npm.max_children = 1\n",
-            "access.log = {dir}/access.log\n",
-        )],
-    ));
+    let herd = app_pool(
+        &addr,
+        "pm = static\npm.max_children = 1\n",
+        "access.log = {dir}/access.log\n",
+    );
     herd.wait_ready(1);
     let error_log = herd.dir.join("herd.log");
     let access_log = herd.dir.join("access.log");
