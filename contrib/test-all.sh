@@ -17,12 +17,14 @@ missing=()
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 # tests/interop.rs runs workers written with libraries no one here wrote:
 # Perl FCGI and FCGI::ProcManager, a libfcgi C program it builds with gcc,
-# and flup (below) on the system's python3, which `nobody` can run.
+# a Go program it builds with go, and flup (below) on the system's
+# python3, which `nobody` can run.
 [ -x /usr/bin/python3 ] || missing+=(python3)
 perl -MFCGI -e1 2>/dev/null || missing+=(libfcgi-perl)
 perl -MFCGI::ProcManager -e1 2>/dev/null || missing+=(libfcgi-procmanager-perl)
 [ -e /usr/include/fcgiapp.h ] || missing+=(libfcgi-dev)
 command -v gcc >/dev/null || missing+=(gcc)
+command -v go >/dev/null || missing+=(golang-go)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 # tests/deb.rs builds the package with contrib/deb/build.sh.
 command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)

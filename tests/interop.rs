@@ -1,7 +1,7 @@
 //! Interop: worker programs no one here wrote — php-cgi, Perl `FCGI`,
 //! `FCGI::ProcManager`, a libfcgi C program, flup's threaded and forking
-//! servers — and herd's own example app, each started unchanged under herd
-//! behind real nginx. Every row: the workers pass the readiness gate and
+//! servers, Go's `net/http/fcgi` — and herd's own example app, each
+//! started unchanged under herd behind real nginx. Every row: the workers pass the readiness gate and
 //! serve; a worker with slots serves that many requests at once; a forced
 //! reload under load fails no request and leaves only the new generation
 //! serving; a graceful stop (SIGQUIT) fails no request in flight; and no
@@ -37,6 +37,10 @@ struct Program {
     /// Requests one worker serves at once: its processes, for a forking
     /// program that keeps one connection per process.
     slots: usize,
+    /// The processes a worker's slots are spread over: its slots for a
+    /// forking program, 1 for one that serves them side by side in one
+    /// process (goroutines).
+    processes: usize,
 }
 
 // ---- the rows -----------------------------------------------------------
@@ -50,6 +54,7 @@ fn php_cgi() {
             php_cgi_binary().display()
         ),
         slots: 1,
+        processes: 1,
     });
 }
 
@@ -64,6 +69,7 @@ fn php_cgi_with_children_slots_from_fcgi_max_conns() {
             php_cgi_binary().display()
         ),
         slots: 2,
+        processes: 2,
     });
 }
 
@@ -77,6 +83,7 @@ fn perl_fcgi() {
             fixture(dir, "perl_fcgi.pl", include_str!("interop/perl_fcgi.pl")).display()
         ),
         slots: 1,
+        processes: 1,
     });
 }
 
@@ -98,6 +105,7 @@ fn fcgi_procmanager_with_worker_slots() {
             .display()
         ),
         slots: 2,
+        processes: 2,
     });
 }
 
@@ -107,6 +115,7 @@ fn libfcgi_c() {
         lib: "lib=libfcgi ",
         pool: format!("command = {}\n", build_libfcgi_app(dir).display()),
         slots: 1,
+        processes: 1,
     });
 }
 
@@ -120,12 +129,29 @@ fn flup_forking() {
     matrix_row(|dir| flup(dir, " fork"));
 }
 
+/// Go's standard library (`net/http/fcgi`): one process serves each
+/// request in a goroutine, as many at once as come. Its `FCGI_GET_VALUES`
+/// answer names only `FCGI_MPXS_CONNS`, so the pool says `worker.slots`.
+#[test]
+fn go_net_http_fcgi_with_worker_slots() {
+    matrix_row(|dir| Program {
+        lib: "lib=go ",
+        pool: format!(
+            "command = {}\nworker.slots = 2\n",
+            build_go_app(dir).display()
+        ),
+        slots: 2,
+        processes: 1,
+    });
+}
+
 #[test]
 fn herd_example_app() {
     matrix_row(|_| Program {
         lib: "gen=",
         pool: "command = {herd}\nargs = example-app\n".into(),
         slots: 1,
+        processes: 1,
     });
 }
 
@@ -193,10 +219,11 @@ fn serves_slots_at_once(nginx: &Nginx, program: &Program) -> Vec<u32> {
     let mut pids: Vec<u32> = replies.iter().map(|r| r.pid).collect();
     pids.sort();
     pids.dedup();
+    let processes = WORKERS * program.processes;
     assert_eq!(
         pids.len(),
-        n,
-        "{n} slots ({WORKERS} workers of {} slots): {n} requests at once ran in {n} processes: {replies:?}",
+        processes,
+        "{n} slots ({WORKERS} workers of {} slots): {n} requests at once ran in {processes} processes: {replies:?}",
         program.slots
     );
     assert!(
@@ -291,9 +318,16 @@ fn graceful_stop(
         .map(|_| thread::spawn(move || answer(nginx::try_get(port, "/?ms=1500", LIMIT), lib)))
         .collect();
     // Every request has reached herd before the signal (one sent later is
-    // refused, as it should be): a worker process serving one sleeps in
-    // nanosleep (idle ones wait in accept or poll), and the last waits in
-    // herd's queue.
+    // refused, as it should be): herd has every slot busy and the last
+    // request in its queue, and a worker process serving one sleeps in
+    // nanosleep (idle ones wait in accept or poll). A Go process waits in
+    // futex or epoll whether its goroutines sleep or not: for it herd's
+    // count alone says so.
+    let sleepers = if program.processes == program.slots {
+        n - 1
+    } else {
+        0
+    };
     wait_for(
         "the slow requests to reach the workers and herd's queue",
         Duration::from_secs(5),
@@ -303,10 +337,10 @@ fn graceful_stop(
                 .into_iter()
                 .filter(|&p| sleeping(p))
                 .count();
-            let queued = herd.ctl_status(ctl_sock)["pools"][0]["listen queue"]
-                .as_u64()
-                .unwrap_or(0);
-            (sleeping >= n - 1 && queued >= 1).then_some(())
+            let pool = &herd.ctl_status(ctl_sock)["pools"][0];
+            let busy = pool["active processes"].as_u64().unwrap_or(0);
+            let queued = pool["listen queue"].as_u64().unwrap_or(0);
+            (sleeping >= sleepers && busy == (n - 1) as u64 && queued >= 1).then_some(())
         },
     );
     herd.signal(libc::SIGQUIT);
@@ -429,19 +463,43 @@ fn perl_with(modules: &[&str]) -> PathBuf {
 fn build_libfcgi_app(dir: &Dir) -> PathBuf {
     let src = fixture(dir, "libfcgi_app.c", include_str!("interop/libfcgi_app.c"));
     let exe = dir.join("libfcgi_app");
-    let out = Command::new("gcc")
-        .arg("-O2")
+    let mut gcc = Command::new("gcc");
+    gcc.arg("-O2").arg("-o").arg(&exe).arg(&src).arg("-lfcgi");
+    built(gcc, exe, "gcc and libfcgi-dev")
+}
+
+/// Builds `go_fcgi_app.go` with Go's own toolchain into the test's
+/// directory (its build cache there too).
+fn build_go_app(dir: &Dir) -> PathBuf {
+    let src = fixture(
+        dir,
+        "go_fcgi_app.go",
+        include_str!("interop/go_fcgi_app.go"),
+    );
+    let exe = dir.join("go_fcgi_app");
+    let mut go = Command::new("go");
+    go.arg("build")
         .arg("-o")
         .arg(&exe)
         .arg(&src)
-        .arg("-lfcgi")
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("gcc: {e}: run contrib/test-all.sh, which installs gcc and libfcgi-dev")
-        });
+        .env("GOCACHE", dir.join("go-cache"))
+        .env("GOPATH", dir.join("go-path"))
+        .env("GO111MODULE", "off");
+    built(go, exe, "golang-go")
+}
+
+/// Runs `build`, a compiler writing `exe`; a missing tool or a failed
+/// build fails the row, saying which package `contrib/test-all.sh`
+/// installs for it.
+fn built(mut build: Command, exe: PathBuf, package: &str) -> PathBuf {
+    let tool = build.get_program().to_string_lossy().into_owned();
+    let out = build.output().unwrap_or_else(|e| {
+        panic!("{tool}: {e}: run contrib/test-all.sh, which installs {package}")
+    });
     assert!(
         out.status.success(),
-        "gcc failed to build libfcgi_app.c (run contrib/test-all.sh, which installs libfcgi-dev): {}",
+        "{tool} failed to build {} (run contrib/test-all.sh, which installs {package}): {}",
+        exe.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     exe
@@ -477,6 +535,7 @@ fn flup(dir: &Dir, args: &str) -> Program {
             lib.display()
         ),
         slots: 1,
+        processes: 1,
     }
 }
 
