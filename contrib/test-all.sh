@@ -25,6 +25,9 @@ perl -MFCGI::ProcManager -e1 2>/dev/null || missing+=(libfcgi-procmanager-perl)
 [ -e /usr/include/fcgiapp.h ] || missing+=(libfcgi-dev)
 command -v gcc >/dev/null || missing+=(gcc)
 command -v go >/dev/null || missing+=(golang-go)
+# fcgiwrap runs git's git-http-backend, a CGI program, behind nginx.
+[ -x /usr/sbin/fcgiwrap ] || missing+=(fcgiwrap)
+command -v git >/dev/null || missing+=(git)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 # tests/deb.rs builds the package with contrib/deb/build.sh.
 command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)

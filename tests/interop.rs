@@ -16,6 +16,7 @@ mod support;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -153,6 +154,205 @@ fn herd_example_app() {
         slots: 1,
         processes: 1,
     });
+}
+
+// ---- a CGI application through fcgiwrap -----------------------------------
+
+/// fcgiwrap (Debian's, on libfcgi), the wrapper nginx users put in front of
+/// CGI programs, with `-c 2`: one worker is fcgiwrap and two preforked
+/// children on its socket, so `worker.slots = 2`. Behind it git's own
+/// `git-http-backend`, a program no one here wrote either: a repository is
+/// cloned and pushed to through nginx and herd, cloned over and over while
+/// herd reloads (none fails, and the new generation serves once the
+/// rollout is done), and nothing fcgiwrap forked outlives a graceful stop.
+#[test]
+fn git_over_http_through_fcgiwrap() {
+    let fcgiwrap = support::installed("/usr/sbin/fcgiwrap", "fcgiwrap");
+    let backend = git_http_backend();
+    let dir = Dir::new();
+    let trace = Trace {
+        dir: dir.path().to_path_buf(),
+        marker: format!("HERD_INTEROP={}", dir.path().display()),
+    };
+    let _reaper = Reaper(trace.clone());
+    let repos = dir.join("repos");
+    let seed = dir.join("seed");
+    git(
+        dir.path(),
+        &["init", "--quiet", "--bare", "-b", "main", "repos/app.git"],
+    );
+    git(
+        dir.path(),
+        &[
+            "--git-dir",
+            "repos/app.git",
+            "config",
+            "http.receivepack",
+            "true",
+        ],
+    );
+    git(dir.path(), &["init", "--quiet", "-b", "main", "seed"]);
+    fs::write(seed.join("README"), "first\n").unwrap();
+    git(&seed, &["add", "README"]);
+    git(&seed, &["commit", "--quiet", "-m", "first"]);
+    git(&seed, &["push", "--quiet", "../repos/app.git", "main"]);
+    if support::is_root() {
+        // fcgiwrap runs git as nobody, which must own what it pushes to
+        // (and git serves only repositories their reader owns).
+        chown_tree(&repos, "nobody");
+    }
+
+    let program = Program {
+        lib: "",
+        pool: format!(
+            "command = {}\nargs = -c 2\nworker.slots = 2\n",
+            fcgiwrap.display()
+        ),
+        slots: 2,
+        processes: 2,
+    };
+    let port = support::free_port();
+    let herd = Herd::start_in(dir, &config(port, &program));
+    herd.wait_ready(WORKERS);
+    let ctl_sock = herd.dir.join("ctl.sock");
+    let location = format!(
+        "location ~ ^/git(/.*) {{\n include /etc/nginx/fastcgi_params;\n\
+         fastcgi_param SCRIPT_FILENAME {};\n fastcgi_param PATH_INFO $1;\n\
+         fastcgi_param GIT_PROJECT_ROOT {};\n fastcgi_param GIT_HTTP_EXPORT_ALL 1;\n\
+         fastcgi_param REMOTE_USER tester;\n client_max_body_size 0;\n\
+         fastcgi_keep_conn on;\n fastcgi_pass herd_app;\n}}",
+        backend.display(),
+        repos.display()
+    );
+    let nginx = Nginx::start(herd.dir.path(), &upstream(port), &location);
+    let url = format!("http://127.0.0.1:{}/git/app.git", nginx.port);
+
+    // Clone, commit, push: the push reaches the repository.
+    git(herd.dir.path(), &["clone", "--quiet", &url, "work"]);
+    let work = herd.dir.join("work");
+    assert_eq!(fs::read_to_string(work.join("README")).unwrap(), "first\n");
+    fs::write(work.join("README"), "second\n").unwrap();
+    git(&work, &["commit", "--quiet", "-am", "second"]);
+    git(&work, &["push", "--quiet", "origin", "main"]);
+    let pushed = git(
+        herd.dir.path(),
+        &[
+            "--git-dir",
+            "repos/app.git",
+            "log",
+            "-1",
+            "--format=%s",
+            "main",
+        ],
+    );
+    assert_eq!(pushed.trim(), "second");
+
+    // Clones, one after another, through a forced reload: it starts once
+    // a clone is done, and three more follow it.
+    let cloned = AtomicUsize::new(0);
+    let reloaded = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut after_reload = 0;
+            while after_reload < 3 {
+                if reloaded.load(Ordering::SeqCst) {
+                    after_reload += 1;
+                }
+                let n = cloned.load(Ordering::SeqCst);
+                let to = format!("clone{n}");
+                git(herd.dir.path(), &["clone", "--quiet", &url, &to]);
+                let got = fs::read_to_string(herd.dir.join(&to).join("README")).unwrap();
+                assert_eq!(got, "second\n", "clone {n}");
+                cloned.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        wait_for("a first clone", Duration::from_secs(30), || {
+            (cloned.load(Ordering::SeqCst) > 0).then_some(())
+        });
+        let (code, out, err) = herd.ctl(&ctl_sock, &["reload", "--force", "--wait"]);
+        assert_eq!(code, 0, "reload --force --wait: {out}{err}");
+        reloaded.store(true, Ordering::SeqCst);
+    });
+    wait_for("generation 1 to leave", Duration::from_secs(20), || {
+        let status = herd.ctl_status(&ctl_sock);
+        status["pools"][0]["processes"]
+            .as_array()?
+            .iter()
+            .all(|p| p["generation"] == 2)
+            .then_some(())
+    });
+
+    let mut herd = herd;
+    herd.signal(libc::SIGQUIT);
+    assert_eq!(
+        herd.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "herd's exit after SIGQUIT"
+    );
+    nothing_left(&trace, &[]);
+}
+
+/// `git-http-backend`, where this machine's git keeps its helpers.
+fn git_http_backend() -> PathBuf {
+    let out = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .expect("git is not installed: run contrib/test-all.sh, which installs it");
+    let backend = Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("git-http-backend");
+    assert!(backend.exists(), "no {}", backend.display());
+    backend
+}
+
+/// Runs git in `cwd` with no user or system config, failing the test if it
+/// fails or takes over 30 s; returns its output.
+fn git(cwd: &Path, args: &[&str]) -> String {
+    let mut child = Command::new("git")
+        .args([
+            "-c",
+            "user.name=herd test",
+            "-c",
+            "user.email=test@localhost",
+        ])
+        .args(args)
+        .current_dir(cwd)
+        .env("HOME", cwd)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("git is not installed: run contrib/test-all.sh, which installs it");
+    let mut status = None;
+    let waited = wait_for_or_none(Duration::from_secs(30), || match child.try_wait() {
+        Ok(Some(s)) => {
+            status = Some(s);
+            Ok(())
+        }
+        _ => Err(()),
+    });
+    if waited.is_err() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "git {args:?} in {} ({}): {}{}",
+        cwd.display(),
+        status.map_or("still running after 30 s".into(), |s| s.to_string()),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Gives `path` and everything under it to `user`.
+fn chown_tree(path: &Path, user: &str) {
+    let status = Command::new("chown")
+        .args(["-R", user])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown -R {user} {}", path.display());
 }
 
 // ---- one row --------------------------------------------------------------
