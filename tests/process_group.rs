@@ -9,7 +9,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use support::{Dir, Herd, alive, fcgi, wait_for};
+use support::{Dir, Herd, alive, fcgi, procfs, wait_for};
 
 /// A worker program that starts two helper processes of its own — one
 /// with an empty environment, as a program that rewrites what /proc shows
@@ -162,4 +162,183 @@ fn a_worker_leads_its_own_process_group_in_the_masters_session() {
         assert_eq!(worker_group, master_group);
     }
     herd.stop();
+}
+
+/// As a container's init (PID 1 of a pid namespace of its own, as under
+/// Docker), herd is handed every process a retired worker leaves: here the
+/// two helpers of each worker, which herd kills with the worker's group.
+/// It waits for each of them (no zombie is left in its name), and still
+/// hears of its own workers' exits.
+#[test]
+fn as_pid_1_herd_reaps_the_orphans_its_workers_leave() {
+    let Some(ns) = Pid1::start() else {
+        return support::skip("not root: cannot make a pid namespace");
+    };
+    for round in 1..=3 {
+        let (code, out, err) = ns.ctl(&["reload", "--force", "--wait"]);
+        assert_eq!(code, 0, "reload {round}: {out}{err}");
+        wait_for("the retired worker's exit", Duration::from_secs(10), || {
+            (ns.count("worker stopped:") >= round).then_some(())
+        });
+    }
+    let zombies = || -> Vec<u32> {
+        procfs::children(ns.master)
+            .into_iter()
+            .filter(|&p| procfs::state(p) == Some('Z'))
+            .collect()
+    };
+    let left = wait_for_or_last(Duration::from_secs(10), zombies);
+    assert!(
+        left.is_empty(),
+        "zombies of herd as PID 1: {left:?}\n{}",
+        ns.log()
+    );
+    // Its own workers' exits it still heard of, with their statuses.
+    let log = ns.log();
+    let stopped: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("worker stopped:"))
+        .collect();
+    assert_eq!(stopped.len(), 3, "{log}");
+    assert!(
+        stopped
+            .iter()
+            .all(|l| l.contains("by SIGTERM") || l.contains("exit")),
+        "{stopped:#?}"
+    );
+    assert_eq!(fcgi::get(&ns.addr, "/").status(), 200);
+    ns.stop();
+}
+
+/// A herd on the host starting up clears what dead masters left, and a
+/// herd in a container is none of them: its workers say their master is
+/// PID 1, which on the host is someone else, but of another pid namespace.
+#[test]
+fn a_master_starting_on_the_host_leaves_a_container_s_workers_alone() {
+    let Some(ns) = Pid1::start() else {
+        return support::skip("not root: cannot make a pid namespace");
+    };
+    let worker = wait_for("the container's worker", Duration::from_secs(10), || {
+        procfs::children(ns.master).into_iter().next()
+    });
+    // Its sweep is done before its first worker starts.
+    let host = Herd::start(&support::example_pool(
+        &format!("127.0.0.1:{}", support::free_port()),
+        1,
+        "",
+    ));
+    host.wait_ready(1);
+    assert!(
+        alive(worker),
+        "the host's herd killed the container's worker\n{}",
+        host.log_text()
+    );
+    assert_eq!(ns.count("worker stopped:"), 0, "{}", ns.log());
+    assert_eq!(fcgi::get(&ns.addr, "/").status(), 200);
+    drop(host);
+    ns.stop();
+}
+
+/// herd as PID 1 of a pid namespace of its own, on the forking worker.
+/// `--kill-child` kills it, and so everything in the namespace, whenever
+/// unshare goes, and the drop kills unshare however the test ends. The
+/// pids herd logs are the namespace's: nothing here signals by them.
+struct Pid1 {
+    unshare: std::process::Child,
+    /// herd's pid here, outside the namespace.
+    master: u32,
+    addr: String,
+    dir: Dir,
+}
+
+impl Pid1 {
+    /// `None` when not root (a pid namespace needs `CAP_SYS_ADMIN`).
+    fn start() -> Option<Pid1> {
+        if !support::is_root() {
+            return None;
+        }
+        let unshare = support::installed("/usr/bin/unshare", "util-linux");
+        let dir = Dir::new();
+        let addr = format!("127.0.0.1:{}", support::free_port());
+        // Sockets in the test's directory: /run/herd's are other masters',
+        // whose pids mean nothing in the namespace.
+        let conf = config(&dir, &addr, "").replacen(
+            "[global]\n",
+            "[global]\nworker.socket_dir = {dir}/run\ncontrol.listen = {dir}/ctl.sock\n",
+            1,
+        );
+        let conf = dir.write("herd.conf", &support::expand(&conf, &dir));
+        let unshare = std::process::Command::new(unshare)
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(support::HERD)
+            .args(["run", "-c"])
+            .arg(&conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start unshare");
+        let mut ns = Pid1 {
+            master: 0,
+            unshare,
+            addr,
+            dir,
+        };
+        ns.master = wait_for(
+            "herd as PID 1 of the namespace",
+            Duration::from_secs(10),
+            || procfs::children(ns.unshare.id()).into_iter().next(),
+        );
+        wait_for("the first worker", Duration::from_secs(10), || {
+            (ns.count("worker ready") >= 1).then_some(())
+        });
+        Some(ns)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("herd.log")).unwrap_or_default()
+    }
+
+    fn count(&self, what: &str) -> usize {
+        self.log().matches(what).count()
+    }
+
+    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let socket = self.dir.join("ctl.sock");
+        let mut all = vec!["ctl", "--socket", socket.to_str().unwrap()];
+        all.extend_from_slice(args);
+        support::herd_cmd_within(&all, Duration::from_secs(30))
+    }
+
+    /// A graceful stop; herd exits 0.
+    fn stop(mut self) {
+        unsafe { libc::kill(self.master as i32, libc::SIGQUIT) };
+        let status = wait_for("herd to exit", Duration::from_secs(15), || {
+            self.unshare.try_wait().ok().flatten()
+        });
+        assert!(
+            status.success(),
+            "herd as PID 1 exited {status}\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Pid1 {
+    fn drop(&mut self) {
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}
+
+/// Polls `list` until it is empty or `within` is over; its last value.
+fn wait_for_or_last(within: Duration, mut list: impl FnMut() -> Vec<u32>) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let got = list();
+        if got.is_empty() || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -202,6 +202,7 @@ async fn serve(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     // new starts.
     let socket_base = crate::supervisor::socket_dir::base(config.global.socket_dir.as_deref());
     crate::supervisor::orphans::sweep(&socket_base);
+    tokio::spawn(crate::supervisor::strays::run());
     let mut inherited = Inherited::from_env();
     let mut upgrade_pipe = upgrade::claim_pipe();
     let mut signals = Signals::install().context("failed to install signal handlers")?;

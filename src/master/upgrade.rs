@@ -18,6 +18,7 @@ use tokio::io::AsyncReadExt;
 use super::error::UpgradeError;
 use super::{Internal, Master};
 use crate::router::inherit;
+use crate::supervisor::strays;
 
 /// Where the new master finds the pipe it reports readiness on.
 pub const ENV: &str = "HERD_UPGRADE_FD";
@@ -85,7 +86,7 @@ impl Master {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|source| UpgradeError::Start {
+        let mut child = strays::own(|| cmd.spawn()).map_err(|source| UpgradeError::Start {
             exe: self.exe.clone(),
             source,
         })?;
@@ -113,6 +114,7 @@ impl Master {
                 // Never leave a half-started master behind.
                 let _ = child.start_kill();
                 let _ = child.wait().await;
+                strays::disown(pid);
             }
             let _ = internal.send(outcome);
         });

@@ -22,6 +22,7 @@ pub mod rollout;
 pub mod scaling;
 pub mod socket_dir;
 pub mod spawn;
+pub mod strays;
 mod workers;
 
 use std::collections::BTreeMap;

@@ -4,9 +4,10 @@
 //! the master they would serve on, unseen, holding memory and old code.
 //!
 //! A master starting up finds them two ways, and kills them:
-//! - every process herd starts carries `HERD_MASTER=<pid>.<start time>` in
-//!   its environment, which its own children inherit: a marker naming a
-//!   master that is gone (no such pid, or the pid reused by a later
+//! - every process herd starts carries
+//!   `HERD_MASTER=<pid>.<start time>.<pid namespace>` in its environment,
+//!   which its own children inherit: a marker naming a master of this pid
+//!   namespace that is gone (no such pid, or the pid reused by a later
 //!   process) marks a leftover;
 //! - a program that rewrites what `/proc` shows of its environment (Perl,
 //!   renaming its FCGI::ProcManager servers) still holds the listening
@@ -29,10 +30,26 @@ use nix::unistd::Pid;
 pub const ENV: &str = "HERD_MASTER";
 
 /// This master's marker value: its pid and start time, which together name
-/// one process for as long as the system runs.
+/// one process for as long as the system runs, and its pid namespace, in
+/// which alone the pid means that process.
 pub fn marker() -> String {
     let pid = std::process::id();
-    format!("{pid}.{}", start_time(pid).unwrap_or(0))
+    let started = start_time(pid).unwrap_or(0);
+    match pid_namespace() {
+        Some(ns) => format!("{pid}.{started}.{ns}"),
+        None => format!("{pid}.{started}"),
+    }
+}
+
+/// The inode of this process's pid namespace (`/proc/self/ns/pid` reads
+/// `pid:[4026531836]`).
+fn pid_namespace() -> Option<u64> {
+    let link = fs::read_link("/proc/self/ns/pid").ok()?;
+    link.to_str()?
+        .strip_prefix("pid:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// Kills what dead masters left behind, their sockets under
@@ -116,14 +133,22 @@ fn marker_of(pid: u32) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// Whether the master a marker names no longer runs.
+/// Whether the master a marker names no longer runs. A master in another
+/// pid namespace is not ours to judge: a herd in a container is PID 1 there
+/// and something else here, and a host's herd sees its processes.
 fn is_gone(marker: &str) -> bool {
-    let Some((pid, started)) = marker.split_once('.') else {
+    let mut fields = marker.split('.');
+    let (Some(pid), Some(started), ns) = (fields.next(), fields.next(), fields.next()) else {
         return false; // not ours to judge
     };
     let (Ok(pid), Ok(started)) = (pid.parse::<u32>(), started.parse::<u64>()) else {
         return false;
     };
+    if let Some(ns) = ns
+        && ns.parse::<u64>().ok() != pid_namespace()
+    {
+        return false;
+    }
     start_time(pid) != Some(started)
 }
 
@@ -144,11 +169,22 @@ mod tests {
     fn this_process_is_alive_by_its_own_marker() {
         let m = marker();
         assert!(!is_gone(&m), "{m}");
-        let (pid, started) = m.split_once('.').unwrap();
-        assert!(started.parse::<u64>().unwrap() > 0);
+        let f: Vec<&str> = m.split('.').collect();
+        let (pid, started) = (f[0], f[1].parse::<u64>().unwrap());
+        assert!(started > 0);
         // The same pid with another start time is a reused pid: gone.
-        let reused = format!("{pid}.{}", started.parse::<u64>().unwrap() + 1);
+        let reused = format!("{pid}.{}.{}", started + 1, f[2]);
         assert!(is_gone(&reused));
+        // So it is in a marker written before the namespace was in it.
+        assert!(is_gone(&format!("{pid}.{}", started + 1)));
+    }
+
+    #[test]
+    fn a_master_in_another_pid_namespace_is_not_judged() {
+        let ns = pid_namespace().expect("/proc/self/ns/pid");
+        // PID 1 of a container, seen from here: whatever our pid 1 is.
+        assert!(!is_gone(&format!("1.12345.{}", ns + 1)));
+        assert!(is_gone(&format!("1.12345.{ns}")));
     }
 
     #[test]

@@ -57,6 +57,7 @@ where
             let deadline = kill_at.unwrap_or_else(far_future);
             tokio::select! {
                 status = child.wait() => {
+                    super::strays::disown(pid);
                     // The group's id cannot be reused while any member is
                     // left, and this runs right after the reap.
                     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);

@@ -253,8 +253,7 @@ pub fn spawn(spec: SpawnSpec<'_>) -> anyhow::Result<Child> {
     unsafe {
         cmd.pre_exec(move || child_setup.apply());
     }
-    let child = cmd
-        .spawn()
+    let child = super::strays::own(|| cmd.spawn())
         .with_context(|| format!("failed to start {}", spec.program.display()));
     // The child has its copies now.
     drop(passed);

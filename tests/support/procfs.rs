@@ -22,6 +22,11 @@ pub fn ppid(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
+/// `pid`'s state letter (`R`, `S`, `Z` for a zombie, ...).
+pub fn state(pid: u32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
 /// The processes whose parent is `pid` (zombies included: an unreaped
 /// child is a leak too).
 pub fn children(pid: u32) -> Vec<u32> {
