@@ -240,9 +240,10 @@ fn a_host_stopped_gracefully_behind_nginx_fails_no_request() {
     // its ping says 503 at once for a load balancer's health check, while
     // it keeps serving for the depool delay; then it finishes what it has
     // and exits.
-    a.herd.signal(libc::SIGQUIT);
+    // Taken before the signal: the master (under SCHED_FIFO) may start its
+    // depool delay before this thread runs again.
     let stop_at = Instant::now();
-    // (The signal is handled a moment after kill() returns.)
+    a.herd.signal(libc::SIGQUIT);
     wait_for(
         "host A's ping to say 503",
         Duration::from_millis(800),
@@ -416,8 +417,10 @@ fn behind_haproxy_a_deploy_and_a_graceful_stop_fail_no_request() {
 
     // Host A leaves: HAProxy's check sees its ping's 503 and takes it out
     // before A stops accepting.
-    a.herd.signal(libc::SIGQUIT);
+    // Taken before the signal: the master (under SCHED_FIFO) may start its
+    // depool delay before this thread runs again.
     let stop_at = Instant::now();
+    a.herd.signal(libc::SIGQUIT);
     assert_eq!(a.herd.wait_exit(Duration::from_secs(30)), Some(0));
     let gone = Instant::now();
     load.wait_more(40, gone);
