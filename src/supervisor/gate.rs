@@ -57,6 +57,13 @@ pub async fn pass(
         .worker_slots
         .unwrap_or_else(|| slots_in(&answer))
         .clamp(1, MAX_SLOTS);
+    if pool.worker_slots.is_none() && slots == 1 && serves_many(&answer) {
+        tracing::info!(
+            pool = %pool.name,
+            "the worker says it serves requests side by side (FCGI_MPXS_CONNS=1) and names no \
+             count herd can take: it gets 1 slot; `worker.slots = N` lets it serve N at once"
+        );
+    }
     // The others connect at their first request: a connection opened now
     // could sit idle long enough for the worker to drop it.
     let mut conns: Vec<WorkerConn> = (0..slots)
@@ -117,6 +124,15 @@ fn slots_in(answer: &[(String, String)]) -> u32 {
     if n > MAX_SLOTS { 1 } else { n }
 }
 
+/// Whether a worker whose answer gave 1 slot says it multiplexes: Go's
+/// `net/http/fcgi` names nothing else, node-fastcgi a count past
+/// [`MAX_SLOTS`].
+fn serves_many(answer: &[(String, String)]) -> bool {
+    answer
+        .iter()
+        .any(|(n, v)| n == "FCGI_MPXS_CONNS" && v.trim() == "1")
+}
+
 async fn warm_up(stream: &mut Quiet, pool: &PoolConfig) -> Result<(), GateError> {
     for warm in &pool.warmup_requests {
         let req = client::Request {
@@ -173,5 +189,10 @@ mod tests {
         assert_eq!(slots_in(&[]), 1);
         // flup's view of "connections": its descriptor limit.
         assert_eq!(slots_in(&answer(&[("FCGI_MAX_CONNS", "20000")])), 1);
+        // Go: multiplexes, names no count.
+        let go = answer(&[("FCGI_MPXS_CONNS", "1")]);
+        assert_eq!(slots_in(&go), 1);
+        assert!(serves_many(&go));
+        assert!(!serves_many(&libfcgi));
     }
 }
