@@ -239,6 +239,21 @@ fn a_master_starting_on_the_host_leaves_a_container_s_workers_alone() {
     ns.stop();
 }
 
+/// `herd ctl upgrade` ends with the old master's exit, which for a
+/// container's init ends the container: refused, and herd serves on.
+#[test]
+fn as_pid_1_herd_refuses_an_upgrade_and_serves_on() {
+    let Some(ns) = Pid1::start() else {
+        return support::skip("not root: cannot make a pid namespace");
+    };
+    let (code, out, err) = ns.ctl(&["upgrade"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("PID 1 of its pid namespace"), "{out}{err}");
+    assert_eq!(fcgi::get(&ns.addr, "/").status(), 200);
+    assert_eq!(procfs::children(ns.unshare.id()), [ns.master]);
+    ns.stop();
+}
+
 /// herd as PID 1 of a pid namespace of its own, on the forking worker.
 /// `--kill-child` kills it, and so everything in the namespace, whenever
 /// unshare goes, and the drop kills unshare however the test ends. The

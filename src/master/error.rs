@@ -28,6 +28,12 @@ pub enum ReloadError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
+    #[error(
+        "herd is PID 1 of its pid namespace (a container's init): the old master's exit would \
+         end the container and everything in it; replace the container instead, or run herd \
+         under an init (`docker run --init`, tini)"
+    )]
+    Init,
     #[error("failed to make a pipe to the new master: {0}")]
     Pipe(nix::Error),
     #[error("failed to start {exe}: {source}")]

@@ -44,6 +44,9 @@ pub fn first_generation(pool: &str) -> u32 {
 impl Master {
     /// Starts the new master; the outcome comes back as an `Internal` event.
     pub(super) fn start_upgrade(&mut self) -> Result<u32, UpgradeError> {
+        if std::process::id() == 1 {
+            return Err(UpgradeError::Init);
+        }
         let mut fds: Vec<(String, RawFd)> = self
             .pools
             .iter()
