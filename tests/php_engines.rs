@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use herd::fastcgi::record;
 use support::nginx::Nginx;
 use support::{Dir, Herd, fcgi, user_line, wait_for, wait_until};
 
@@ -177,6 +178,77 @@ fn one_request_at_a_time_goes_to_the_child_that_served_the_last() {
         .collect();
     let switched = switches(&pids);
     assert!(switched <= 4, "{switched} switches in 39: {pids:?}");
+}
+
+/// A request whose body comes after its params (Apache always writes stdin
+/// after the params; nginx a large body in pieces) goes on the connection
+/// an idle child waits on, as any other. It once went on a new connection,
+/// which waited in php-fpm's queue until a child's connection opened ahead
+/// was renewed, 2.5 s after it was opened: here both were opened a moment
+/// before (two requests at once, ended together), so that wait would be
+/// over 2 s, where the request takes milliseconds.
+#[test]
+fn a_request_whose_body_follows_its_params_goes_to_an_idle_child_at_once() {
+    let dir = Dir::new();
+    dir.write("pid.php", "<?php usleep(300000); echo getmypid();");
+    dir.write(
+        "read.php",
+        "<?php echo strlen(file_get_contents('php://input'));",
+    );
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let herd = Herd::start_in(
+        dir,
+        &config(&addr, &php_fpm(), 2, "pm.status_path = /status\n"),
+    );
+    herd.wait_ready(1);
+    for round in 0..3 {
+        let both: Vec<_> = (0..2)
+            .map(|_| {
+                let (addr, root) = (addr.clone(), herd.dir.path().to_path_buf());
+                thread::spawn(move || {
+                    let file = root.join("pid.php");
+                    fcgi::request(
+                        &addr,
+                        "/pid.php",
+                        &[("SCRIPT_FILENAME", file.to_str().unwrap())],
+                        b"",
+                    )
+                })
+            })
+            .collect();
+        for h in both {
+            assert_eq!(h.join().unwrap().status(), 200);
+        }
+        let file = herd.dir.join("read.php");
+        let len = "65000";
+        let params = [
+            ("REQUEST_METHOD", "POST"),
+            ("CONTENT_LENGTH", len),
+            ("SCRIPT_FILENAME", file.to_str().unwrap()),
+        ];
+        let whole = fcgi::request_bytes(1, "/read.php", false, &params, b"");
+        // Everything but the empty STDIN record that ends it: the params.
+        let head = &whole[..whole.len() - 8];
+        let mut body = bytes::BytesMut::new();
+        record::put_stream(&mut body, record::STDIN, 1, &[b'x'; 65000]);
+        record::put_stream_end(&mut body, record::STDIN, 1);
+        let mut conn = fcgi::Conn::open(&addr);
+        let sent = Instant::now();
+        conn.send(head);
+        // herd has the request in a slot before its body comes.
+        wait_for("the request in a slot", LIMIT, || {
+            (fcgi::status_json(&addr, "/status")["active processes"].as_u64() >= Some(1))
+                .then_some(())
+        });
+        conn.send(&body);
+        let reply = conn.reply(1).expect("a reply");
+        let took = sent.elapsed();
+        assert_eq!(reply.body(), len, "round {round}: {}", reply.text());
+        assert!(
+            took < Duration::from_millis(1500),
+            "round {round}: the request waited {took:?} for a child, as if in php-fpm's queue"
+        );
+    }
 }
 
 /// While the child that served the last request is still finishing (here

@@ -93,6 +93,22 @@ impl WorkerConn {
         (opened.elapsed() < max_age).then_some(socket)
     }
 
+    /// Makes the connection opened ahead, while young enough, the stream
+    /// the next request goes on. An idle php-fpm child waits on it; a new
+    /// connection would wait in the group's queue until a child is back in
+    /// accept, which, with every idle child holding a slot's connection
+    /// opened ahead, is when one of those is renewed: seconds.
+    pub fn use_spare(&mut self) {
+        if self.stream.is_some() {
+            return;
+        }
+        if let Some(socket) = self.take_spare(SPARE_AGE)
+            && let Ok(stream) = Quiet::new(socket)
+        {
+            self.adopt(stream);
+        }
+    }
+
     /// Whether a process holds the connection opened ahead (has accepted
     /// it); `None` when there is none or the kernel cannot tell.
     pub fn spare_held(&self, diag: &mut Diag) -> Option<bool> {

@@ -117,7 +117,12 @@ where
     let sent = match (held.is_some(), sent) {
         (true, _) => Ok(()),
         (false, Some(sent)) => sent,
-        (false, None) => send_head(conn, head).await,
+        (false, None) => {
+            // A request whose body is still coming (or one not held) goes
+            // on the connection opened ahead too, as a held one does.
+            conn.use_spare();
+            send_head(conn, head).await
+        }
     };
     let end = match (held, sent) {
         (Some(end), _) => end,
