@@ -89,6 +89,9 @@ pub async fn serve<R, W>(
         clock: Clock::new(deadline::Limits::of(&cfg), Instant::now()),
     };
     let mut eof = false;
+    // The last request is answered; the connection closes once the client
+    // has sent the rest of its stdin.
+    let mut draining = false;
     // While stopping, a keep-alive connection closes once it is idle; a
     // connection taken from the backlog first gets to send its request.
     let mut served = 0u64;
@@ -105,6 +108,10 @@ pub async fn serve<R, W>(
             st.clock.framed(now, buf.len() < before, !buf.is_empty());
             if st.stalled.is_some() {
                 st.clock.pause(now);
+            }
+            if draining && !st.reqs.iter().any(|r| r.receiving()) {
+                st.reqs.clear();
+                eof = true;
             }
         }
         let idle = st.reqs.is_empty() && buf.is_empty() && served > 0;
@@ -138,13 +145,26 @@ pub async fn serve<R, W>(
                 Ok(_) => st.clock.read(Instant::now(), was_empty),
             },
             Some((id, ending)) = st.tasks.next(), if !st.tasks.is_empty() => {
-                let keep = st.reqs.iter().find(|r| r.id == id).is_none_or(|r| r.begin.keep_conn());
-                st.reqs.retain(|r| r.id != id || id == record::NULL_REQUEST_ID);
+                let req = st.reqs.iter().find(|r| r.id == id);
+                let keep = req.is_none_or(|r| r.begin.keep_conn());
+                // The client may still be sending the stdin of a request
+                // whose answer did not need it (herd's own 403, a script
+                // that never read its body). Apache's mod_proxy_fcgi writes
+                // it after the params and reads the answer after: closing
+                // now would fail that write and turn the answer into its
+                // 503. The rest is read and dropped first, as PHP's own
+                // FastCGI layer does.
+                let owes = req.is_some_and(|r| r.stdin.is_some()) && st.reqs.len() == 1;
                 served += 1;
                 st.clock.done(Instant::now());
-                if ending == Ending::CloseConnection || !keep {
-                    st.abort_all();
-                    eof = true;
+                if !keep && owes && ending == Ending::Complete {
+                    draining = true;
+                } else {
+                    st.reqs.retain(|r| r.id != id || id == record::NULL_REQUEST_ID);
+                    if ending == Ending::CloseConnection || !keep {
+                        st.abort_all();
+                        eof = true;
+                    }
                 }
             },
             permit = async { stalled_tx.expect("guarded").reserve_owned().await }, if stalled_tx.is_some() => {

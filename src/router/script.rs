@@ -51,6 +51,13 @@ pub fn check(params: &[u8], guard: &ScriptGuard) -> Result<(), Denial> {
         ScriptLookup::FixPathinfo => {
             let named = sent.php_named().filter(|n| !n.is_empty());
             let named = named.ok_or(Denial::NotFound)?;
+            if named.starts_with(APACHE_PROXY) {
+                return Err(forbidden(
+                    "Apache mod_proxy_fcgi's script path, which php-cgi does not read (php-fpm \
+                     does; `ProxyFCGIBackendType GENERIC` makes Apache send the file's own path):",
+                    named,
+                ));
+            }
             if !named.starts_with(b"/") {
                 return Err(forbidden("a relative script path", named));
             }
@@ -70,6 +77,11 @@ pub fn check(params: &[u8], guard: &ScriptGuard) -> Result<(), Denial> {
     }
     Ok(())
 }
+
+/// How Apache's mod_proxy_fcgi begins `SCRIPT_FILENAME` by default
+/// (`proxy:fcgi://localhost/srv/www/index.php`, or `proxy:balancer://`):
+/// php-fpm strips it, php-cgi reads no file there.
+const APACHE_PROXY: &[u8] = b"proxy:";
 
 fn forbidden(what: &str, path: &[u8]) -> Denial {
     Denial::Forbidden(format!("{what} '{}'", shown(path)))

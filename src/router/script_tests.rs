@@ -204,3 +204,17 @@ fn an_extension_alone_is_not_a_script() {
     assert!(!g.allows(b"/a.PHP"));
     assert!(!g.allows(b"/a.php.jpg"));
 }
+
+#[test]
+fn apache_s_proxy_script_path_is_denied_saying_what_to_do() {
+    let (_tmp, root) = docroot();
+    let named = format!("proxy:fcgi://localhost{}/index.php", root.display());
+    let p = params(&[("SCRIPT_FILENAME", named.as_bytes())]);
+    match check(&p, &guard(ScriptLookup::FixPathinfo)) {
+        Err(Denial::Forbidden(why)) => {
+            assert!(why.contains("ProxyFCGIBackendType GENERIC"), "{why}");
+            assert!(why.contains(&named), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -146,10 +146,17 @@ impl Nginx {
 /// [`Nginx::try_get`] on the nginx listening on `port` (for client threads,
 /// which need not hold the `Nginx`).
 pub fn try_get(port: u16, path: &str, within: Duration) -> Result<(u16, String), String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    http(port, request.as_bytes(), within)
+}
+
+/// Sends `request` (HTTP/1.0, so the server closes after its answer) to
+/// 127.0.0.1:`port`; (status, body).
+pub fn http(port: u16, request: &[u8], within: Duration) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(within))
         .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+    s.write_all(request).map_err(|e| e.to_string())?;
     let mut text = String::new();
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;
     let status = text
