@@ -12,7 +12,7 @@ missing=()
 [ -x /usr/sbin/php-fpm8.2 ] || missing+=(php8.2-fpm)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
-# tests/apache.rs puts Apache's mod_proxy_fcgi in front, as nginx.
+# tests/frontends.rs puts Apache's mod_proxy_fcgi in front, as nginx.
 [ -x /usr/sbin/apache2 ] || missing+=(apache2)
 # systemd's own socket activation tool starts herd in tests/systemd.rs.
 [ -x /usr/bin/systemd-socket-activate ] || missing+=(systemd)

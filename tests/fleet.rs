@@ -6,10 +6,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::haproxy::{self, HaProxy};
 use support::nginx::{self, Nginx};
 use support::{Dir, Herd, fcgi, user_line, wait_for};
 
@@ -296,98 +296,45 @@ fn a_host_stopped_gracefully_behind_nginx_fails_no_request() {
 /// HAProxy running `contrib/haproxy/haproxy.cfg` with the test's ports
 /// and paths put in; its log (health check state changes) in the test's
 /// directory.
-struct HaProxy {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-const HAPROXY: &str = "/usr/sbin/haproxy";
-
-impl HaProxy {
-    fn start(dir: &Path, hosts: &[&Host]) -> HaProxy {
-        let shipped = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/haproxy/haproxy.cfg"),
-        )
-        .unwrap();
-        let port = support::free_port();
-        let mut text = shipped.clone();
-        for (from, to) in [
-            (
-                "/run/haproxy/admin.sock".to_string(),
-                dir.join("haproxy.sock").display().to_string(),
-            ),
-            ("bind :80".into(), format!("bind 127.0.0.1:{port}")),
-            (
-                "server web1 10.0.0.11:9000".into(),
-                format!("server web1 127.0.0.1:{}", hosts[0].port),
-            ),
-            (
-                "server web2 10.0.0.12:9000".into(),
-                format!("server web2 127.0.0.1:{}", hosts[1].port),
-            ),
-        ] {
-            assert!(
-                text.contains(&from),
-                "contrib/haproxy/haproxy.cfg no longer has {from:?}: update this test"
-            );
-            text = text.replace(&from, &to);
-        }
-        let cfg = dir.join("haproxy.cfg");
-        std::fs::write(&cfg, text).unwrap();
-        let log = dir.join("haproxy.log");
-        let check = Command::new(HAPROXY)
-            .arg("-c")
-            .arg("-f")
-            .arg(&cfg)
-            .output()
-            .unwrap();
+fn start_haproxy(dir: &Path, hosts: &[&Host]) -> HaProxy {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/haproxy/haproxy.cfg"),
+    )
+    .unwrap();
+    let port = support::free_port();
+    let mut text = shipped.clone();
+    for (from, to) in [
+        (
+            "/run/haproxy/admin.sock".to_string(),
+            dir.join("haproxy.sock").display().to_string(),
+        ),
+        ("bind :80".into(), format!("bind 127.0.0.1:{port}")),
+        (
+            "server web1 10.0.0.11:9000".into(),
+            format!("server web1 127.0.0.1:{}", hosts[0].port),
+        ),
+        (
+            "server web2 10.0.0.12:9000".into(),
+            format!("server web2 127.0.0.1:{}", hosts[1].port),
+        ),
+    ] {
         assert!(
-            check.status.success(),
-            "haproxy -c: {}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
+            text.contains(&from),
+            "contrib/haproxy/haproxy.cfg no longer has {from:?}: update this test"
         );
-        let child = Command::new(HAPROXY)
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::from(
-                std::fs::File::options().append(true).open(&log).unwrap(),
-            ))
-            .spawn()
-            .expect("start haproxy");
-        let haproxy = HaProxy { child, port, log };
-        wait_for("haproxy to serve", Duration::from_secs(10), || {
-            nginx::try_get(port, "/", Duration::from_secs(5))
-                .ok()
-                .filter(|(status, _)| *status == 200)
-        });
-        haproxy
+        text = text.replace(&from, &to);
     }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- haproxy log ---\n{}", self.log_text());
-        }
-    }
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(&cfg, text).unwrap();
+    HaProxy::run(&cfg, port, "/")
 }
 
 #[test]
 fn behind_haproxy_a_deploy_and_a_graceful_stop_fail_no_request() {
-    if !Path::new(HAPROXY).exists() {
+    if !Path::new(haproxy::BINARY).exists() {
         return support::skip(&format!(
-            "{HAPROXY} is not installed (contrib/test-all.sh installs it)"
+            "{} is not installed (contrib/test-all.sh installs it)",
+            haproxy::BINARY
         ));
     }
     // The depool delay outlasts HAProxy's detection (inter 1s, fall 2).
@@ -395,7 +342,7 @@ fn behind_haproxy_a_deploy_and_a_graceful_stop_fail_no_request() {
     let mut a = Host::start(depool);
     let b = Host::start(depool);
     let dir = Dir::new();
-    let haproxy = HaProxy::start(dir.path(), &[&a, &b]);
+    let haproxy = start_haproxy(dir.path(), &[&a, &b]);
     wait_for("both servers UP", Duration::from_secs(10), || {
         let seen: Vec<u32> = (0..6)
             .filter_map(|_| nginx::try_get(haproxy.port, "/", Duration::from_secs(5)).ok())

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fcgi;
+pub mod haproxy;
 pub mod load;
 pub mod nginx;
 pub mod notify;

@@ -1,6 +1,9 @@
-//! Behind Apache: httpd's mod_proxy_fcgi, with the Apache config Debian's
-//! php8.2-fpm package ships (`/etc/apache2/conf-available/php8.2-fpm.conf`,
-//! its socket path pointed at herd's), in front of herd's PHP engines.
+//! FastCGI clients other than nginx, in front of herd's PHP engines:
+//! Apache httpd's mod_proxy_fcgi with the config Debian's php8.2-fpm
+//! package ships (`/etc/apache2/conf-available/php8.2-fpm.conf`, its socket
+//! path pointed at herd's), and HAProxy's own FastCGI client (`fcgi-app`),
+//! which asks for `FCGI_GET_VALUES`, keeps its connections and sends several
+//! requests on one.
 //!
 //! Apache writes a request's stdin after its params and reads the answer
 //! after that, and it names the script `proxy:fcgi://localhost/<path>`
@@ -14,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::haproxy::HaProxy;
 use support::nginx;
 use support::{Dir, Herd, user_line, wait_for};
 
@@ -90,6 +94,49 @@ fn php_cgi_engine_behind_apache_is_told_what_to_set_then_serves() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(" body=300000 "), "{body}");
     drop(herd);
+}
+
+/// HAProxy's fcgi-app, with `get-values`, `keep-conn` and `mpxs-conns`:
+/// pages, path info and a body arrive as through nginx, and eight requests
+/// at once on two PHP processes all get their answer, herd queueing what
+/// the children cannot take yet.
+#[test]
+fn php_fpm_engine_behind_haproxy_s_fastcgi_client() {
+    let (dir, herd) = herd_with(&support::php_fpm::binary().display().to_string());
+    std::fs::write(
+        dir.join("www/sleep.php"),
+        "<?php usleep(300000); echo getmypid();",
+    )
+    .unwrap();
+    let haproxy = start_haproxy(&dir);
+    let (status, body) = http_request(haproxy.port, "GET", "/index.php/extra/path", b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("script={}", dir.join("www/index.php").display())),
+        "{body}"
+    );
+    assert!(body.contains(" info=/extra/path "), "{body}");
+    let (status, body) = http_request(haproxy.port, "POST", "/index.php", &[b'x'; 100_000]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(" body=100000 "), "{body}");
+    let port = haproxy.port;
+    let at_once: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || nginx::try_get(port, "/sleep.php", Duration::from_secs(30)))
+        })
+        .collect();
+    let answers: Vec<_> = at_once.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        answers.iter().all(|a| matches!(a, Ok((200, _)))),
+        "{answers:?}\n{}",
+        haproxy.log_text()
+    );
+    let pids: std::collections::BTreeSet<_> = answers
+        .iter()
+        .filter_map(|a| a.as_ref().ok()?.1.trim().parse::<u32>().ok())
+        .collect();
+    assert!(pids.len() <= 2, "two PHP processes served them: {pids:?}");
+    assert!(herd.warnings().is_empty(), "{:?}", herd.warnings());
 }
 
 // ---- herd -------------------------------------------------------------------
@@ -180,22 +227,51 @@ impl Apache {
         apache
     }
 
-    /// One HTTP/1.0 request; (status, body).
     fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        let mut out = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n").into_bytes();
-        if method == "POST" {
-            out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-            out.extend_from_slice(b"Content-Type: application/octet-stream\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body);
-        nginx::http(self.port, &out, Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("{method} {path} through Apache: {e}"))
+        http_request(self.port, method, path, body)
     }
 
     fn errors(&self) -> String {
         std::fs::read_to_string(&self.error_log).unwrap_or_default()
     }
+}
+
+// ---- HAProxy ----------------------------------------------------------------
+
+/// HAProxy with its FastCGI client in front of herd's socket.
+fn start_haproxy(dir: &Path) -> HaProxy {
+    let port = support::free_port();
+    let cfg = dir.join(format!("haproxy-{port}.cfg"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults\n mode http\n timeout connect 5s\n timeout client 30s\n\
+             timeout server 30s\n\
+             fcgi-app php\n docroot {www}\n index index.php\n\
+             path-info ^(/.+\\.php)(/.*)?$\n\
+             option get-values\n option keep-conn\n option mpxs-conns\n\
+             frontend www\n bind 127.0.0.1:{port}\n default_backend php\n\
+             backend php\n use-fcgi-app php\n\
+             server herd {socket} proto fcgi\n",
+            www = dir.join("www").display(),
+            socket = dir.join("herd.sock").display(),
+        ),
+    )
+    .unwrap();
+    HaProxy::run(&cfg, port, "/index.php")
+}
+
+/// One HTTP/1.0 request to 127.0.0.1:`port`; (status, body).
+fn http_request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut out = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n").into_bytes();
+    if method == "POST" {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        out.extend_from_slice(b"Content-Type: application/octet-stream\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    nginx::http(port, &out, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{method} {path} on port {port}: {e}"))
 }
 
 impl Drop for Apache {
