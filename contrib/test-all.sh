@@ -12,8 +12,11 @@ missing=()
 [ -x /usr/sbin/php-fpm8.2 ] || missing+=(php8.2-fpm)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
-# tests/frontends.rs puts Apache's mod_proxy_fcgi in front, as nginx.
+# tests/frontends.rs puts Apache's mod_proxy_fcgi, lighttpd and Caddy in
+# front, as nginx.
 [ -x /usr/sbin/apache2 ] || missing+=(apache2)
+[ -x /usr/sbin/lighttpd ] || missing+=(lighttpd)
+[ -x /usr/bin/caddy ] || missing+=(caddy)
 # systemd's own socket activation tool starts herd in tests/systemd.rs.
 [ -x /usr/bin/systemd-socket-activate ] || missing+=(systemd)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)

@@ -3,7 +3,7 @@
 //! package ships (`/etc/apache2/conf-available/php8.2-fpm.conf`, its socket
 //! path pointed at herd's), and HAProxy's own FastCGI client (`fcgi-app`),
 //! which asks for `FCGI_GET_VALUES`, keeps its connections and sends several
-//! requests on one.
+//! requests on one; lighttpd's mod_fastcgi and Caddy's php_fastcgi.
 //!
 //! Apache writes a request's stdin after its params and reads the answer
 //! after that, and it names the script `proxy:fcgi://localhost/<path>`
@@ -139,6 +139,74 @@ fn php_fpm_engine_behind_haproxy_s_fastcgi_client() {
     assert!(herd.warnings().is_empty(), "{:?}", herd.warnings());
 }
 
+/// lighttpd's mod_fastcgi and Caddy's php_fastcgi, each as its
+/// documentation writes the PHP block, in front of the same herd: pages,
+/// path info and bodies up to 1 MB.
+#[test]
+fn php_fpm_engine_behind_lighttpd_and_caddy() {
+    let (dir, herd) = herd_with(&support::php_fpm::binary().display().to_string());
+    let www = dir.join("www");
+    let socket = dir.join("herd.sock");
+    let lighttpd_port = support::free_port();
+    let lighttpd_conf = dir.join("lighttpd.conf");
+    std::fs::write(
+        &lighttpd_conf,
+        format!(
+            "server.document-root = \"{www}\"\nserver.bind = \"127.0.0.1\"\n\
+             server.port = {lighttpd_port}\nserver.errorlog = \"{dir}/lighttpd-error.log\"\n\
+             server.modules = ( \"mod_fastcgi\" )\nindex-file.names = ( \"index.php\" )\n\
+             fastcgi.server = ( \".php\" => (( \"socket\" => \"{socket}\", \
+             \"check-local\" => \"enable\", \"broken-scriptfilename\" => \"enable\" )) )\n",
+            www = www.display(),
+            dir = dir.display(),
+            socket = socket.display(),
+        ),
+    )
+    .unwrap();
+    let mut lighttpd = Command::new(support::installed("/usr/sbin/lighttpd", "lighttpd"));
+    lighttpd.arg("-D").arg("-f").arg(&lighttpd_conf);
+    let caddy_port = support::free_port();
+    let caddyfile = dir.join("Caddyfile");
+    std::fs::write(
+        &caddyfile,
+        format!(
+            "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {dir}/caddy\n}}\n\
+             http://:{caddy_port} {{\n\tbind 127.0.0.1\n\troot * {www}\n\
+             \tphp_fastcgi unix/{socket}\n}}\n",
+            www = www.display(),
+            dir = dir.display(),
+            socket = socket.display(),
+        ),
+    )
+    .unwrap();
+    let mut caddy = Command::new(support::installed("/usr/bin/caddy", "caddy"));
+    caddy
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&caddyfile)
+        .env("HOME", &dir)
+        .env("XDG_DATA_HOME", &dir)
+        .env("XDG_CONFIG_HOME", &dir);
+    for (name, command, port) in [
+        ("lighttpd", lighttpd, lighttpd_port),
+        ("caddy", caddy, caddy_port),
+    ] {
+        let front = Front::start(name, command, port, &dir);
+        let (status, body) = http_request(port, "GET", "/index.php/extra/path", b"");
+        assert_eq!(status, 200, "{name}: {status} {body}\n{}", front.log());
+        assert!(
+            body.contains(&format!("script={}", www.join("index.php").display())),
+            "{name}: {body}"
+        );
+        assert!(body.contains(" info=/extra/path "), "{name}: {body}");
+        for size in [8_000, 65_000, 1_000_000] {
+            let (status, body) = http_request(port, "POST", "/index.php", &vec![b'x'; size]);
+            assert_eq!(status, 200, "{name}: {body}");
+            assert!(body.contains(&format!(" body={size} ")), "{name}: {body}");
+        }
+    }
+    assert!(herd.warnings().is_empty(), "{:?}", herd.warnings());
+}
+
 // ---- herd -------------------------------------------------------------------
 
 /// herd with a PHP pool of two processes running `command` (and any more
@@ -259,6 +327,53 @@ fn start_haproxy(dir: &Path) -> HaProxy {
     )
     .unwrap();
     HaProxy::run(&cfg, port, "/index.php")
+}
+
+// ---- lighttpd, Caddy --------------------------------------------------------
+
+/// A web server started with `command`, in the foreground, serving on
+/// 127.0.0.1:`port`; its output in the test's directory; stopped by its pid
+/// when dropped.
+struct Front {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Front {
+    fn start(name: &str, mut command: Command, port: u16, dir: &Path) -> Front {
+        let log = dir.join(format!("{name}.log"));
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(
+                std::fs::File::options().append(true).open(&log).unwrap(),
+            ))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let mut front = Front { child, log };
+        wait_for(
+            &format!("{name} to listen"),
+            Duration::from_secs(10),
+            || {
+                if let Ok(Some(status)) = front.child.try_wait() {
+                    panic!("{name} exited {status}: {}", front.log());
+                }
+                TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+            },
+        );
+        front
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// One HTTP/1.0 request to 127.0.0.1:`port`; (status, body).
