@@ -180,6 +180,54 @@ fn one_request_at_a_time_goes_to_the_child_that_served_the_last() {
     assert!(switched <= 4, "{switched} switches in 39: {pids:?}");
 }
 
+/// A deploy script that clears OPcache through the FastCGI socket, as
+/// cachetool's `opcache:reset --fcgi=...` does (a request that runs
+/// `opcache_reset()`), reaches one PHP process; the group's processes share
+/// one OPcache, so every one of them serves the new file after it. php-fpm
+/// as the engine, one group (herd's default for it, as php-fpm has one
+/// OPcache per master), timestamps not checked.
+#[test]
+fn opcache_reset_through_herd_clears_the_group_s_one_opcache() {
+    let dir = Dir::new();
+    let page = "<?php usleep((int)($_GET['ms'] ?? 0) * 1000); echo 'version 1 ', getmypid();";
+    dir.write("page.php", page);
+    dir.write("reset.php", "<?php echo opcache_reset() ? 'reset' : 'no';");
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let extra = "php_admin_value[opcache.validate_timestamps] = 0\n";
+    let herd = Herd::start_in(dir, &config(&addr, &php_fpm(), 2, extra));
+    herd.wait_ready(1);
+    let version = |body: &str| body.rsplit_once(' ').map(|(v, _)| v.to_string());
+    assert_eq!(
+        version(&get(&addr, "/page.php", &herd.dir)).as_deref(),
+        Some("version 1")
+    );
+    herd.dir
+        .write("page.php", &page.replace("version 1", "version 2, longer"));
+    assert_eq!(
+        version(&get(&addr, "/page.php", &herd.dir)).as_deref(),
+        Some("version 1"),
+        "cached"
+    );
+    assert_eq!(get(&addr, "/reset.php", &herd.dir), "reset");
+    let answers: Vec<String> = thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| get(&addr, "/page.php?ms=300", &herd.dir)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let pids: BTreeSet<&str> = answers
+        .iter()
+        .filter_map(|a| a.rsplit(' ').next())
+        .collect();
+    assert_eq!(pids.len(), 2, "both PHP processes answered: {answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| version(a).as_deref() == Some("version 2, longer")),
+        "{answers:?}"
+    );
+}
+
 /// A request whose body comes after its params (Apache always writes stdin
 /// after the params; nginx a large body in pieces) goes on the connection
 /// an idle child waits on, as any other. It once went on a new connection,
