@@ -269,8 +269,15 @@ fn decide(paused: bool, idle: f64) -> Option<bool> {
 /// All CPUs' (idle + iowait, total) time from the first line of
 /// `/proc/stat`, in clock ticks.
 fn cpu_times() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    parse_cpu_line(stat.lines().next()?)
+    use std::io::Read;
+    // The first line only, in one read: the whole file is a line per CPU
+    // and thousands of interrupt counts, read four times a second.
+    // Ten numbers of at most 20 digits fit.
+    let mut buf = [0u8; 256];
+    let n = std::fs::File::open("/proc/stat").ok()?.read(&mut buf).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let (line, _) = text.split_once('\n')?;
+    parse_cpu_line(line)
 }
 
 fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
