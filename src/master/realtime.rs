@@ -274,7 +274,10 @@ fn cpu_times() -> Option<(u64, u64)> {
     // and thousands of interrupt counts, read four times a second.
     // Ten numbers of at most 20 digits fit.
     let mut buf = [0u8; 256];
-    let n = std::fs::File::open("/proc/stat").ok()?.read(&mut buf).ok()?;
+    let n = std::fs::File::open("/proc/stat")
+        .ok()?
+        .read(&mut buf)
+        .ok()?;
     let text = std::str::from_utf8(&buf[..n]).ok()?;
     let (line, _) = text.split_once('\n')?;
     parse_cpu_line(line)
